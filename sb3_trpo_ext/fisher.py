@@ -1,0 +1,211 @@
+"""KL divergence of the action distribution and Fisher-vector products (spec §2 and §4).
+
+The KL here is that of the *whole* action distribution: for factorised actions (diagonal Gaussian,
+MultiBinary, MultiDiscrete) it is the sum over action dimensions, so ``target_kl`` is the real trust region.
+
+Two ways to multiply by the Fisher information F of the mean KL, behind one function,
+:func:`fisher_vector_product`:
+
+* ``"analytic"``: the Gauss-Newton form F v = (1/N) sum_n J_n^T M_n J_n v, where z_n are the distribution
+  parameters the network outputs for state n, J_n = dz_n/dtheta and M_n the closed-form Fisher of the
+  distribution in z. One forward-mode product (J v) and one reverse-mode product (J^T u) per call.
+* ``"autograd"``: Pearlmutter's double backprop, F v = d/dtheta (grad KL . v). It works for any
+  distribution with a KL (gSDE, custom distributions).
+"""
+
+import copy
+from collections.abc import Callable, Sequence
+
+import torch as th
+from stable_baselines3.common.distributions import (
+    BernoulliDistribution,
+    CategoricalDistribution,
+    DiagGaussianDistribution,
+    Distribution,
+    MultiCategoricalDistribution,
+)
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.type_aliases import PyTorchObs
+from torch import nn
+
+FVP_METHODS = ("auto", "analytic", "autograd")
+
+#: Distributions whose Fisher in their own parameters is known in closed form.
+ANALYTIC_DISTRIBUTIONS = (
+    DiagGaussianDistribution,
+    CategoricalDistribution,
+    MultiCategoricalDistribution,
+    BernoulliDistribution,
+)
+
+FisherVectorProduct = Callable[[th.Tensor], th.Tensor]
+
+
+def kl_divergence(old: Distribution, new: Distribution) -> th.Tensor:
+    """
+    KL(old || new) per state, summed over action dimensions (spec §2).
+
+    :param old: action distribution at theta_old (usually detached)
+    :param new: action distribution at theta, for the same states
+    :return: tensor of shape (n_states,)
+    """
+    if isinstance(old, MultiCategoricalDistribution):
+        assert isinstance(new, MultiCategoricalDistribution)
+        return sum(
+            th.distributions.kl_divergence(p, q) for p, q in zip(old.distribution, new.distribution, strict=True)
+        )  # type: ignore[return-value]
+    kl = th.distributions.kl_divergence(old.distribution, new.distribution)  # type: ignore[arg-type]
+    # Categorical gives one value per state; factorised distributions one per action dimension.
+    return kl.sum(dim=-1) if kl.dim() > 1 else kl
+
+
+def distribution_parameters(distribution: Distribution) -> tuple[th.Tensor, ...]:
+    """
+    The parameters z of an action distribution in which its Fisher M is known in closed form:
+    (mean, log-std) for a diagonal Gaussian, the logits otherwise (one tensor per categorical of a
+    MultiDiscrete space).
+    """
+    if isinstance(distribution, DiagGaussianDistribution):
+        normal = distribution.distribution
+        return normal.loc, normal.scale.log()
+    if isinstance(distribution, MultiCategoricalDistribution):
+        return tuple(categorical.logits for categorical in distribution.distribution)
+    if isinstance(distribution, (CategoricalDistribution, BernoulliDistribution)):
+        return (distribution.distribution.logits,)
+    raise TypeError(f"No closed-form Fisher for {type(distribution).__name__}")
+
+
+def distribution_fisher_product(
+    distribution: Distribution, parameters: Sequence[th.Tensor], tangent: Sequence[th.Tensor]
+) -> tuple[th.Tensor, ...]:
+    """
+    M_n u_n for every state n: the Fisher of the distribution in its own parameters z (spec §4) times u.
+
+    * diagonal Gaussian (mean mu, log-std l): M_mu = diag(1/sigma^2), M_l = 2 I, no cross terms;
+    * categorical with logits: M = diag(p) - p p^T (also for torch's normalised logits, since M 1 = 0);
+    * Bernoulli with logits: M = diag(p (1 - p)).
+
+    :param distribution: the distribution at theta_old (only its type is read)
+    :param parameters: z at theta_old, as returned by :func:`distribution_parameters`
+    :param tangent: u, one tensor per entry of ``parameters``
+    """
+    if isinstance(distribution, DiagGaussianDistribution):
+        _, log_std = parameters
+        d_mean, d_log_std = tangent
+        return d_mean * th.exp(-2.0 * log_std), 2.0 * d_log_std
+    if isinstance(distribution, (CategoricalDistribution, MultiCategoricalDistribution)):
+        products = []
+        for logits, u in zip(parameters, tangent, strict=True):
+            p = th.softmax(logits, dim=-1)
+            products.append(p * u - p * (p * u).sum(dim=-1, keepdim=True))
+        return tuple(products)
+    if isinstance(distribution, BernoulliDistribution):
+        (logits,), (u,) = parameters, tangent
+        p = th.sigmoid(logits)
+        return (p * (1.0 - p) * u,)
+    raise TypeError(f"No closed-form Fisher for {type(distribution).__name__}")
+
+
+def supports_analytic_fisher(distribution: Distribution) -> bool:
+    """Whether the Gauss-Newton form applies (gSDE and custom distributions use double backprop)."""
+    return isinstance(distribution, ANALYTIC_DISTRIBUTIONS)
+
+
+def flat_grad(output: th.Tensor, params: Sequence[nn.Parameter], **kwargs) -> th.Tensor:
+    """Gradient of a scalar with respect to ``params``, flattened into one vector (zeros where unused)."""
+    grads = th.autograd.grad(output, params, materialize_grads=True, **kwargs)
+    return th.cat([grad.reshape(-1) for grad in grads])
+
+
+def fisher_vector_product(
+    policy: ActorCriticPolicy,
+    observations: PyTorchObs,
+    params: Sequence[nn.Parameter],
+    method: str = "auto",
+    damping: float = 0.0,
+) -> FisherVectorProduct:
+    """
+    v -> (F + damping I) v, F the Fisher of the mean KL over ``observations`` with respect to ``params``,
+    at the policy's current parameters (theta_old). F is never formed.
+
+    :param policy: the actor-critic policy
+    :param observations: the states of the (possibly sub-sampled) batch
+    :param params: the actor parameters, in the order of the flat vectors
+    :param method: "analytic" (Gauss-Newton form), "autograd" (double backprop) or "auto"
+        (analytic where the distribution allows it)
+    :param damping: lambda, added as lambda v
+    """
+    if method not in FVP_METHODS:
+        raise ValueError(f"fvp_method must be one of {FVP_METHODS}, got {method!r}")
+    with th.no_grad():
+        old_distribution = copy.copy(policy.get_distribution(observations))
+    analytic = supports_analytic_fisher(old_distribution)
+    if method == "analytic" and not analytic:
+        raise ValueError(
+            f"fvp_method='analytic' needs one of {[d.__name__ for d in ANALYTIC_DISTRIBUTIONS]}, "
+            f"got {type(old_distribution).__name__}; use 'autograd' or 'auto'"
+        )
+    if method == "autograd" or not analytic:
+        product = _double_backprop_product(policy, observations, params, old_distribution)
+    else:
+        product = _gauss_newton_product(policy, observations, params, old_distribution)
+    if damping == 0.0:
+        return product
+    return lambda vector: product(vector) + damping * vector
+
+
+class _DistributionParameters(nn.Module):
+    """theta -> z(theta) as a module, so that torch.func can differentiate it functionally."""
+
+    def __init__(self, policy: ActorCriticPolicy) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, observations: PyTorchObs) -> tuple[th.Tensor, ...]:
+        return distribution_parameters(self.policy.get_distribution(observations))
+
+
+def _gauss_newton_product(
+    policy: ActorCriticPolicy,
+    observations: PyTorchObs,
+    params: Sequence[nn.Parameter],
+    old_distribution: Distribution,
+) -> FisherVectorProduct:
+    names = {id(param): f"policy.{name}" for name, param in policy.named_parameters()}
+    keys = [names[id(param)] for param in params]
+    shapes = [param.shape for param in params]
+    sizes = [param.numel() for param in params]
+    module = _DistributionParameters(policy)
+
+    def z_of(theta: dict[str, th.Tensor]) -> tuple[th.Tensor, ...]:
+        return th.func.functional_call(module, theta, (observations,))
+
+    theta_old = {key: param.detach() for key, param in zip(keys, params, strict=True)}
+    z_old, pullback = th.func.vjp(z_of, theta_old)
+    z_old = tuple(z.detach() for z in z_old)
+    n_states = z_old[0].shape[0]
+
+    def product(vector: th.Tensor) -> th.Tensor:
+        chunks = vector.split(sizes)
+        tangent = {key: chunk.view(shape) for key, chunk, shape in zip(keys, chunks, shapes, strict=True)}
+        _, jacobian_vector = th.func.jvp(z_of, (theta_old,), (tangent,))
+        fisher_jv = distribution_fisher_product(old_distribution, z_old, jacobian_vector)
+        (grads,) = pullback(tuple(u / n_states for u in fisher_jv))
+        return th.cat([grads[key].reshape(-1) for key in keys])
+
+    return product
+
+
+def _double_backprop_product(
+    policy: ActorCriticPolicy,
+    observations: PyTorchObs,
+    params: Sequence[nn.Parameter],
+    old_distribution: Distribution,
+) -> FisherVectorProduct:
+    mean_kl = kl_divergence(old_distribution, policy.get_distribution(observations)).mean()
+    grad_kl = flat_grad(mean_kl, params, create_graph=True)
+
+    def product(vector: th.Tensor) -> th.Tensor:
+        return flat_grad(grad_kl @ vector, params, retain_graph=True)
+
+    return product

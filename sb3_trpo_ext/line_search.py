@@ -1,0 +1,93 @@
+"""Step size and backtracking line search (spec §5)."""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch as th
+
+
+def max_step_size(curvature: float, target_kl: float) -> float | None:
+    """
+    beta = sqrt(2 delta / d^T (F + lambda I) d): the step beta d has quadratic-model KL equal to delta.
+
+    :return: beta, or None when the curvature is non-finite or non-positive (then no step is taken)
+    """
+    if not (math.isfinite(curvature) and curvature > 0.0):
+        return None
+    beta = math.sqrt(2.0 * target_kl / curvature)
+    return beta if math.isfinite(beta) else None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What the line search needs to know of theta_old + step."""
+
+    surrogate: float
+    mean_kl: float
+    max_kl: float
+
+
+@dataclass(frozen=True)
+class LineSearchResult:
+    """
+    :param accepted: whether a candidate passed every test
+    :param step: the accepted step alpha^j * full_step (zeros when none was accepted)
+    :param step_fraction: alpha^j for the accepted candidate, 0 when none was accepted
+    :param n_candidates: how many candidates were evaluated
+    :param candidate: the accepted candidate, or None
+    """
+
+    accepted: bool
+    step: th.Tensor
+    step_fraction: float
+    n_candidates: int
+    candidate: Candidate | None
+
+
+def is_acceptable(
+    candidate: Candidate,
+    surrogate_before: float,
+    expected_improvement: float,
+    target_kl: float,
+    accept_ratio: float,
+) -> bool:
+    """
+    The acceptance test of spec §5: surrogate and KL finite, mean KL <= delta, an actual improvement,
+    and an improvement of at least ``accept_ratio`` times what the linear model expected.
+    """
+    if not (math.isfinite(candidate.surrogate) and math.isfinite(candidate.mean_kl)):
+        return False
+    improvement = candidate.surrogate - surrogate_before
+    return candidate.mean_kl <= target_kl and improvement > 0.0 and improvement >= accept_ratio * expected_improvement
+
+
+def backtracking_line_search(
+    evaluate: Callable[[th.Tensor], Candidate],
+    full_step: th.Tensor,
+    surrogate_before: float,
+    expected_improvement: float,
+    target_kl: float,
+    shrinking_factor: float,
+    max_iter: int,
+    accept_ratio: float,
+) -> LineSearchResult:
+    """
+    Try theta_old + alpha^j * full_step for j = 0, 1, ..., max_iter - 1 and return the first acceptable one.
+
+    :param evaluate: step -> Candidate for theta_old + step
+    :param full_step: beta * d
+    :param surrogate_before: L(theta_old)
+    :param expected_improvement: g^T full_step, the improvement predicted by the linear model
+    :param target_kl: delta
+    :param shrinking_factor: alpha in (0, 1)
+    :param max_iter: the number of candidates J
+    :param accept_ratio: the least fraction of the expected improvement to accept (0 turns the test off)
+    """
+    for j in range(max_iter):
+        fraction = shrinking_factor**j
+        step = fraction * full_step
+        candidate = evaluate(step)
+        if is_acceptable(candidate, surrogate_before, fraction * expected_improvement, target_kl, accept_ratio):
+            return LineSearchResult(True, step, fraction, j + 1, candidate)
+    return LineSearchResult(False, th.zeros_like(full_step), 0.0, max_iter, None)

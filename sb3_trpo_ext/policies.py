@@ -1,0 +1,55 @@
+"""Policies (SB3's actor-critic policies) and which of their parameters belong to the actor and the critic."""
+
+from collections.abc import Sequence
+
+import torch as th
+from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, MultiInputActorCriticPolicy
+from torch import nn
+
+MlpPolicy = ActorCriticPolicy
+CnnPolicy = ActorCriticCnnPolicy
+MultiInputPolicy = MultiInputActorCriticPolicy
+
+
+def _parameters_reached_by(outputs: Sequence[th.Tensor], policy: nn.Module) -> list[nn.Parameter]:
+    params = [param for param in policy.parameters() if param.requires_grad]
+    grads = th.autograd.grad(sum(out.sum() for out in outputs), params, allow_unused=True)
+    return [param for param, grad in zip(params, grads, strict=True) if grad is not None]
+
+
+def actor_parameters(policy: ActorCriticPolicy) -> list[nn.Parameter]:
+    """
+    The parameters the action distribution depends on, found through the autograd graph of the
+    distribution's own tensors on a sample observation, so custom policies work without naming conventions.
+    """
+    observation, _ = policy.obs_to_tensor(policy.observation_space.sample())
+    distribution = policy.get_distribution(observation)
+    # MultiCategorical holds one torch distribution per sub-space, the others a single one.
+    torch_distributions = distribution.distribution
+    if not isinstance(torch_distributions, list):
+        torch_distributions = [torch_distributions]
+    outputs = [tensor for dist in torch_distributions for tensor in vars(dist).values() if isinstance(tensor, th.Tensor)]
+    return _parameters_reached_by(outputs, policy)
+
+
+def critic_parameters(policy: ActorCriticPolicy) -> list[nn.Parameter]:
+    """
+    The parameters the value depends on and the action distribution does not: the only ones the critic
+    trains, so fitting the value never moves the policy (also when a features extractor is shared).
+    """
+    observation, _ = policy.obs_to_tensor(policy.observation_space.sample())
+    actor = {id(param) for param in actor_parameters(policy)}
+    value_params = _parameters_reached_by([policy.predict_values(observation)], policy)
+    return [param for param in value_params if id(param) not in actor]
+
+
+def flat_parameters(params: Sequence[nn.Parameter]) -> th.Tensor:
+    """theta as one new vector (a copy, not a view)."""
+    return th.cat([param.detach().reshape(-1) for param in params])
+
+
+@th.no_grad()
+def set_flat_parameters(params: Sequence[nn.Parameter], theta: th.Tensor) -> None:
+    """Write the vector ``theta`` into ``params`` in place (bit for bit)."""
+    for param, chunk in zip(params, theta.split([param.numel() for param in params]), strict=True):
+        param.copy_(chunk.view_as(param))

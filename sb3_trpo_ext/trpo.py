@@ -1,0 +1,400 @@
+"""Trust Region Policy Optimization as a Stable-Baselines3 on-policy algorithm."""
+
+import copy
+import math
+import warnings
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.save_util import load_from_zip_file
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, Schedule, TensorDict
+from stable_baselines3.common.utils import explained_variance
+from torch.nn import functional as F
+
+from sb3_trpo_ext.conjugate_gradient import conjugate_gradient
+from sb3_trpo_ext.fisher import FVP_METHODS, fisher_vector_product, flat_grad, kl_divergence, supports_analytic_fisher
+from sb3_trpo_ext.line_search import Candidate, LineSearchResult, backtracking_line_search, max_step_size
+from sb3_trpo_ext.policies import (
+    CnnPolicy,
+    MlpPolicy,
+    MultiInputPolicy,
+    actor_parameters,
+    critic_parameters,
+    flat_parameters,
+    set_flat_parameters,
+)
+from sb3_trpo_ext.surrogate import mean_entropy, normalize_advantages, surrogate_objective
+
+SelfTRPO = TypeVar("SelfTRPO", bound="TRPO")
+
+SUPPORTED_ACTION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+
+
+class TRPO(OnPolicyAlgorithm):
+    """
+    Trust Region Policy Optimization (TRPO), with the trust region on the true KL of the action distribution.
+
+    Paper: https://arxiv.org/abs/1502.05477. Each update maximises the surrogate
+    L(theta) = E[A pi_theta(a|s) / pi_old(a|s)] subject to mean KL(pi_old || pi_theta) <= target_kl,
+    by a natural-gradient step (conjugate gradient on Fisher-vector products) and a backtracking line search.
+    The value function is fitted afterwards with its own optimiser over its own parameters only.
+
+    :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy or an ActorCriticPolicy class)
+    :param env: The environment to learn from (if registered in Gym, can be str)
+    :param learning_rate: The learning rate of the value function's optimiser, it can be a function
+        of the current progress remaining (from 1 to 0)
+    :param n_steps: The number of steps to run for each environment per update
+        (i.e. rollout buffer size is n_steps * n_envs where n_envs is number of environment copies running in parallel)
+    :param batch_size: Minibatch size for the value function
+    :param gamma: Discount factor
+    :param cg_max_steps: The most conjugate-gradient iterations (Fisher-vector products) per update
+    :param cg_damping: Damping lambda: CG solves (F + lambda I) x = g
+    :param line_search_shrinking_factor: Step-size reduction factor alpha of the line search
+        (candidates are ``theta_old + alpha^j * beta * d``), in (0, 1)
+    :param line_search_max_iter: The number of line-search candidates
+    :param n_critic_updates: Number of epochs of minibatch updates of the value function per policy update
+    :param gae_lambda: Factor for trade-off of bias vs variance for Generalized Advantage Estimator
+    :param use_sde: Whether to use generalized State Dependent Exploration (gSDE)
+        instead of action noise exploration (default: False)
+    :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE
+        Default: -1 (only sample at the beginning of the rollout)
+    :param rollout_buffer_class: Rollout buffer class to use. If ``None``, it will be automatically selected.
+    :param rollout_buffer_kwargs: Keyword arguments to pass to the rollout buffer on creation
+    :param normalize_advantage: Whether to normalize the advantages over each batch
+    :param target_kl: The trust-region radius delta: the largest mean KL(pi_old || pi_new) of an update,
+        with the KL of the whole action distribution (summed over action dimensions)
+    :param sub_sampling_factor: Use every k-th sample of the batch for the Fisher-vector products only
+        (the gradient and the line search always use the whole batch);
+        see p40-42 of John Schulman's thesis http://joschu.net/docs/thesis.pdf
+    :param ent_coef: Entropy bonus coefficient c: the surrogate is L(theta) + c * mean entropy
+    :param fvp_method: How to multiply by the Fisher: "analytic" (Gauss-Newton form with the closed-form
+        Fisher of the distribution), "autograd" (double backprop, any distribution) or "auto" (analytic
+        where it applies, i.e. not for gSDE or custom distributions)
+    :param cg_residual_tol: CG stops once ||g - (F + lambda I) x|| <= cg_residual_tol * ||g||
+    :param line_search_accept_ratio: A candidate must improve the surrogate by at least this fraction of the
+        improvement the linear model expects (0 turns the ratio test off), in [0, 1)
+    :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
+        the reported success rate, mean episode length, and mean reward over
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: additional arguments to be passed to the policy on creation
+    :param verbose: the verbosity level: 0 no output, 1 info, 2 debug
+    :param seed: Seed for the pseudo random generators
+    :param device: Device (cpu, cuda, ...) on which the code should be run.
+        Setting it to auto, the code will be run on the GPU if possible.
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MlpPolicy,
+        "CnnPolicy": CnnPolicy,
+        "MultiInputPolicy": MultiInputPolicy,
+    }
+
+    def __init__(
+        self,
+        policy: str | type[ActorCriticPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 1e-3,
+        n_steps: int = 2048,
+        batch_size: int = 128,
+        gamma: float = 0.99,
+        cg_max_steps: int = 15,
+        cg_damping: float = 0.1,
+        line_search_shrinking_factor: float = 0.8,
+        line_search_max_iter: int = 10,
+        n_critic_updates: int = 10,
+        gae_lambda: float = 0.95,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        rollout_buffer_class: type[RolloutBuffer] | None = None,
+        rollout_buffer_kwargs: dict[str, Any] | None = None,
+        normalize_advantage: bool = True,
+        target_kl: float = 0.01,
+        sub_sampling_factor: int = 1,
+        ent_coef: float = 0.0,
+        fvp_method: str = "auto",
+        cg_residual_tol: float = 1e-10,
+        line_search_accept_ratio: float = 0.1,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ):
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            ent_coef=ent_coef,
+            vf_coef=0.0,  # the value function has its own optimiser and loss
+            max_grad_norm=0.0,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
+            rollout_buffer_class=rollout_buffer_class,
+            rollout_buffer_kwargs=rollout_buffer_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            device=device,
+            seed=seed,
+            _init_setup_model=False,
+        )
+        self.batch_size = batch_size
+        self.cg_max_steps = cg_max_steps
+        self.cg_damping = cg_damping
+        self.cg_residual_tol = cg_residual_tol
+        self.fvp_method = fvp_method
+        self.line_search_shrinking_factor = line_search_shrinking_factor
+        self.line_search_max_iter = line_search_max_iter
+        self.line_search_accept_ratio = line_search_accept_ratio
+        self.n_critic_updates = n_critic_updates
+        self.normalize_advantage = normalize_advantage
+        self.target_kl = target_kl
+        self.sub_sampling_factor = sub_sampling_factor
+        self._skipped_policy_steps = 0
+        self._validate_hyperparameters()
+
+        if _init_setup_model:
+            self._setup_model()
+
+    def _validate_hyperparameters(self) -> None:
+        def require(ok: bool, name: str, allowed: str) -> None:
+            if not ok:
+                raise ValueError(f"{name} must be {allowed}, got {getattr(self, name)!r}")
+
+        def is_real(value: Any) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+        def is_count(value: Any, minimum: int) -> bool:
+            return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= minimum
+
+        require(is_real(self.target_kl) and self.target_kl > 0, "target_kl", "a finite number > 0")
+        require(
+            is_real(self.line_search_shrinking_factor) and 0 < self.line_search_shrinking_factor < 1,
+            "line_search_shrinking_factor",
+            "in the open interval (0, 1)",
+        )
+        require(
+            is_real(self.line_search_accept_ratio) and 0 <= self.line_search_accept_ratio < 1,
+            "line_search_accept_ratio",
+            "in [0, 1)",
+        )
+        require(is_count(self.line_search_max_iter, 1), "line_search_max_iter", "an integer >= 1")
+        require(is_count(self.cg_max_steps, 1), "cg_max_steps", "an integer >= 1")
+        require(is_real(self.cg_damping) and self.cg_damping >= 0, "cg_damping", "a finite number >= 0")
+        require(is_real(self.cg_residual_tol) and self.cg_residual_tol >= 0, "cg_residual_tol", "a finite number >= 0")
+        require(is_count(self.batch_size, 1), "batch_size", "an integer >= 1")
+        require(is_count(self.n_steps, 1), "n_steps", "an integer >= 1")
+        require(is_count(self.n_critic_updates, 0), "n_critic_updates", "an integer >= 0")
+        require(is_count(self.sub_sampling_factor, 1), "sub_sampling_factor", "an integer >= 1")
+        require(is_real(self.ent_coef) and self.ent_coef >= 0, "ent_coef", "a finite number >= 0")
+        require(self.fvp_method in FVP_METHODS, "fvp_method", f"one of {FVP_METHODS}")
+        if self.env is not None and self.normalize_advantage and self.n_steps * self.env.num_envs < 2:
+            raise ValueError(
+                "n_steps * n_envs must be >= 2 when normalize_advantage=True (a single advantage has no spread), "
+                f"got n_steps={self.n_steps} and n_envs={self.env.num_envs}"
+            )
+
+    def _setup_model(self) -> None:
+        if not isinstance(self.action_space, SUPPORTED_ACTION_SPACES):
+            raise ValueError(
+                f"action space must be one of {[space.__name__ for space in SUPPORTED_ACTION_SPACES]}, "
+                f"got {self.action_space}"
+            )
+        super()._setup_model()
+        self._actor_params = actor_parameters(self.policy)
+        self._critic_params = critic_parameters(self.policy)
+        if self.fvp_method == "analytic" and not supports_analytic_fisher(self.policy.action_dist):
+            raise ValueError(
+                f"fvp_method='analytic' has no closed-form Fisher for {type(self.policy.action_dist).__name__}; "
+                "use 'auto' or 'autograd'"
+            )
+        # The critic's optimiser sees the critic's parameters only: the value fit can never move the policy.
+        self.policy.optimizer = self.policy.optimizer_class(
+            self._critic_params, lr=self.lr_schedule(1), **self.policy.optimizer_kwargs
+        )
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_actor_params", "_critic_params"]
+
+    def set_parameters(
+        self,
+        load_path_or_dict: str | TensorDict,
+        exact_match: bool = True,
+        device: th.device | str = "auto",
+    ) -> None:
+        """
+        Load parameters as SB3 does. An optimiser state saved over all the policy's parameters (as
+        sb3-contrib's TRPO saves it) is narrowed to the critic's parameters, keeping their Adam moments.
+        """
+        if isinstance(load_path_or_dict, dict):
+            params = dict(load_path_or_dict)
+        else:
+            _, params, _ = load_from_zip_file(load_path_or_dict, device=device, load_data=False)
+        if "policy.optimizer" in params:
+            params["policy.optimizer"] = self._critic_optimizer_state(params["policy.optimizer"])
+        super().set_parameters(params, exact_match=exact_match, device=device)
+
+    def _critic_optimizer_state(self, state: dict[str, Any]) -> dict[str, Any]:
+        all_params = list(self.policy.parameters())
+        groups = state["param_groups"]
+        covers_all_params = len(groups) == 1 and len(groups[0]["params"]) == len(all_params)
+        if not covers_all_params or len(all_params) == len(self._critic_params):
+            return state
+        position = {id(param): index for index, param in enumerate(all_params)}
+        kept = [position[id(param)] for param in self._critic_params]
+        return {
+            "state": {new: state["state"][old] for new, old in enumerate(kept) if old in state["state"]},
+            "param_groups": [{**groups[0], "params": list(range(len(kept)))}],
+        }
+
+    def train(self) -> None:
+        """One TRPO update from the collected rollout: natural-gradient policy step, then the critic."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        params = self._actor_params
+        batch = next(self.rollout_buffer.get(batch_size=None))
+        observations, actions = batch.observations, self._distribution_actions(batch.actions)
+        advantages = normalize_advantages(batch.advantages) if self.normalize_advantage else batch.advantages
+        theta_old = flat_parameters(params)
+
+        # Surrogate L(theta_old) and the policy gradient g.
+        with th.no_grad():
+            old_distribution = copy.copy(self.policy.get_distribution(observations))
+            old_log_prob = old_distribution.log_prob(actions)
+        distribution = self.policy.get_distribution(observations)
+        surrogate_before = surrogate_objective(distribution, actions, old_log_prob, advantages, self.ent_coef)
+        policy_gradient = flat_grad(surrogate_before, params)
+        kl_before = kl_divergence(old_distribution, distribution).mean().item()
+
+        # Natural gradient d = (F + lambda I)^-1 g by conjugate gradient on Fisher-vector products.
+        fvp = fisher_vector_product(
+            self.policy, self._subsample(observations), params, self.fvp_method, self.cg_damping
+        )
+        cg = conjugate_gradient(fvp, policy_gradient, self.cg_max_steps, self.cg_residual_tol)
+
+        # Step size beta = sqrt(2 delta / d^T (F + lambda I) d), then the backtracking line search.
+        def evaluate(step: th.Tensor) -> Candidate:
+            set_flat_parameters(params, theta_old + step)
+            with th.no_grad():
+                candidate = self.policy.get_distribution(observations)
+                surrogate = surrogate_objective(candidate, actions, old_log_prob, advantages, self.ent_coef)
+                kl = kl_divergence(old_distribution, candidate)
+            return Candidate(surrogate.item(), kl.mean().item(), kl.max().item())
+
+        beta = max_step_size(cg.curvature, self.target_kl)
+        if beta is None:
+            self._skip_policy_step(cg.curvature)
+            search = LineSearchResult(False, th.zeros_like(theta_old), 0.0, 0, None)
+        else:
+            full_step = beta * cg.solution
+            search = backtracking_line_search(
+                evaluate,
+                full_step,
+                surrogate_before=surrogate_before.item(),
+                expected_improvement=(policy_gradient @ full_step).item(),
+                target_kl=self.target_kl,
+                shrinking_factor=self.line_search_shrinking_factor,
+                max_iter=self.line_search_max_iter,
+                accept_ratio=self.line_search_accept_ratio,
+            )
+        set_flat_parameters(params, theta_old + search.step if search.accepted else theta_old)
+
+        value_loss = self._fit_critic()
+        self._n_updates += 1
+
+        with th.no_grad():
+            new_distribution = self.policy.get_distribution(observations)
+            entropy = mean_entropy(new_distribution, new_distribution.log_prob(actions)).item()
+        accepted = search.candidate
+        expected = (policy_gradient @ search.step).item()
+        self.logger.record("train/policy_objective", accepted.surrogate if accepted else surrogate_before.item())
+        self.logger.record("train/surrogate_improvement", accepted.surrogate - surrogate_before.item() if accepted else 0.0)
+        self.logger.record("train/expected_improvement", expected)
+        self.logger.record("train/kl_divergence", accepted.mean_kl if accepted else 0.0)
+        self.logger.record("train/max_kl", accepted.max_kl if accepted else 0.0)
+        self.logger.record("train/kl_before", kl_before)
+        self.logger.record("train/step_size", search.step_fraction * (beta or 0.0))
+        self.logger.record("train/line_search_steps", search.n_candidates)
+        self.logger.record("train/is_line_search_success", float(search.accepted))
+        self.logger.record("train/cg_iterations", cg.iterations)
+        self.logger.record("train/cg_residual", cg.residual)
+        self.logger.record("train/grad_norm", policy_gradient.norm().item())
+        self.logger.record("train/entropy", entropy)
+        self.logger.record("train/value_loss", value_loss)
+        self.logger.record(
+            "train/explained_variance",
+            explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten()),
+        )
+        if hasattr(self.policy, "log_std"):
+            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+        self.logger.record("train/skipped_policy_steps", self._skipped_policy_steps)
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+
+    def _fit_critic(self) -> float:
+        """``n_critic_updates`` epochs of minibatch regression of the value on the returns; the mean loss."""
+        losses = []
+        if not self._critic_params:
+            return float("nan")
+        for _ in range(self.n_critic_updates):
+            for minibatch in self.rollout_buffer.get(self.batch_size):
+                values = self.policy.predict_values(minibatch.observations).flatten()
+                loss = F.mse_loss(minibatch.returns, values)
+                self.policy.optimizer.zero_grad()
+                # Gradients only where the critic trains: nothing accumulates in (shared) actor parameters.
+                loss.backward(inputs=self._critic_params)
+                self.policy.optimizer.step()
+                losses.append(loss.detach())
+        return th.stack(losses).mean().item() if losses else float("nan")
+
+    def _skip_policy_step(self, curvature: float) -> None:
+        self._skipped_policy_steps += 1
+        warnings.warn(
+            f"TRPO policy step skipped: the curvature d^T (F + lambda I) d = {curvature} is not finite and positive "
+            "(zero or non-finite policy gradient, or a failed Fisher-vector product); the policy is unchanged.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+    def _distribution_actions(self, actions: th.Tensor) -> th.Tensor:
+        if isinstance(self.action_space, spaces.Discrete):
+            # The buffer stores actions as floats of shape (n, 1); Categorical wants integer indices.
+            return actions.long().flatten()
+        return actions
+
+    def _subsample(self, observations: PyTorchObs) -> PyTorchObs:
+        k = self.sub_sampling_factor
+        if k == 1:
+            return observations
+        if isinstance(observations, dict):
+            return {key: value[::k] for key, value in observations.items()}
+        return observations[::k]
+
+    def learn(
+        self: SelfTRPO,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str = "TRPO",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfTRPO:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
