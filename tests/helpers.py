@@ -1,0 +1,135 @@
+"""Small environments and independent dense computations shared by the tests."""
+
+import copy
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.callbacks import BaseCallback
+
+ACTION_SPACES = {
+    "discrete": spaces.Discrete(3),
+    "box1": spaces.Box(-1.0, 1.0, (1,), np.float32),
+    "box3": spaces.Box(-1.0, 1.0, (3,), np.float32),
+    "multidiscrete": spaces.MultiDiscrete([3, 2, 4]),
+    "multibinary": spaces.MultiBinary(3),
+}
+
+
+class ToyEnv(gym.Env):
+    """Random observations; the reward depends on observation and action, so advantages carry signal."""
+
+    def __init__(self, action_space: spaces.Space, observation: str = "vector", episode_length: int = 16):
+        super().__init__()
+        self.action_space = action_space
+        self.episode_length = episode_length
+        vector = spaces.Box(-1.0, 1.0, (4,), np.float32)
+        image = spaces.Box(0, 255, (36, 36, 1), np.uint8)
+        self.observation_space = {
+            "vector": vector,
+            "image": image,
+            "dict": spaces.Dict({"vector": vector, "index": spaces.Discrete(3)}),
+        }[observation]
+        self._t = 0
+
+    def _observation(self):
+        return self.observation_space.sample()
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.observation_space.seed(int(self.np_random.integers(2**31)))
+        self._t = 0
+        self._obs = self._observation()
+        return self._obs, {}
+
+    def step(self, action):
+        signal = np.asarray(self._obs["vector"] if isinstance(self._obs, dict) else self._obs, dtype=np.float64).ravel()
+        reward = float(signal[0] * np.sum(np.asarray(action, dtype=np.float64)) + 0.1 * signal[1])
+        self._t += 1
+        self._obs = self._observation()
+        return self._obs, reward, False, self._t >= self.episode_length, {}
+
+
+def collect_rollout(model) -> None:
+    """Fill the model's rollout buffer once, as learn() would before train()."""
+    _, callback = model._setup_learn(model.n_steps * model.n_envs, None)
+    callback.on_training_start(locals(), globals())
+    model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+
+
+class _DistributionOf(th.nn.Module):
+    def __init__(self, policy):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, observations):
+        return self.policy.get_distribution(observations)
+
+
+def reference_kl(old, new) -> th.Tensor:
+    """Per-state KL summed over action dimensions, written out per distribution type."""
+    old_d, new_d = old.distribution, new.distribution
+    if isinstance(old_d, list):
+        return sum((p.probs * (p.logits - q.logits)).sum(-1) for p, q in zip(old_d, new_d))
+    if isinstance(old_d, th.distributions.Categorical):
+        return (old_d.probs * (old_d.logits - new_d.logits)).sum(-1)
+    if isinstance(old_d, th.distributions.Bernoulli):
+        p, q = old_d.probs, new_d.probs
+        return (p * (p.log() - q.log()) + (1 - p) * ((1 - p).log() - (1 - q).log())).sum(-1)
+    mu0, s0, mu1, s1 = old_d.loc, old_d.scale, new_d.loc, new_d.scale
+    return (th.log(s1 / s0) + (s0**2 + (mu0 - mu1) ** 2) / (2 * s1**2) - 0.5).sum(-1)
+
+
+class DenseProblem:
+    """The TRPO quantities at theta_old computed densely with torch.autograd.functional, for small policies."""
+
+    def __init__(self, policy, params, observations, actions, advantages):
+        self.policy, self.params = policy, params
+        self.observations, self.actions, self.advantages = observations, actions, advantages
+        names = {id(p): f"policy.{n}" for n, p in policy.named_parameters()}
+        self.keys = [names[id(p)] for p in params]
+        self.module = _DistributionOf(policy)
+        self.theta0 = th.cat([p.detach().reshape(-1) for p in params])
+        with th.no_grad():
+            self.old = copy.copy(policy.get_distribution(observations))
+            self.old_log_prob = self.old.log_prob(actions)
+
+    def distribution(self, theta: th.Tensor, observations=None):
+        chunks = theta.split([p.numel() for p in self.params])
+        tensors = {k: c.view_as(p) for k, c, p in zip(self.keys, chunks, self.params)}
+        obs = self.observations if observations is None else observations
+        return th.func.functional_call(self.module, tensors, (obs,))
+
+    def mean_kl(self, theta: th.Tensor, observations=None) -> th.Tensor:
+        with th.no_grad():
+            old = copy.copy(self.distribution(self.theta0, observations))
+        return reference_kl(old, self.distribution(theta, observations)).mean()
+
+    def surrogate(self, theta: th.Tensor) -> th.Tensor:
+        log_prob = self.distribution(theta).log_prob(self.actions)
+        return (self.advantages * th.exp(log_prob - self.old_log_prob)).mean()
+
+    def fisher(self, observations=None) -> th.Tensor:
+        return th.autograd.functional.hessian(lambda t: self.mean_kl(t, observations), self.theta0)
+
+    def gradient(self) -> th.Tensor:
+        return th.autograd.functional.jacobian(self.surrogate, self.theta0)
+
+    def trpo_step(self, damping: float, target_kl: float) -> th.Tensor:
+        """beta (F + lambda I)^-1 g, with beta = sqrt(2 delta / d^T (F + lambda I) d)."""
+        a = self.fisher().double() + damping * th.eye(self.theta0.numel(), dtype=th.float64)
+        g = self.gradient().double()
+        d = th.linalg.solve(a, g)
+        return (th.sqrt(2 * target_kl / (d @ a @ d)) * d).float()
+
+
+class StopAfter(BaseCallback):
+    """Returns False from on_step after ``n_calls`` calls: learning must stop there."""
+
+    def __init__(self, n_calls: int):
+        super().__init__()
+        self.limit = n_calls
+
+    def _on_step(self) -> bool:
+        return self.n_calls < self.limit

@@ -1,0 +1,239 @@
+"""One whole TRPO update against the dense computation, exact restoration, covariance, and the critic."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch as th
+from helpers import ACTION_SPACES, DenseProblem, ToyEnv, collect_rollout
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.torch_layers import FlattenExtractor
+from torch import nn
+
+import sb3_trpo_ext.line_search
+from sb3_trpo_ext import TRPO
+from sb3_trpo_ext.fisher import flat_grad, kl_divergence
+from sb3_trpo_ext.line_search import Candidate, backtracking_line_search, max_step_size
+from sb3_trpo_ext.policies import flat_parameters, set_flat_parameters
+from sb3_trpo_ext.surrogate import normalize_advantages, surrogate_objective
+
+TARGET_KL = 0.01
+
+
+def model_with_rollout(action_space, policy="MlpPolicy", observation="vector", **kwargs):
+    settings = dict(
+        n_steps=64,
+        policy_kwargs=dict(net_arch=dict(pi=[8], vf=[8])),
+        cg_max_steps=400,
+        cg_residual_tol=1e-7,
+        cg_damping=0.1,
+        target_kl=TARGET_KL,
+        n_critic_updates=0,
+        seed=1,
+    )
+    settings.update(kwargs)
+    model = TRPO(policy, ToyEnv(action_space, observation), **settings)
+    collect_rollout(model)
+    return model
+
+
+def whole_batch(model):
+    batch = next(model.rollout_buffer.get(batch_size=None))
+    return batch.observations, model._distribution_actions(batch.actions), normalize_advantages(batch.advantages)
+
+
+@pytest.mark.parametrize("space", list(ACTION_SPACES))
+def test_update_is_the_dense_trpo_step(space):
+    model = model_with_rollout(ACTION_SPACES[space])
+    problem = DenseProblem(model.policy, model._actor_params, *whole_batch(model))
+    dense_step = problem.trpo_step(model.cg_damping, TARGET_KL)
+
+    model.train()
+    step = flat_parameters(model._actor_params) - problem.theta0
+
+    cosine = float(step @ dense_step / (step.norm() * dense_step.norm()))
+    assert cosine > 0.999
+    fractions = model.line_search_shrinking_factor ** np.arange(model.line_search_max_iter)
+    length_ratio = float(step.norm() / dense_step.norm())
+    assert np.min(np.abs(fractions - length_ratio)) < 1e-3 * length_ratio
+    kl_after = float(problem.mean_kl(flat_parameters(model._actor_params)))
+    assert 0 < kl_after <= TARGET_KL
+    assert model.logger.name_to_value["train/kl_divergence"] == pytest.approx(kl_after, rel=1e-3)
+
+
+def test_subsampling_changes_only_the_fisher():
+    model = model_with_rollout(ACTION_SPACES["box3"], sub_sampling_factor=4)
+    # train() shuffles the batch before taking every 4th sample; the same seed gives the same permutation.
+    np.random.seed(0)
+    observations, actions, advantages = whole_batch(model)
+    problem = DenseProblem(model.policy, model._actor_params, observations, actions, advantages)
+    fisher = problem.fisher(observations=observations[::4]).double()
+    a = fisher + model.cg_damping * th.eye(len(problem.theta0), dtype=th.float64)
+    g = problem.gradient().double()  # the gradient of the whole batch
+    d = th.linalg.solve(a, g)
+    dense_step = th.sqrt(2 * TARGET_KL / (d @ a @ d)) * d
+
+    np.random.seed(0)
+    model.train()
+    step = (flat_parameters(model._actor_params) - problem.theta0).double()
+    assert float(step @ dense_step / (step.norm() * dense_step.norm())) > 0.999
+    full_fisher_step = problem.trpo_step(model.cg_damping, TARGET_KL).double()
+    assert float(step @ full_fisher_step / (step.norm() * full_fisher_step.norm())) < 0.99
+
+
+def test_failed_line_search_restores_theta_old_bit_for_bit(monkeypatch):
+    model = model_with_rollout(ACTION_SPACES["box3"])
+    before = {k: v.clone() for k, v in model.policy.state_dict().items()}
+    tried = []
+    real_evaluate_calls = []
+
+    def reject(candidate, *args):
+        real_evaluate_calls.append(candidate)
+        tried.append(flat_parameters(model._actor_params))
+        return False
+
+    monkeypatch.setattr(sb3_trpo_ext.line_search, "is_acceptable", reject)
+    model.train()
+    assert len(tried) == model.line_search_max_iter
+    assert all(not th.equal(theta, flat_parameters(model._actor_params)) for theta in tried)
+    for key, value in model.policy.state_dict().items():
+        assert th.equal(value, before[key]), key
+    assert model.logger.name_to_value["train/is_line_search_success"] == 0.0
+    assert model.logger.name_to_value["train/kl_divergence"] == 0.0
+
+
+def test_zero_gradient_skips_the_step_with_a_warning_and_a_count():
+    model = model_with_rollout(ACTION_SPACES["discrete"])
+    model.rollout_buffer.advantages[:] = 1.0  # normalised to zero: no direction to move in
+    before = flat_parameters(model._actor_params)
+    with pytest.warns(RuntimeWarning, match="policy step skipped"):
+        model.train()
+    assert th.equal(flat_parameters(model._actor_params), before)
+    assert model.logger.name_to_value["train/skipped_policy_steps"] == 1
+
+
+class Float64Flatten(FlattenExtractor):
+    def forward(self, observations):
+        return super().forward(observations).double()
+
+
+class Float64Policy(ActorCriticPolicy):
+    """The default policy in float64, so that covariance is not blurred by float32 rounding in CG."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, features_extractor_class=Float64Flatten, **kwargs)
+
+    def _build(self, lr_schedule):
+        super()._build(lr_schedule)
+        self.double()
+
+
+class ScaledLinear(nn.Linear):
+    """A linear layer whose weights are stored divided by ``scale`` and multiplied back in forward."""
+
+    scale = 10.0
+
+    def forward(self, x):
+        return nn.functional.linear(x, self.weight * self.scale, self.bias)
+
+
+class ReparameterisedPolicy(Float64Policy):
+    def _build(self, lr_schedule):
+        super()._build(lr_schedule)
+        plain = self.action_net
+        self.action_net = ScaledLinear(plain.in_features, plain.out_features, dtype=th.float64)
+
+
+def twin_models(space):
+    """The same policy in two parameterisations, with the same rollout.
+
+    The actor is linear in the observation (no hidden layer), so its Fisher is well conditioned and a small
+    damping leaves the natural gradient exact: damping is the one part of TRPO that is not covariant.
+    """
+    settings = dict(policy_kwargs=dict(net_arch=dict(pi=[], vf=[8])), n_steps=128, cg_damping=1e-5,
+                    cg_max_steps=500, cg_residual_tol=1e-12, target_kl=TARGET_KL, n_critic_updates=0, seed=1)
+    plain = TRPO(Float64Policy, ToyEnv(space), **settings)
+    collect_rollout(plain)
+    twin = TRPO(ReparameterisedPolicy, ToyEnv(space), **settings)
+    state = dict(plain.policy.state_dict())
+    state["action_net.weight"] = state["action_net.weight"] / ScaledLinear.scale
+    twin.policy.load_state_dict(state)
+    twin.rollout_buffer = copy.deepcopy(plain.rollout_buffer)
+    twin.set_logger(configure(None, []))
+    return plain, twin
+
+
+def distribution_after(model, observations, update):
+    update(model)
+    with th.no_grad():
+        return copy.copy(model.policy.get_distribution(observations))
+
+
+def euclidean_step(model):
+    """Plain gradient ascent with the same step rule: the same trust region, with the identity as metric."""
+    observations, actions, advantages = whole_batch(model)
+    params = model._actor_params
+    theta_old = flat_parameters(params)
+    with th.no_grad():
+        old = copy.copy(model.policy.get_distribution(observations))
+        old_log_prob = old.log_prob(actions)
+    surrogate = surrogate_objective(model.policy.get_distribution(observations), actions, old_log_prob, advantages)
+    g = flat_grad(surrogate, params)
+
+    def evaluate(step):
+        set_flat_parameters(params, theta_old + step)
+        with th.no_grad():
+            new = model.policy.get_distribution(observations)
+            kl = kl_divergence(old, new)
+            value = surrogate_objective(new, actions, old_log_prob, advantages)
+        return Candidate(value.item(), kl.mean().item(), kl.max().item())
+
+    full_step = max_step_size(float(g @ g), model.target_kl) * g
+    result = backtracking_line_search(evaluate, full_step, surrogate.item(), float(g @ full_step),
+                                      model.target_kl, 0.8, 10, 0.1)
+    set_flat_parameters(params, theta_old + result.step)
+
+
+@pytest.mark.parametrize("space", ["discrete", "box3", "multidiscrete"])
+def test_trpo_step_is_covariant_and_gradient_step_is_not(space):
+    plain, twin = twin_models(ACTION_SPACES[space])
+    observations, _, _ = whole_batch(plain)
+    trpo = [distribution_after(m, observations, TRPO.train) for m in (plain, twin)]
+    trpo_gap = kl_divergence(*trpo).mean().item()
+
+    plain, twin = twin_models(ACTION_SPACES[space])
+    gradient = [distribution_after(m, observations, euclidean_step) for m in (plain, twin)]
+    gradient_gap = kl_divergence(*gradient).mean().item()
+
+    assert trpo_gap < 1e-6 * TARGET_KL
+    assert gradient_gap > TARGET_KL / 10
+
+
+def distribution_tensors(model, observations):
+    with th.no_grad():
+        distribution = model.policy.get_distribution(observations).distribution
+    return [t.clone() for t in vars(distribution).values() if isinstance(t, th.Tensor)]
+
+
+@pytest.mark.parametrize("policy,observation", [("MlpPolicy", "vector"), ("CnnPolicy", "image")])
+def test_critic_step_leaves_the_action_distribution_unchanged(policy, observation):
+    model = model_with_rollout(ACTION_SPACES["box3"], policy, observation, n_critic_updates=3, batch_size=16,
+                               learning_rate=1e-2, policy_kwargs=None)
+    if policy == "CnnPolicy":
+        assert model.policy.share_features_extractor
+        shared = set(map(id, model.policy.features_extractor.parameters()))
+        assert shared <= set(map(id, model._actor_params))
+        assert not shared & set(map(id, model._critic_params))
+    observations = next(model.rollout_buffer.get(batch_size=None)).observations
+    before = distribution_tensors(model, observations)
+    actor_before = flat_parameters(model._actor_params)
+    critic_before = flat_parameters(model._critic_params)
+
+    model._fit_critic()
+
+    assert not th.equal(flat_parameters(model._critic_params), critic_before)
+    assert th.equal(flat_parameters(model._actor_params), actor_before)
+    for a, b in zip(before, distribution_tensors(model, observations)):
+        assert th.equal(a, b)
+    assert all(p.grad is None for p in model._actor_params)
