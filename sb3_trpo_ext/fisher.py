@@ -14,7 +14,8 @@ Two ways to multiply by the Fisher information F of the mean KL, behind one func
 """
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch as th
 from stable_baselines3.common.distributions import (
@@ -154,15 +155,28 @@ def fisher_vector_product(
     return lambda vector: product(vector) + damping * vector
 
 
-class _DistributionParameters(nn.Module):
-    """theta -> z(theta) as a module, so that torch.func can differentiate it functionally."""
-
-    def __init__(self, policy: ActorCriticPolicy) -> None:
-        super().__init__()
-        self.policy = policy
-
-    def forward(self, observations: PyTorchObs) -> tuple[th.Tensor, ...]:
-        return distribution_parameters(self.policy.get_distribution(observations))
+@contextmanager
+def _substituted(policy: nn.Module, params: Sequence[nn.Parameter], tensors: Sequence[th.Tensor]) -> Iterator[None]:
+    """
+    Run the policy with ``tensors`` in place of ``params``, so that torch.func can differentiate it as a
+    function of theta. Each parameter is replaced in the module that owns it, which covers a features
+    extractor shared by actor and critic under all its names (torch.func.functional_call does not restore
+    such tied parameters to the same objects).
+    """
+    position = {id(param): index for index, param in enumerate(params)}
+    slots = [
+        (module, name, param, position[id(param)])
+        for module in policy.modules()
+        for name, param in module._parameters.items()
+        if param is not None and id(param) in position
+    ]
+    for module, name, _, index in slots:
+        module._parameters[name] = tensors[index]
+    try:
+        yield
+    finally:
+        for module, name, param, _ in slots:
+            module._parameters[name] = param
 
 
 def _gauss_newton_product(
@@ -171,27 +185,24 @@ def _gauss_newton_product(
     params: Sequence[nn.Parameter],
     old_distribution: Distribution,
 ) -> FisherVectorProduct:
-    names = {id(param): f"policy.{name}" for name, param in policy.named_parameters()}
-    keys = [names[id(param)] for param in params]
     shapes = [param.shape for param in params]
     sizes = [param.numel() for param in params]
-    module = _DistributionParameters(policy)
 
-    def z_of(theta: dict[str, th.Tensor]) -> tuple[th.Tensor, ...]:
-        return th.func.functional_call(module, theta, (observations,))
+    def z_of(theta: tuple[th.Tensor, ...]) -> tuple[th.Tensor, ...]:
+        with _substituted(policy, params, theta):
+            return distribution_parameters(policy.get_distribution(observations))
 
-    theta_old = {key: param.detach() for key, param in zip(keys, params, strict=True)}
+    theta_old = tuple(param.detach() for param in params)
     z_old, pullback = th.func.vjp(z_of, theta_old)
     z_old = tuple(z.detach() for z in z_old)
     n_states = z_old[0].shape[0]
 
     def product(vector: th.Tensor) -> th.Tensor:
-        chunks = vector.split(sizes)
-        tangent = {key: chunk.view(shape) for key, chunk, shape in zip(keys, chunks, shapes, strict=True)}
+        tangent = tuple(chunk.view(shape) for chunk, shape in zip(vector.split(sizes), shapes, strict=True))
         _, jacobian_vector = th.func.jvp(z_of, (theta_old,), (tangent,))
         fisher_jv = distribution_fisher_product(old_distribution, z_old, jacobian_vector)
         (grads,) = pullback(tuple(u / n_states for u in fisher_jv))
-        return th.cat([grads[key].reshape(-1) for key in keys])
+        return th.cat([grad.reshape(-1) for grad in grads])
 
     return product
 

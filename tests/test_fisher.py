@@ -106,3 +106,17 @@ def test_kl_of_independent_gaussian_dimensions_adds_up():
         old = copy.copy(old)
         new = DiagGaussianDistribution(n_dims).proba_distribution(th.ones(5, n_dims), th.zeros(n_dims))
         th.testing.assert_close(kl_divergence(old, new), th.full((5,), n_dims / 2))
+
+
+def test_shared_cnn_extractor_products_agree_and_parameters_stay_in_place():
+    """CnnPolicy shares its features extractor under several names; the analytic product must still see it
+    as one parameter and leave the policy's own Parameter objects in place."""
+    model = TRPO("CnnPolicy", ToyEnv(ACTION_SPACES["discrete"], "image"), n_steps=32, seed=0)
+    obs = batch_of_states(model, n=8)
+    parameters_before = list(model.policy.parameters())
+    v = th.randn(sum(p.numel() for p in model._actor_params))
+    analytic = fisher_vector_product(model.policy, obs, model._actor_params, "analytic")(v)
+    autograd = fisher_vector_product(model.policy, obs, model._actor_params, "autograd")(v)
+    assert relative_error(analytic, autograd) < 1e-5
+    assert all(a is b for a, b in zip(model.policy.parameters(), parameters_before, strict=True))
+    assert all(isinstance(p, th.nn.Parameter) for p in model.policy.parameters())
