@@ -44,6 +44,11 @@ class LineSearchResult:
     n_candidates: int
     candidate: Candidate | None
 
+    @classmethod
+    def rejected(cls, like: th.Tensor, n_candidates: int) -> "LineSearchResult":
+        """No step: theta stays theta_old."""
+        return cls(False, th.zeros_like(like), 0.0, n_candidates, None)
+
 
 def is_acceptable(
     candidate: Candidate,
@@ -90,4 +95,4 @@ def backtracking_line_search(
         candidate = evaluate(step)
         if is_acceptable(candidate, surrogate_before, fraction * expected_improvement, target_kl, accept_ratio):
             return LineSearchResult(True, step, fraction, j + 1, candidate)
-    return LineSearchResult(False, th.zeros_like(full_step), 0.0, max_iter, None)
+    return LineSearchResult.rejected(full_step, max_iter)

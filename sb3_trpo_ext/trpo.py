@@ -296,7 +296,7 @@ class TRPO(OnPolicyAlgorithm):
         beta = max_step_size(cg.curvature, self.target_kl)
         if beta is None:
             self._skip_policy_step(cg.curvature)
-            search = LineSearchResult(False, th.zeros_like(theta_old), 0.0, 0, None)
+            search = LineSearchResult.rejected(theta_old, n_candidates=0)
         else:
             full_step = beta * cg.solution
             search = backtracking_line_search(
@@ -314,14 +314,10 @@ class TRPO(OnPolicyAlgorithm):
         value_loss = self._fit_critic()
         self._n_updates += 1
 
-        with th.no_grad():
-            new_distribution = self.policy.get_distribution(observations)
-            entropy = mean_entropy(new_distribution, new_distribution.log_prob(actions)).item()
         accepted = search.candidate
-        expected = (policy_gradient @ search.step).item()
         self.logger.record("train/policy_objective", accepted.surrogate if accepted else surrogate_before.item())
         self.logger.record("train/surrogate_improvement", accepted.surrogate - surrogate_before.item() if accepted else 0.0)
-        self.logger.record("train/expected_improvement", expected)
+        self.logger.record("train/expected_improvement", (policy_gradient @ search.step).item())
         self.logger.record("train/kl_divergence", accepted.mean_kl if accepted else 0.0)
         self.logger.record("train/max_kl", accepted.max_kl if accepted else 0.0)
         self.logger.record("train/kl_before", kl_before)
@@ -331,7 +327,7 @@ class TRPO(OnPolicyAlgorithm):
         self.logger.record("train/cg_iterations", cg.iterations)
         self.logger.record("train/cg_residual", cg.residual)
         self.logger.record("train/grad_norm", policy_gradient.norm().item())
-        self.logger.record("train/entropy", entropy)
+        self.logger.record("train/entropy", mean_entropy(old_distribution, old_log_prob).item())
         self.logger.record("train/value_loss", value_loss)
         self.logger.record(
             "train/explained_variance",

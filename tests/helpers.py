@@ -84,8 +84,8 @@ def reference_kl(old, new) -> th.Tensor:
 class DenseProblem:
     """The TRPO quantities at theta_old computed densely with torch.autograd.functional, for small policies."""
 
-    def __init__(self, policy, params, observations, actions, advantages):
-        self.policy, self.params = policy, params
+    def __init__(self, policy, params, observations, actions, advantages, ent_coef=0.0):
+        self.policy, self.params, self.ent_coef = policy, params, ent_coef
         self.observations, self.actions, self.advantages = observations, actions, advantages
         names = {id(p): f"policy.{n}" for n, p in policy.named_parameters()}
         self.keys = [names[id(p)] for p in params]
@@ -107,8 +107,9 @@ class DenseProblem:
         return reference_kl(old, self.distribution(theta, observations)).mean()
 
     def surrogate(self, theta: th.Tensor) -> th.Tensor:
-        log_prob = self.distribution(theta).log_prob(self.actions)
-        return (self.advantages * th.exp(log_prob - self.old_log_prob)).mean()
+        distribution = self.distribution(theta)
+        log_prob = distribution.log_prob(self.actions)
+        return (self.advantages * th.exp(log_prob - self.old_log_prob)).mean() + self.ent_coef * distribution.entropy().mean()
 
     def fisher(self, observations=None) -> th.Tensor:
         return th.autograd.functional.hessian(lambda t: self.mean_kl(t, observations), self.theta0)

@@ -62,6 +62,18 @@ def test_update_is_the_dense_trpo_step(space):
     assert model.logger.name_to_value["train/kl_divergence"] == pytest.approx(kl_after, rel=1e-3)
 
 
+@pytest.mark.parametrize("space", ["discrete", "box3"])
+def test_entropy_bonus_enters_the_surrogate(space):
+    model = model_with_rollout(ACTION_SPACES[space], ent_coef=0.5)
+    problem = DenseProblem(model.policy, model._actor_params, *whole_batch(model), ent_coef=0.5)
+    without_bonus = DenseProblem(model.policy, model._actor_params, *whole_batch(model))
+    dense_step = problem.trpo_step(model.cg_damping, TARGET_KL)
+    model.train()
+    step = flat_parameters(model._actor_params) - problem.theta0
+    assert float(step @ dense_step / (step.norm() * dense_step.norm())) > 0.999
+    assert not th.allclose(problem.gradient(), without_bonus.gradient(), rtol=0.05)
+
+
 def test_subsampling_changes_only_the_fisher():
     model = model_with_rollout(ACTION_SPACES["box3"], sub_sampling_factor=4)
     # train() shuffles the batch before taking every 4th sample; the same seed gives the same permutation.
@@ -86,10 +98,8 @@ def test_failed_line_search_restores_theta_old_bit_for_bit(monkeypatch):
     model = model_with_rollout(ACTION_SPACES["box3"])
     before = {k: v.clone() for k, v in model.policy.state_dict().items()}
     tried = []
-    real_evaluate_calls = []
 
     def reject(candidate, *args):
-        real_evaluate_calls.append(candidate)
         tried.append(flat_parameters(model._actor_params))
         return False
 
