@@ -328,7 +328,8 @@ class TRPO(OnPolicyAlgorithm):
         self.logger.record("train/cg_residual", cg.residual)
         self.logger.record("train/grad_norm", policy_gradient.norm().item())
         self.logger.record("train/entropy", mean_entropy(old_distribution, old_log_prob).item())
-        self.logger.record("train/value_loss", value_loss)
+        if value_loss is not None:
+            self.logger.record("train/value_loss", value_loss)
         self.logger.record(
             "train/explained_variance",
             explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten()),
@@ -338,12 +339,11 @@ class TRPO(OnPolicyAlgorithm):
         self.logger.record("train/skipped_policy_steps", self._skipped_policy_steps)
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
 
-    def _fit_critic(self) -> float:
-        """``n_critic_updates`` epochs of minibatch regression of the value on the returns; the mean loss."""
+    def _fit_critic(self) -> float | None:
+        """``n_critic_updates`` epochs of minibatch regression of the value on the returns; the mean loss,
+        or None when no minibatch was fitted."""
         losses = []
-        if not self._critic_params:
-            return float("nan")
-        for _ in range(self.n_critic_updates):
+        for _ in range(self.n_critic_updates if self._critic_params else 0):
             for minibatch in self.rollout_buffer.get(self.batch_size):
                 values = self.policy.predict_values(minibatch.observations).flatten()
                 loss = F.mse_loss(minibatch.returns, values)
@@ -352,7 +352,7 @@ class TRPO(OnPolicyAlgorithm):
                 loss.backward(inputs=self._critic_params)
                 self.policy.optimizer.step()
                 losses.append(loss.detach())
-        return th.stack(losses).mean().item() if losses else float("nan")
+        return th.stack(losses).mean().item() if losses else None
 
     def _skip_policy_step(self, curvature: float) -> None:
         self._skipped_policy_steps += 1
