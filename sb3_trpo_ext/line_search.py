@@ -36,6 +36,7 @@ class LineSearchResult:
     :param step_fraction: alpha^j for the accepted candidate, 0 when none was accepted
     :param n_candidates: how many candidates were evaluated
     :param candidate: the accepted candidate, or None
+    :param n_nonfinite: how many candidates had a non-finite surrogate or KL
     """
 
     accepted: bool
@@ -43,11 +44,12 @@ class LineSearchResult:
     step_fraction: float
     n_candidates: int
     candidate: Candidate | None
+    n_nonfinite: int = 0
 
     @classmethod
-    def rejected(cls, like: th.Tensor, n_candidates: int) -> "LineSearchResult":
+    def rejected(cls, like: th.Tensor, n_candidates: int, n_nonfinite: int = 0) -> "LineSearchResult":
         """No step: theta stays theta_old."""
-        return cls(False, th.zeros_like(like), 0.0, n_candidates, None)
+        return cls(False, th.zeros_like(like), 0.0, n_candidates, None, n_nonfinite)
 
 
 def is_acceptable(
@@ -89,10 +91,12 @@ def backtracking_line_search(
     :param max_iter: the number of candidates J
     :param accept_ratio: the least fraction of the expected improvement to accept (0 turns the test off)
     """
+    n_nonfinite = 0
     for j in range(max_iter):
         fraction = shrinking_factor**j
         step = fraction * full_step
         candidate = evaluate(step)
         if is_acceptable(candidate, surrogate_before, fraction * expected_improvement, target_kl, accept_ratio):
-            return LineSearchResult(True, step, fraction, j + 1, candidate)
-    return LineSearchResult.rejected(full_step, max_iter)
+            return LineSearchResult(True, step, fraction, j + 1, candidate, n_nonfinite)
+        n_nonfinite += not (math.isfinite(candidate.surrogate) and math.isfinite(candidate.mean_kl))
+    return LineSearchResult.rejected(full_step, max_iter, n_nonfinite)

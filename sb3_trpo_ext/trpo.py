@@ -1,8 +1,14 @@
 """Trust Region Policy Optimization as a Stable-Baselines3 on-policy algorithm."""
 
 import copy
+import io
 import math
+import pathlib
+import pickle
+import zipfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -28,11 +34,24 @@ from sb3_trpo_ext.policies import (
     flat_parameters,
     set_flat_parameters,
 )
+from sb3_trpo_ext.rollout_checks import describe_nonfinite
 from sb3_trpo_ext.surrogate import mean_entropy, normalize_advantages, surrogate_objective
 
 SelfTRPO = TypeVar("SelfTRPO", bound="TRPO")
 
+ON_NONFINITE = ("raise", "skip")
 SUPPORTED_ACTION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+
+
+def numerical_fault(policy_gradient: th.Tensor, curvature: float, search: LineSearchResult) -> str | None:
+    """Why the policy step could not be taken, when a number went wrong; None for a sound (if rejected) step."""
+    if not th.isfinite(policy_gradient).all():
+        return "the policy gradient is not finite"
+    if not (math.isfinite(curvature) and curvature > 0.0):
+        return "the curvature d^T (F + lambda I) d is not finite and positive (zero gradient or failed Fisher products)"
+    if search.n_candidates > 0 and search.n_nonfinite == search.n_candidates:
+        return "every line-search candidate had a non-finite surrogate or KL"
+    return None
 
 
 class TRPO(OnPolicyAlgorithm):
@@ -78,6 +97,9 @@ class TRPO(OnPolicyAlgorithm):
     :param cg_residual_tol: CG stops once ||g - (F + lambda I) x|| <= cg_residual_tol * ||g||
     :param line_search_accept_ratio: A candidate must improve the surrogate by at least this fraction of the
         improvement the linear model expects (0 turns the ratio test off), in [0, 1)
+    :param on_nonfinite: What to do with a rollout holding non-finite observations, rewards, values or
+        advantages: "raise" a ValueError that says what and where (before anything changes), or "skip" the
+        update with a warning, counted in ``train/skipped_updates``
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
         the reported success rate, mean episode length, and mean reward over
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -120,6 +142,7 @@ class TRPO(OnPolicyAlgorithm):
         fvp_method: str = "auto",
         cg_residual_tol: float = 1e-10,
         line_search_accept_ratio: float = 0.1,
+        on_nonfinite: str = "raise",
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -162,7 +185,10 @@ class TRPO(OnPolicyAlgorithm):
         self.normalize_advantage = normalize_advantage
         self.target_kl = target_kl
         self.sub_sampling_factor = sub_sampling_factor
+        self.on_nonfinite = on_nonfinite
         self._skipped_policy_steps = 0
+        self._skipped_updates = 0
+        self._reported_faults: set[str] = set()
         self._validate_hyperparameters()
 
         if _init_setup_model:
@@ -200,10 +226,23 @@ class TRPO(OnPolicyAlgorithm):
         require(is_count(self.sub_sampling_factor, 1), "sub_sampling_factor", "an integer >= 1")
         require(is_real(self.ent_coef) and self.ent_coef >= 0, "ent_coef", "a finite number >= 0")
         require(self.fvp_method in FVP_METHODS, "fvp_method", f"one of {FVP_METHODS}")
-        if self.env is not None and self.normalize_advantage and self.n_steps * self.env.num_envs < 2:
+        require(self.on_nonfinite in ON_NONFINITE, "on_nonfinite", f"one of {ON_NONFINITE}")
+        if self.env is None:
+            return
+        rollout_size = self.n_steps * self.env.num_envs
+        if self.normalize_advantage and rollout_size < 2:
             raise ValueError(
                 "n_steps * n_envs must be >= 2 when normalize_advantage=True (a single advantage has no spread), "
                 f"got n_steps={self.n_steps} and n_envs={self.env.num_envs}"
+            )
+        if self.batch_size > rollout_size:
+            raise ValueError(
+                f"batch_size must be <= n_steps * n_envs = {rollout_size} (the rollout size), got {self.batch_size}"
+            )
+        if math.ceil(rollout_size / self.sub_sampling_factor) < 2:
+            raise ValueError(
+                f"sub_sampling_factor must leave at least 2 of the n_steps * n_envs = {rollout_size} samples for the "
+                f"Fisher-vector products, i.e. be <= {rollout_size - 1}, got {self.sub_sampling_factor}"
             )
 
     def _setup_model(self) -> None:
@@ -212,6 +251,8 @@ class TRPO(OnPolicyAlgorithm):
                 f"action space must be one of {[space.__name__ for space in SUPPORTED_ACTION_SPACES]}, "
                 f"got {self.action_space}"
             )
+        if not (isinstance(self.policy_class, type) and issubclass(self.policy_class, ActorCriticPolicy)):
+            raise ValueError(f"policy must be an ActorCriticPolicy subclass (or an alias of one), got {self.policy_class}")
         super()._setup_model()
         self._actor_params = actor_parameters(self.policy)
         self._critic_params = critic_parameters(self.policy)
@@ -225,8 +266,32 @@ class TRPO(OnPolicyAlgorithm):
             self._critic_params, lr=self.lr_schedule(1), **self.policy.optimizer_kwargs
         )
 
+    @classmethod
+    def load(  # type: ignore[override]
+        cls: type[SelfTRPO],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfTRPO:
+        """
+        Load a model saved by this TRPO or by sb3-contrib's (see ``BaseAlgorithm.load``). A file that is not
+        such a model (corrupted, truncated, another algorithm's) raises a ValueError that says so.
+        """
+        try:
+            return super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+        except (AssertionError, ValueError, KeyError, TypeError, AttributeError, RuntimeError, EOFError, zipfile.BadZipFile,
+                pickle.UnpicklingError) as error:
+            raise ValueError(
+                f"Could not load a TRPO model from {path!r}: {error}. Expected a zip saved by sb3_trpo_ext.TRPO or "
+                "sb3_contrib.TRPO (an actor-critic policy with its optimiser)."
+            ) from error
+
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_actor_params", "_critic_params"]
+        return [*super()._excluded_save_params(), "_actor_params", "_critic_params", "_reported_faults"]
 
     def set_parameters(
         self,
@@ -260,7 +325,14 @@ class TRPO(OnPolicyAlgorithm):
         }
 
     def train(self) -> None:
-        """One TRPO update from the collected rollout: natural-gradient policy step, then the critic."""
+        """One TRPO update from the collected rollout: natural-gradient policy step, then the critic.
+        An exception (a KeyboardInterrupt included) undoes the whole update."""
+        if not self._rollout_is_finite():
+            return
+        with self._undone_on_exception():
+            self._update()
+
+    def _update(self) -> None:
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         params = self._actor_params
@@ -295,7 +367,6 @@ class TRPO(OnPolicyAlgorithm):
 
         beta = max_step_size(cg.curvature, self.target_kl)
         if beta is None:
-            self._skip_policy_step(cg.curvature)
             search = LineSearchResult.rejected(theta_old, n_candidates=0)
         else:
             full_step = beta * cg.solution
@@ -310,6 +381,9 @@ class TRPO(OnPolicyAlgorithm):
                 accept_ratio=self.line_search_accept_ratio,
             )
         set_flat_parameters(params, theta_old + search.step if search.accepted else theta_old)
+        fault = numerical_fault(policy_gradient, cg.curvature, search)
+        if fault is not None:
+            self._skip_policy_step(fault)
 
         value_loss = self._fit_critic()
         self._n_updates += 1
@@ -337,6 +411,7 @@ class TRPO(OnPolicyAlgorithm):
         if hasattr(self.policy, "log_std"):
             self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
         self.logger.record("train/skipped_policy_steps", self._skipped_policy_steps)
+        self.logger.record("train/skipped_updates", self._skipped_updates)
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
 
     def _fit_critic(self) -> float | None:
@@ -354,14 +429,45 @@ class TRPO(OnPolicyAlgorithm):
                 losses.append(loss.detach())
         return th.stack(losses).mean().item() if losses else None
 
-    def _skip_policy_step(self, curvature: float) -> None:
+    def _skip_policy_step(self, fault: str) -> None:
         self._skipped_policy_steps += 1
-        warnings.warn(
-            f"TRPO policy step skipped: the curvature d^T (F + lambda I) d = {curvature} is not finite and positive "
-            "(zero or non-finite policy gradient, or a failed Fisher-vector product); the policy is unchanged.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+        if fault not in self._reported_faults:
+            self._reported_faults.add(fault)
+            warnings.warn(
+                f"TRPO policy step skipped: {fault}; the policy is unchanged. Further skips for this reason are "
+                "counted in train/skipped_policy_steps without a warning.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    def _rollout_is_finite(self) -> bool:
+        """Check the rollout before anything changes: raise, or skip the update, as ``on_nonfinite`` says."""
+        problem = describe_nonfinite(self.rollout_buffer)
+        if problem is None:
+            return True
+        if self.on_nonfinite == "raise":
+            raise ValueError(
+                f"The rollout holds {problem}; nothing was updated. Check the environment and its wrappers "
+                "(VecNormalize, reward scaling), or pass on_nonfinite='skip' to skip such updates."
+            )
+        self._skipped_updates += 1
+        warnings.warn(f"TRPO update skipped: the rollout holds {problem}.", RuntimeWarning, stacklevel=3)
+        self.logger.record("train/skipped_updates", self._skipped_updates)
+        return False
+
+    @contextmanager
+    def _undone_on_exception(self) -> Iterator[None]:
+        """Restore the policy, the critic's optimiser and the update count if the update does not finish."""
+        policy_state = copy.deepcopy(self.policy.state_dict())
+        optimizer_state = copy.deepcopy(self.policy.optimizer.state_dict())
+        n_updates = self._n_updates
+        try:
+            yield
+        except BaseException:
+            self.policy.load_state_dict(policy_state)
+            self.policy.optimizer.load_state_dict(optimizer_state)
+            self._n_updates = n_updates
+            raise
 
     def _distribution_actions(self, actions: th.Tensor) -> th.Tensor:
         if isinstance(self.action_space, spaces.Discrete):

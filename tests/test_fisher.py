@@ -17,6 +17,7 @@ def tiny_model(action_space, use_sde=False, **kwargs):
         "MlpPolicy",
         ToyEnv(action_space),
         n_steps=32,
+        batch_size=32,
         use_sde=use_sde,
         policy_kwargs=dict(net_arch=dict(pi=[6], vf=[6]), log_std_init=-0.3),
         seed=3,
@@ -111,7 +112,7 @@ def test_kl_of_independent_gaussian_dimensions_adds_up():
 def test_shared_cnn_extractor_products_agree_and_parameters_stay_in_place():
     """CnnPolicy shares its features extractor under several names; the analytic product must still see it
     as one parameter and leave the policy's own Parameter objects in place."""
-    model = TRPO("CnnPolicy", ToyEnv(ACTION_SPACES["discrete"], "image"), n_steps=32, seed=0)
+    model = TRPO("CnnPolicy", ToyEnv(ACTION_SPACES["discrete"], "image"), n_steps=32, batch_size=32, seed=0)
     obs = batch_of_states(model, n=8)
     parameters_before = list(model.policy.parameters())
     v = th.randn(sum(p.numel() for p in model._actor_params))

@@ -24,6 +24,7 @@ TARGET_KL = 0.01
 def model_with_rollout(action_space, policy="MlpPolicy", observation="vector", **kwargs):
     settings = dict(
         n_steps=64,
+        batch_size=64,
         policy_kwargs=dict(net_arch=dict(pi=[8], vf=[8])),
         cg_max_steps=400,
         cg_residual_tol=1e-7,
@@ -161,7 +162,7 @@ def twin_models(space):
     The actor is linear in the observation (no hidden layer), so its Fisher is well conditioned and a small
     damping leaves the natural gradient exact: damping is the one part of TRPO that is not covariant.
     """
-    settings = dict(policy_kwargs=dict(net_arch=dict(pi=[], vf=[8])), n_steps=128, cg_damping=1e-5,
+    settings = dict(policy_kwargs=dict(net_arch=dict(pi=[], vf=[8])), n_steps=128, batch_size=128, cg_damping=1e-5,
                     cg_max_steps=500, cg_residual_tol=1e-12, target_kl=TARGET_KL, n_critic_updates=0, seed=1)
     plain = TRPO(Float64Policy, ToyEnv(space), **settings)
     collect_rollout(plain)

@@ -1,0 +1,30 @@
+"""Checks of a collected rollout before an update uses it."""
+
+import numpy as np
+from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
+
+
+def describe_nonfinite(buffer: RolloutBuffer) -> str | None:
+    """
+    Where the rollout holds a NaN or an infinity, as "non-finite rewards at step 12 of env 1 (3 entries)",
+    looking at observations, rewards, values, advantages and returns in that order; None when all are finite.
+    """
+    observations = buffer.observations
+    if isinstance(buffer, DictRolloutBuffer):
+        fields = [(f"observations[{key!r}]", value) for key, value in observations.items()]
+    else:
+        fields = [("observations", observations)]
+    fields += [("rewards", buffer.rewards), ("values", buffer.values), ("advantages", buffer.advantages),
+               ("returns", buffer.returns)]
+    for name, array in fields:
+        if array is None or np.isfinite(array).all():
+            continue
+        # Before get() the arrays are (n_steps, n_envs, ...); after it, flattened env by env.
+        bad = ~np.isfinite(array.reshape(buffer.buffer_size * buffer.n_envs, -1)).all(axis=1)
+        first = int(np.flatnonzero(bad)[0])
+        if buffer.generator_ready:
+            env, step = divmod(first, buffer.buffer_size)
+        else:
+            step, env = divmod(first, buffer.n_envs)
+        return f"non-finite {name} at step {step} of env {env} ({int(bad.sum())} entries in the rollout)"
+    return None
