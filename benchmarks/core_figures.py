@@ -58,7 +58,7 @@ def train_milliseconds(updates: int) -> dict:
 
         models[name].train = timed
     for _ in range(updates + 1):  # the first update of each warms up and is dropped
-        for name, model in models.items():
+        for model in models.values():
             model.learn(2048, reset_num_timesteps=False)
     result = {name: float(np.median(times[1:])) for name, times in timings.items()}
     result["ratio_ext_over_contrib"] = result["sb3_trpo_ext"] / result["sb3_contrib"]

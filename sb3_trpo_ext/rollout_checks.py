@@ -2,6 +2,7 @@
 
 import numpy as np
 from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
+from stable_baselines3.common.type_aliases import TensorDict
 
 
 def describe_nonfinite(buffer: RolloutBuffer) -> str | None:
@@ -27,4 +28,20 @@ def describe_nonfinite(buffer: RolloutBuffer) -> str | None:
         else:
             step, env = divmod(first, buffer.n_envs)
         return f"non-finite {name} at step {step} of env {env} ({int(bad.sum())} entries in the rollout)"
+    return None
+
+
+def describe_nonfinite_observation(
+    observation: np.ndarray | dict[str, np.ndarray] | TensorDict | None, step: int
+) -> str | None:
+    """Which env's observation (an array, or a dict of them, one row per env) is not finite, at rollout step ``step``."""
+    if observation is None:
+        return None
+    parts = observation.items() if isinstance(observation, dict) else [(None, observation)]
+    for key, value in parts:
+        rows = np.asarray(value).reshape(len(value), -1)
+        bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
+        if len(bad):
+            name = "observations" if key is None else f"observations[{key!r}]"
+            return f"non-finite {name} at step {step} of env {int(bad[0])}"
     return None

@@ -5,8 +5,8 @@ import io
 import math
 import pathlib
 import pickle
-import zipfile
 import warnings
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar, TypeVar
@@ -15,11 +15,13 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, Schedule, TensorDict
 from stable_baselines3.common.utils import explained_variance
+from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
 from sb3_trpo_ext.conjugate_gradient import conjugate_gradient
@@ -34,7 +36,7 @@ from sb3_trpo_ext.policies import (
     flat_parameters,
     set_flat_parameters,
 )
-from sb3_trpo_ext.rollout_checks import describe_nonfinite
+from sb3_trpo_ext.rollout_checks import describe_nonfinite, describe_nonfinite_observation
 from sb3_trpo_ext.surrogate import mean_entropy, normalize_advantages, surrogate_objective
 
 SelfTRPO = TypeVar("SelfTRPO", bound="TRPO")
@@ -239,7 +241,7 @@ class TRPO(OnPolicyAlgorithm):
             raise ValueError(
                 f"batch_size must be <= n_steps * n_envs = {rollout_size} (the rollout size), got {self.batch_size}"
             )
-        if math.ceil(rollout_size / self.sub_sampling_factor) < 2:
+        if self.sub_sampling_factor > 1 and math.ceil(rollout_size / self.sub_sampling_factor) < 2:
             raise ValueError(
                 f"sub_sampling_factor must leave at least 2 of the n_steps * n_envs = {rollout_size} samples for the "
                 f"Fisher-vector products, i.e. be <= {rollout_size - 1}, got {self.sub_sampling_factor}"
@@ -468,6 +470,25 @@ class TRPO(OnPolicyAlgorithm):
             self.policy.optimizer.load_state_dict(optimizer_state)
             self._n_updates = n_updates
             raise
+
+    def collect_rollouts(
+        self,
+        env: VecEnv,
+        callback: BaseCallback,
+        rollout_buffer: RolloutBuffer,
+        n_rollout_steps: int,
+    ) -> bool:
+        """SB3's rollout loop; an observation the policy cannot act on (NaN, infinite) is reported with its place."""
+        try:
+            return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
+        except ValueError as error:
+            problem = describe_nonfinite_observation(self._last_obs, step=rollout_buffer.pos)
+            if problem is None:
+                raise
+            raise ValueError(
+                f"The rollout holds {problem}; the policy cannot act on it, nothing was updated. "
+                "Check the environment and its wrappers."
+            ) from error
 
     def _distribution_actions(self, actions: th.Tensor) -> th.Tensor:
         if isinstance(self.action_space, spaces.Discrete):

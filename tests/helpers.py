@@ -71,7 +71,7 @@ def reference_kl(old, new) -> th.Tensor:
     """Per-state KL summed over action dimensions, written out per distribution type."""
     old_d, new_d = old.distribution, new.distribution
     if isinstance(old_d, list):
-        return sum((p.probs * (p.logits - q.logits)).sum(-1) for p, q in zip(old_d, new_d))
+        return sum((p.probs * (p.logits - q.logits)).sum(-1) for p, q in zip(old_d, new_d, strict=True))
     if isinstance(old_d, th.distributions.Categorical):
         return (old_d.probs * (old_d.logits - new_d.logits)).sum(-1)
     if isinstance(old_d, th.distributions.Bernoulli):
@@ -97,7 +97,7 @@ class DenseProblem:
 
     def distribution(self, theta: th.Tensor, observations=None):
         chunks = theta.split([p.numel() for p in self.params])
-        tensors = {k: c.view_as(p) for k, c, p in zip(self.keys, chunks, self.params)}
+        tensors = {k: c.view_as(p) for k, c, p in zip(self.keys, chunks, self.params, strict=True)}
         obs = self.observations if observations is None else observations
         return th.func.functional_call(self.module, tensors, (obs,))
 

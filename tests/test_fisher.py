@@ -3,8 +3,8 @@ import copy
 import numpy as np
 import pytest
 import torch as th
-from stable_baselines3.common.distributions import DiagGaussianDistribution
 from helpers import ACTION_SPACES, DenseProblem, ToyEnv, reference_kl
+from stable_baselines3.common.distributions import DiagGaussianDistribution
 
 from sb3_trpo_ext import TRPO
 from sb3_trpo_ext.fisher import fisher_vector_product, kl_divergence

@@ -122,7 +122,7 @@ def test_tensorboard_log_argument(tmp_path):
 
 
 def same_parameters(a, b):
-    return all(th.equal(x, y) for x, y in zip(a.policy.state_dict().values(), b.policy.state_dict().values()))
+    return all(th.equal(x, y) for x, y in zip(a.policy.state_dict().values(), b.policy.state_dict().values(), strict=True))
 
 
 def test_save_load_round_trip(tmp_path):
@@ -182,7 +182,7 @@ def learned_parameters(vec_env_cls):
 
 def test_determinism_same_seed_same_parameters():
     first, second = learned_parameters(DummyVecEnv), learned_parameters(DummyVecEnv)
-    assert all(th.equal(a, b) for a, b in zip(first, second))
+    assert all(th.equal(a, b) for a, b in zip(first, second, strict=True))
 
 
 @pytest.mark.parametrize(

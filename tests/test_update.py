@@ -245,6 +245,6 @@ def test_critic_step_leaves_the_action_distribution_unchanged(policy, observatio
 
     assert not th.equal(flat_parameters(model._critic_params), critic_before)
     assert th.equal(flat_parameters(model._actor_params), actor_before)
-    for a, b in zip(before, distribution_tensors(model, observations)):
+    for a, b in zip(before, distribution_tensors(model, observations), strict=True):
         assert th.equal(a, b)
     assert all(p.grad is None for p in model._actor_params)
