@@ -75,8 +75,10 @@ def reference_kl(old, new) -> th.Tensor:
     if isinstance(old_d, th.distributions.Categorical):
         return (old_d.probs * (old_d.logits - new_d.logits)).sum(-1)
     if isinstance(old_d, th.distributions.Bernoulli):
-        p, q = old_d.probs, new_d.probs
-        return (p * (p.log() - q.log()) + (1 - p) * ((1 - p).log() - (1 - q).log())).sum(-1)
+        # log p = -softplus(-logit), log(1 - p) = -softplus(logit): finite for saturated probabilities too
+        softplus = th.nn.functional.softplus
+        p, lp, lq = old_d.probs, old_d.logits, new_d.logits
+        return (p * (softplus(-lq) - softplus(-lp)) + (1 - p) * (softplus(lq) - softplus(lp))).sum(-1)
     mu0, s0, mu1, s1 = old_d.loc, old_d.scale, new_d.loc, new_d.scale
     return (th.log(s1 / s0) + (s0**2 + (mu0 - mu1) ** 2) / (2 * s1**2) - 0.5).sum(-1)
 
