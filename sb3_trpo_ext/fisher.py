@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch as th
+from torch.autograd import forward_ad
 from stable_baselines3.common.distributions import (
     BernoulliDistribution,
     CategoricalDistribution,
@@ -158,8 +159,7 @@ def fisher_vector_product(
 @contextmanager
 def _substituted(policy: nn.Module, params: Sequence[nn.Parameter], tensors: Sequence[th.Tensor]) -> Iterator[None]:
     """
-    Run the policy with ``tensors`` in place of ``params``, so that torch.func can differentiate it as a
-    function of theta. Each parameter is replaced in the module that owns it, which covers a features
+    Run the policy with ``tensors`` (dual numbers, for forward-mode products) in place of ``params``. Each parameter is replaced in the module that owns it, which covers a features
     extractor shared by actor and critic under all its names (torch.func.functional_call does not restore
     such tied parameters to the same objects).
     """
@@ -187,21 +187,22 @@ def _gauss_newton_product(
 ) -> FisherVectorProduct:
     shapes = [param.shape for param in params]
     sizes = [param.numel() for param in params]
-
-    def z_of(theta: tuple[th.Tensor, ...]) -> tuple[th.Tensor, ...]:
-        with _substituted(policy, params, theta):
-            return distribution_parameters(policy.get_distribution(observations))
-
-    theta_old = tuple(param.detach() for param in params)
-    z_old, pullback = th.func.vjp(z_of, theta_old)
-    z_old = tuple(z.detach() for z in z_old)
+    # z(theta_old) with its graph, kept for the reverse-mode products J^T u.
+    z_old = distribution_parameters(policy.get_distribution(observations))
     n_states = z_old[0].shape[0]
+    fisher_weights = tuple(z.detach() for z in z_old)
 
     def product(vector: th.Tensor) -> th.Tensor:
-        tangent = tuple(chunk.view(shape) for chunk, shape in zip(vector.split(sizes), shapes, strict=True))
-        _, jacobian_vector = th.func.jvp(z_of, (theta_old,), (tangent,))
-        fisher_jv = distribution_fisher_product(old_distribution, z_old, jacobian_vector)
-        (grads,) = pullback(tuple(u / n_states for u in fisher_jv))
+        tangent = [chunk.view(shape) for chunk, shape in zip(vector.split(sizes), shapes, strict=True)]
+        # J v: one forward pass with dual numbers, theta_old + eps v.
+        with forward_ad.dual_level():
+            duals = [forward_ad.make_dual(param.detach(), t) for param, t in zip(params, tangent, strict=True)]
+            with _substituted(policy, params, duals):
+                z_dual = distribution_parameters(policy.get_distribution(observations))
+            jacobian_vector = tuple(forward_ad.unpack_dual(z).tangent for z in z_dual)
+        fisher_jv = distribution_fisher_product(old_distribution, fisher_weights, jacobian_vector)
+        grads = th.autograd.grad(z_old, params, [u / n_states for u in fisher_jv], retain_graph=True,
+                                 materialize_grads=True)
         return th.cat([grad.reshape(-1) for grad in grads])
 
     return product

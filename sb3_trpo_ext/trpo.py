@@ -142,7 +142,7 @@ class TRPO(OnPolicyAlgorithm):
         sub_sampling_factor: int = 1,
         ent_coef: float = 0.0,
         fvp_method: str = "auto",
-        cg_residual_tol: float = 1e-10,
+        cg_residual_tol: float = 1e-5,
         line_search_accept_ratio: float = 0.1,
         on_nonfinite: str = "raise",
         stats_window_size: int = 100,
