@@ -139,18 +139,16 @@ def fisher_vector_product(
     """
     if method not in FVP_METHODS:
         raise ValueError(f"fvp_method must be one of {FVP_METHODS}, got {method!r}")
-    with th.no_grad():
-        old_distribution = copy.copy(policy.get_distribution(observations))
-    analytic = supports_analytic_fisher(old_distribution)
+    analytic = supports_analytic_fisher(policy.action_dist)
     if method == "analytic" and not analytic:
         raise ValueError(
             f"fvp_method='analytic' needs one of {[d.__name__ for d in ANALYTIC_DISTRIBUTIONS]}, "
-            f"got {type(old_distribution).__name__}; use 'autograd' or 'auto'"
+            f"got {type(policy.action_dist).__name__}; use 'autograd' or 'auto'"
         )
     if method == "autograd" or not analytic:
-        product = _double_backprop_product(policy, observations, params, old_distribution)
+        product = _double_backprop_product(policy, observations, params)
     else:
-        product = _gauss_newton_product(policy, observations, params, old_distribution)
+        product = _gauss_newton_product(policy, observations, params)
     if damping == 0.0:
         return product
     return lambda vector: product(vector) + damping * vector
@@ -180,15 +178,13 @@ def _substituted(policy: nn.Module, params: Sequence[nn.Parameter], tensors: Seq
 
 
 def _gauss_newton_product(
-    policy: ActorCriticPolicy,
-    observations: PyTorchObs,
-    params: Sequence[nn.Parameter],
-    old_distribution: Distribution,
+    policy: ActorCriticPolicy, observations: PyTorchObs, params: Sequence[nn.Parameter]
 ) -> FisherVectorProduct:
     shapes = [param.shape for param in params]
     sizes = [param.numel() for param in params]
     # z(theta_old) with its graph, kept for the reverse-mode products J^T u.
-    z_old = distribution_parameters(policy.get_distribution(observations))
+    old_distribution = policy.get_distribution(observations)
+    z_old = distribution_parameters(old_distribution)
     n_states = z_old[0].shape[0]
     fisher_weights = tuple(z.detach() for z in z_old)
 
@@ -209,11 +205,10 @@ def _gauss_newton_product(
 
 
 def _double_backprop_product(
-    policy: ActorCriticPolicy,
-    observations: PyTorchObs,
-    params: Sequence[nn.Parameter],
-    old_distribution: Distribution,
+    policy: ActorCriticPolicy, observations: PyTorchObs, params: Sequence[nn.Parameter]
 ) -> FisherVectorProduct:
+    with th.no_grad():
+        old_distribution = copy.copy(policy.get_distribution(observations))
     mean_kl = kl_divergence(old_distribution, policy.get_distribution(observations)).mean()
     grad_kl = flat_grad(mean_kl, params, create_graph=True)
 

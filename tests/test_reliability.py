@@ -96,12 +96,15 @@ def test_non_finite_rollout_raises_naming_what_and_where_before_anything_changes
     assert_unchanged(model, before)
 
 
-def test_non_finite_advantages_are_located_in_the_buffer():
-    model = TRPO("MlpPolicy", ToyEnv(ACTION_SPACES["discrete"]), **dict(SMALL, n_steps=32))
+@pytest.mark.parametrize("field", ["rewards", "values", "advantages", "returns"])
+def test_non_finite_buffer_entries_are_located(field):
+    model = TRPO("MlpPolicy", DummyVecEnv([lambda: ToyEnv(ACTION_SPACES["discrete"])] * 2), **SMALL)
     collect_rollout(model)
-    model.rollout_buffer.advantages[7, 0] = np.inf
-    with pytest.raises(ValueError, match="non-finite advantages at step 7 of env 0 \\(1 entries"):
+    before = snapshot(model)
+    getattr(model.rollout_buffer, field)[7, 1] = np.inf
+    with pytest.raises(ValueError, match=f"non-finite {field} at step 7 of env 1 \\(1 entries"):
         model.train()
+    assert_unchanged(model, before)
 
 
 def test_skip_mode_warns_counts_and_keeps_learning():
