@@ -1,0 +1,87 @@
+"""
+rl-zoo integration: this TRPO as the zoo algorithm ``trpo_ext``, with its Optuna sampler and packaged
+hyperparameters (``trpo_ext.yml``, shipped inside the package).
+
+Users who drive rl_zoo3 themselves call :func:`register` first; ``python -m sb3_trpo_ext.zoo`` (or the
+``sb3-trpo-ext`` command) does it for them.
+"""
+
+import inspect
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from sb3_trpo_ext.trpo import TRPO
+
+ALGO = "trpo_ext"
+
+#: Keys of a zoo entry that rl_zoo3 consumes itself rather than passing to the algorithm.
+ZOO_KEYS = frozenset(
+    {"n_envs", "n_timesteps", "normalize", "normalize_kwargs", "frame_stack", "env_wrapper", "vec_env_wrapper",
+     "callback", "env_kwargs", "monitor_kwargs"}
+)
+
+
+def config_path() -> Path:
+    """The packaged hyperparameter file (rl_zoo3's YAML format)."""
+    return Path(str(resources.files(__package__).joinpath("trpo_ext.yml")))
+
+
+def accepted_hyperparameters() -> set[str]:
+    """The keys a zoo entry may have: TRPO's constructor arguments and the keys rl_zoo3 consumes."""
+    return (set(inspect.signature(TRPO.__init__).parameters) - {"self", "env"}) | ZOO_KEYS
+
+
+def unknown_hyperparameters(entry: dict[str, Any]) -> list[str]:
+    """The keys of a zoo entry that neither TRPO.__init__ nor rl_zoo3 accepts (typos, other algorithms' keys)."""
+    accepted = accepted_hyperparameters()
+    return sorted(key for key in entry if key not in accepted)
+
+
+def convert_trpo_ext_params(sampled: dict[str, Any]) -> dict[str, Any]:
+    """Optuna's raw trial parameters -> TRPO hyperparameters (also used to reload a trial from a storage)."""
+    from rl_zoo3.hyperparams_opt import convert_onpolicy_params
+
+    params = dict(sampled)
+    # batch_size = n_steps / 2^k never exceeds the rollout, whatever the number of envs
+    params["batch_size_pow"] = params["n_steps_pow"] - params.pop("minibatches_pow")
+    return convert_onpolicy_params(params)
+
+
+def sample_trpo_ext_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
+    """
+    Optuna sampler: rl-zoo's on-policy knobs plus this TRPO's own (damping, line search, Fisher sub-sampling),
+    with ``target_kl`` on the true-KL scale (the KL of the whole action distribution).
+    """
+    sampled = {
+        "n_steps_pow": trial.suggest_int("n_steps_pow", 8, 12),
+        "minibatches_pow": trial.suggest_int("minibatches_pow", 0, 4),
+        "one_minus_gamma": trial.suggest_float("one_minus_gamma", 0.0001, 0.03, log=True),
+        "one_minus_gae_lambda": trial.suggest_float("one_minus_gae_lambda", 0.001, 0.1, log=True),
+        "learning_rate": trial.suggest_float("learning_rate", 1e-5, 3e-3, log=True),
+        "n_critic_updates": trial.suggest_int("n_critic_updates", 5, 30),
+        "cg_max_steps": trial.suggest_int("cg_max_steps", 5, 30),
+        "cg_damping": trial.suggest_float("cg_damping", 1e-3, 0.5, log=True),
+        "target_kl": trial.suggest_float("target_kl", 1e-3, 0.3, log=True),
+        "line_search_shrinking_factor": trial.suggest_categorical("line_search_shrinking_factor", [0.6, 0.7, 0.8, 0.9]),
+        "line_search_accept_ratio": trial.suggest_categorical("line_search_accept_ratio", [0.0, 0.1, 0.2]),
+        "sub_sampling_factor": trial.suggest_categorical("sub_sampling_factor", [1, 2, 4]),
+        "net_arch": trial.suggest_categorical("net_arch", ["small", "medium"]),
+        "activation_fn": trial.suggest_categorical("activation_fn", ["tanh", "relu"]),
+    }
+    trial.set_user_attr("n_steps", 2 ** sampled["n_steps_pow"])
+    trial.set_user_attr("batch_size", 2 ** (sampled["n_steps_pow"] - sampled["minibatches_pow"]))
+    return convert_trpo_ext_params(sampled)
+
+
+def register() -> None:
+    """Make ``trpo_ext`` a zoo algorithm: in rl_zoo3's ALGOS, HYPERPARAMS_SAMPLER and HYPERPARAMS_CONVERTER."""
+    from rl_zoo3 import hyperparams_opt, utils
+
+    utils.ALGOS[ALGO] = TRPO
+    hyperparams_opt.HYPERPARAMS_SAMPLER[ALGO] = sample_trpo_ext_params
+    hyperparams_opt.HYPERPARAMS_CONVERTER[ALGO] = convert_trpo_ext_params
+
+
+__all__ = ["ALGO", "accepted_hyperparameters", "config_path", "register", "sample_trpo_ext_params", "convert_trpo_ext_params",
+           "unknown_hyperparameters"]

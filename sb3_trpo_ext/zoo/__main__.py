@@ -1,0 +1,3 @@
+from sb3_trpo_ext.zoo.cli import main
+
+main()

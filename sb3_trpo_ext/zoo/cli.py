@@ -1,0 +1,106 @@
+"""
+``python -m sb3_trpo_ext.zoo COMMAND [rl_zoo3 flags...]`` (also the ``sb3-trpo-ext`` command).
+
+Commands: train, enjoy, optimize (train with Optuna), record-video, plot. Every flag goes to rl_zoo3 unchanged;
+``--algo`` defaults to ``trpo_ext`` and, for train and optimize, ``--conf-file`` to the packaged hyperparameters.
+``plot`` also takes ``-o/--output FILE`` to write the figure instead of showing it.
+"""
+
+import difflib
+import runpy
+import sys
+from collections.abc import Callable, Sequence
+
+import yaml
+
+from sb3_trpo_ext.zoo import ALGO, accepted_hyperparameters, config_path, register, unknown_hyperparameters
+
+USAGE = __doc__
+
+
+def _value_of(args: Sequence[str], *flags: str) -> str | None:
+    for index, arg in enumerate(args):
+        if arg in flags and index + 1 < len(args):
+            return args[index + 1]
+        for flag in flags:
+            if arg.startswith(flag + "="):
+                return arg.split("=", 1)[1]
+    return None
+
+
+def check_config_entry(args: Sequence[str]) -> None:
+    """Refuse a zoo entry with keys that TRPO does not take, before any training starts, with a suggestion."""
+    conf = _value_of(args, "-conf", "--conf-file") or str(config_path())
+    if not conf.endswith((".yml", ".yaml")):
+        return
+    env_id = _value_of(args, "--env") or "CartPole-v1"
+    with open(conf) as file:
+        entries = yaml.safe_load(file)
+    entry = entries.get(env_id, entries.get("default"))
+    if entry is None:
+        return  # rl_zoo3 reports the missing entry itself
+    unknown = unknown_hyperparameters(entry)
+    if unknown:
+        accepted = sorted(accepted_hyperparameters())
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, accepted, n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ValueError(f"{conf}: the entry for {env_id} has hyperparameters TRPO does not take: {', '.join(hints)}")
+
+
+def _run(entry_point: Callable[[], object] | str, program: str, args: list[str]) -> None:
+    sys.argv = [program, *args]
+    if isinstance(entry_point, str):
+        runpy.run_module(entry_point, run_name="__main__")
+    else:
+        entry_point()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("train", "enjoy", "optimize", "record-video", "plot"):
+        print(USAGE, file=sys.stderr)
+        raise SystemExit(2)
+    command, args = argv[0], argv[1:]
+    register()
+    if not any(arg in ("--algo", "-a") or arg.startswith("--algo=") for arg in args):
+        args = ["--algo", ALGO, *args]
+    if command in ("train", "optimize"):
+        from rl_zoo3.train import train
+
+        if _value_of(args, "-conf", "--conf-file") is None:
+            args += ["--conf-file", str(config_path())]
+        if command == "optimize" and not {"-optimize", "--optimize-hyperparameters"} & set(args):
+            args.append("--optimize-hyperparameters")
+        check_config_entry(args)
+        _run(train, "sb3-trpo-ext " + command, args)
+    elif command == "enjoy":
+        from rl_zoo3.enjoy import enjoy
+
+        _run(enjoy, "sb3-trpo-ext enjoy", args)
+    elif command == "record-video":
+        _run("rl_zoo3.record_video", "sb3-trpo-ext record-video", args)
+    else:
+        _plot(args)
+
+
+def _plot(args: list[str]) -> None:
+    """rl_zoo3's plot_train; with ``-o/--output FILE`` the figure is written to FILE instead of shown."""
+    output = _value_of(args, "-o", "--output")
+    if output is not None:
+        index = next(i for i, arg in enumerate(args) if arg in ("-o", "--output") or arg.startswith("--output="))
+        del args[index : index + (1 if "=" in args[index] else 2)]
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot as plt
+
+        plt.show = lambda *_, **__: plt.savefig(output, bbox_inches="tight")
+    from rl_zoo3.plots.plot_train import plot_train
+
+    _run(plot_train, "sb3-trpo-ext plot", args)
+
+
+if __name__ == "__main__":
+    main()

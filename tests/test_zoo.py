@@ -1,0 +1,127 @@
+"""rl-zoo integration: packaged configs, the zoo command line, Optuna tuning through a shared storage."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+from stable_baselines3.common.env_util import make_vec_env
+
+from sb3_trpo_ext import TRPO
+from sb3_trpo_ext.zoo import ALGO, ZOO_KEYS, config_path, register, unknown_hyperparameters
+from sb3_trpo_ext.zoo.cli import main
+
+ENTRIES = yaml.safe_load(config_path().read_text())
+REQUIRED = ["CartPole-v1", "Acrobot-v1", "MountainCar-v0", "Pendulum-v1", "MountainCarContinuous-v0", "LunarLander-v3",
+            "LunarLanderContinuous-v3", "BipedalWalker-v3", "HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5",
+            "Swimmer-v5", "Humanoid-v5", "Reacher-v5", "InvertedPendulum-v5", "InvertedDoublePendulum-v5", "default"]
+
+
+def test_config_has_every_required_entry_with_a_validation_comment():
+    assert set(REQUIRED) <= set(ENTRIES)
+    text = config_path().read_text().splitlines()
+    for env_id in REQUIRED:
+        line = text.index(f"{env_id}:")
+        assert text[line - 1].startswith(("# Validated", "# Untuned")), env_id
+
+
+@pytest.mark.parametrize("env_id", REQUIRED)
+def test_every_key_is_accepted_and_the_values_construct_a_model(env_id):
+    entry = ENTRIES[env_id]
+    assert unknown_hyperparameters(entry) == []
+    kwargs = {k: v for k, v in entry.items() if k not in ZOO_KEYS}
+    policy = kwargs.pop("policy", "MlpPolicy")
+    env = make_vec_env("Pendulum-v1", n_envs=entry.get("n_envs", 1))
+    model = TRPO(policy, env, **kwargs)
+    assert all(getattr(model, key) == value for key, value in kwargs.items() if key != "policy_kwargs")
+
+
+def test_unknown_hyperparameters_are_named():
+    assert unknown_hyperparameters({"target_kll": 0.1, "n_envs": 2, "ent_coef": 0.0, "n_epochs": 3}) == [
+        "n_epochs", "target_kll"]
+
+
+def test_configs_ship_inside_the_wheel(tmp_path):
+    root = Path(__file__).parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
+                    str(tmp_path), str(root)], check=True)
+    (wheel,) = tmp_path.glob("sb3_trpo_ext-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "sb3_trpo_ext/zoo/trpo_ext.yml" in names
+    assert any(name.endswith("entry_points.txt") for name in names)
+
+
+def test_register_adds_the_algorithm_sampler_and_converter():
+    from rl_zoo3 import hyperparams_opt, utils
+
+    register()
+    assert utils.ALGOS[ALGO] is TRPO
+    study = optuna.create_study()
+    trial = study.ask()
+    params = hyperparams_opt.HYPERPARAMS_SAMPLER[ALGO](trial, 1, 2, {})
+    assert hyperparams_opt.HYPERPARAMS_CONVERTER[ALGO](trial.params) == params
+    assert params["batch_size"] <= params["n_steps"]
+    assert unknown_hyperparameters(params) == []
+    TRPO("MlpPolicy", make_vec_env("Pendulum-v1", n_envs=2), **params)
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    return tmp_path
+
+
+def zoo(*args):
+    main([str(arg) for arg in args])
+
+
+@pytest.mark.parametrize("env_id,extra", [("CartPole-v1", []), ("Pendulum-v1", ["-params", "normalize:True"])])
+def test_train_writes_the_zoo_layout_and_enjoy_loads_it(workdir, env_id, extra):
+    zoo("train", "--env", env_id, "-n", 2048, "--eval-freq", 1024, "--eval-episodes", 2, "--seed", 0, "-f", "logs",
+        *extra)
+    run = workdir / "logs" / ALGO / f"{env_id}_1"
+    for name in (f"{env_id}.zip", "best_model.zip", "evaluations.npz", f"{env_id}/config.yml"):
+        assert (run / name).exists(), name
+    assert (run / env_id / "vecnormalize.pkl").exists() == bool(extra)
+    model = TRPO.load(run / f"{env_id}.zip")
+    assert model.num_timesteps == 2048
+    assert len(np.load(run / "evaluations.npz")["results"]) == 2
+    zoo("enjoy", "--env", env_id, "-f", "logs", "-n", 200, "--no-render", "--deterministic")
+
+
+def test_plot_writes_learning_curves(workdir):
+    zoo("train", "--env", "CartPole-v1", "-n", 1024, "--eval-freq", -1, "-f", "logs")
+    zoo("plot", "--env", "CartPole-v1", "-f", "logs", "-w", 5, "-o", "curves.png")
+    assert (workdir / "curves.png").stat().st_size > 10_000
+
+
+def test_optimize_two_trials_in_a_journal_storage(workdir):
+    zoo("optimize", "--env", "CartPole-v1", "-n", 1024, "--n-trials", 2, "--n-jobs", 1, "--sampler", "random",
+        "--pruner", "none", "--n-evaluations", 1, "--eval-episodes", 2, "--storage", "study.log",
+        "--study-name", "shared", "-f", "logs")
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend("study.log"))
+    trials = optuna.load_study(study_name="shared", storage=storage).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert {"target_kl", "cg_damping", "line_search_accept_ratio", "sub_sampling_factor"} <= set(trials[0].params)
+
+
+def test_unknown_env_id_is_a_clear_error(workdir):
+    with pytest.raises(ValueError, match="CartPol-v1 not found in gym registry, you maybe meant CartPole-v1"):
+        zoo("train", "--env", "CartPol-v1", "-n", 256)
+
+
+def test_misspelled_hyperparameter_is_a_clear_error(workdir):
+    (workdir / "mine.yml").write_text("CartPole-v1:\n  n_timesteps: 1000\n  policy: MlpPolicy\n  target_kll: 0.02\n")
+    with pytest.raises(ValueError, match="'target_kll' \\(did you mean 'target_kl'\\?\\)"):
+        zoo("train", "--env", "CartPole-v1", "-conf", "mine.yml")
+
+
+def test_unknown_command_prints_usage(capsys):
+    with pytest.raises(SystemExit):
+        main(["fly"])
+    assert "train, enjoy, optimize" in capsys.readouterr().err
