@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch as th
-from torch.autograd import forward_ad
 from stable_baselines3.common.distributions import (
     BernoulliDistribution,
     CategoricalDistribution,
@@ -29,6 +28,7 @@ from stable_baselines3.common.distributions import (
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
+from torch.autograd import forward_ad
 
 FVP_METHODS = ("auto", "analytic", "autograd")
 
@@ -157,9 +157,11 @@ def fisher_vector_product(
 @contextmanager
 def _substituted(policy: nn.Module, params: Sequence[nn.Parameter], tensors: Sequence[th.Tensor]) -> Iterator[None]:
     """
-    Run the policy with ``tensors`` (dual numbers, for forward-mode products) in place of ``params``. Each parameter is replaced in the module that owns it, which covers a features
-    extractor shared by actor and critic under all its names (torch.func.functional_call does not restore
-    such tied parameters to the same objects).
+    Run the policy with ``tensors`` (dual numbers, for forward-mode products) in place of ``params``.
+
+    Each parameter is replaced in the module that owns it, which covers a features extractor shared by actor
+    and critic under all its names (torch.func.functional_call does not restore such tied parameters to the
+    same objects).
     """
     position = {id(param): index for index, param in enumerate(params)}
     slots = [
