@@ -92,6 +92,8 @@ def test_train_writes_the_zoo_layout_and_enjoy_loads_it(workdir, env_id, extra):
     assert model.num_timesteps == 2048
     assert len(np.load(run / "evaluations.npz")["results"]) == 2
     zoo("enjoy", "--env", env_id, "-f", "logs", "-n", 200, "--no-render", "--deterministic")
+    zoo("record-video", "--env", env_id, "-f", "logs", "-n", 50, "-o", "videos")
+    assert list((workdir / "videos").glob(f"final-model-{ALGO}-{env_id}-*.mp4"))
 
 
 def test_plot_writes_learning_curves(workdir):
