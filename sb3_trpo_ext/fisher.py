@@ -154,22 +154,27 @@ def fisher_vector_product(
     return lambda vector: product(vector) + damping * vector
 
 
-@contextmanager
-def _substituted(policy: nn.Module, params: Sequence[nn.Parameter], tensors: Sequence[th.Tensor]) -> Iterator[None]:
-    """
-    Run the policy with ``tensors`` (dual numbers, for forward-mode products) in place of ``params``.
+ParameterSlot = tuple[nn.Module, str, nn.Parameter, int]
 
-    Each parameter is replaced in the module that owns it, which covers a features extractor shared by actor
-    and critic under all its names (torch.func.functional_call does not restore such tied parameters to the
-    same objects).
+
+def _parameter_slots(policy: nn.Module, params: Sequence[nn.Parameter]) -> list[ParameterSlot]:
+    """
+    Where each of ``params`` is registered: (owning module, attribute name, parameter, index in ``params``).
+    Replacing a parameter in the module that owns it covers a features extractor shared by actor and critic
+    under all its names (torch.func.functional_call does not restore such tied parameters to the same objects).
     """
     position = {id(param): index for index, param in enumerate(params)}
-    slots = [
+    return [
         (module, name, param, position[id(param)])
         for module in policy.modules()
         for name, param in module._parameters.items()
         if param is not None and id(param) in position
     ]
+
+
+@contextmanager
+def _substituted(slots: Sequence[ParameterSlot], tensors: Sequence[th.Tensor]) -> Iterator[None]:
+    """Run the policy with ``tensors`` (dual numbers, for forward-mode products) in place of its parameters."""
     for module, name, _, index in slots:
         module._parameters[name] = tensors[index]
     try:
@@ -184,6 +189,7 @@ def _gauss_newton_product(
 ) -> FisherVectorProduct:
     shapes = [param.shape for param in params]
     sizes = [param.numel() for param in params]
+    slots = _parameter_slots(policy, params)
     # z(theta_old) with its graph, kept for the reverse-mode products J^T u.
     old_distribution = policy.get_distribution(observations)
     z_old = distribution_parameters(old_distribution)
@@ -195,7 +201,7 @@ def _gauss_newton_product(
         # J v: one forward pass with dual numbers, theta_old + eps v.
         with forward_ad.dual_level():
             duals = [forward_ad.make_dual(param.detach(), t) for param, t in zip(params, tangent, strict=True)]
-            with _substituted(policy, params, duals):
+            with _substituted(slots, duals):
                 z_dual = distribution_parameters(policy.get_distribution(observations))
             jacobian_vector = tuple(forward_ad.unpack_dual(z).tangent for z in z_dual)
         fisher_jv = distribution_fisher_product(old_distribution, fisher_weights, jacobian_vector)

@@ -27,6 +27,11 @@ class Candidate:
     mean_kl: float
     max_kl: float
 
+    @property
+    def is_finite(self) -> bool:
+        """Whether the surrogate and the mean KL are both finite numbers."""
+        return math.isfinite(self.surrogate) and math.isfinite(self.mean_kl)
+
 
 @dataclass(frozen=True)
 class LineSearchResult:
@@ -63,7 +68,7 @@ def is_acceptable(
     The acceptance test of spec §5: surrogate and KL finite, mean KL <= delta, an actual improvement,
     and an improvement of at least ``accept_ratio`` times what the linear model expected.
     """
-    if not (math.isfinite(candidate.surrogate) and math.isfinite(candidate.mean_kl)):
+    if not candidate.is_finite:
         return False
     improvement = candidate.surrogate - surrogate_before
     return candidate.mean_kl <= target_kl and improvement > 0.0 and improvement >= accept_ratio * expected_improvement
@@ -98,5 +103,5 @@ def backtracking_line_search(
         candidate = evaluate(step)
         if is_acceptable(candidate, surrogate_before, fraction * expected_improvement, target_kl, accept_ratio):
             return LineSearchResult(True, step, fraction, j + 1, candidate, n_nonfinite)
-        n_nonfinite += not (math.isfinite(candidate.surrogate) and math.isfinite(candidate.mean_kl))
+        n_nonfinite += not candidate.is_finite
     return LineSearchResult.rejected(full_step, max_iter, n_nonfinite)

@@ -32,13 +32,14 @@ def actor_parameters(policy: ActorCriticPolicy) -> list[nn.Parameter]:
     return _parameters_reached_by(outputs, policy)
 
 
-def critic_parameters(policy: ActorCriticPolicy) -> list[nn.Parameter]:
+def critic_parameters(policy: ActorCriticPolicy, actor_params: Sequence[nn.Parameter]) -> list[nn.Parameter]:
     """
-    The parameters the value depends on and the action distribution does not: the only ones the critic
-    trains, so fitting the value never moves the policy (also when a features extractor is shared).
+    The parameters the value depends on and the action distribution does not (``actor_params``, from
+    :func:`actor_parameters`): the only ones the critic trains, so fitting the value never moves the policy
+    (also when a features extractor is shared).
     """
     observation, _ = policy.obs_to_tensor(policy.observation_space.sample())
-    actor = {id(param) for param in actor_parameters(policy)}
+    actor = {id(param) for param in actor_params}
     value_params = _parameters_reached_by([policy.predict_values(observation)], policy)
     return [param for param in value_params if id(param) not in actor]
 

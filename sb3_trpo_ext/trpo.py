@@ -45,11 +45,12 @@ ON_NONFINITE = ("raise", "skip")
 SUPPORTED_ACTION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 
 
-def numerical_fault(policy_gradient: th.Tensor, curvature: float, search: LineSearchResult) -> str | None:
-    """Why the policy step could not be taken, when a number went wrong; None for a sound (if rejected) step."""
+def numerical_fault(policy_gradient: th.Tensor, beta: float | None, search: LineSearchResult) -> str | None:
+    """Why the policy step could not be taken, when a number went wrong; None for a sound (if rejected) step.
+    ``beta`` is None when :func:`max_step_size` refused the curvature."""
     if not th.isfinite(policy_gradient).all():
         return "the policy gradient is not finite"
-    if not (math.isfinite(curvature) and curvature > 0.0):
+    if beta is None:
         return "the curvature d^T (F + lambda I) d is not finite and positive (zero gradient or failed Fisher products)"
     if search.n_candidates > 0 and search.n_nonfinite == search.n_candidates:
         return "every line-search candidate had a non-finite surrogate or KL"
@@ -257,7 +258,7 @@ class TRPO(OnPolicyAlgorithm):
             raise ValueError(f"policy must be an ActorCriticPolicy subclass (or an alias of one), got {self.policy_class}")
         super()._setup_model()
         self._actor_params = actor_parameters(self.policy)
-        self._critic_params = critic_parameters(self.policy)
+        self._critic_params = critic_parameters(self.policy, self._actor_params)
         if self.fvp_method == "analytic" and not supports_analytic_fisher(self.policy.action_dist):
             raise ValueError(
                 f"fvp_method='analytic' has no closed-form Fisher for {type(self.policy.action_dist).__name__}; "
@@ -383,7 +384,7 @@ class TRPO(OnPolicyAlgorithm):
                 accept_ratio=self.line_search_accept_ratio,
             )
         set_flat_parameters(params, theta_old + search.step if search.accepted else theta_old)
-        fault = numerical_fault(policy_gradient, cg.curvature, search)
+        fault = numerical_fault(policy_gradient, beta, search)
         if fault is not None:
             self._skip_policy_step(fault)
 

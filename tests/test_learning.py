@@ -1,17 +1,20 @@
-"""Learning, end to end: CartPole-v1 solved within 100k steps with rl-zoo's TRPO settings for it."""
+"""Learning, end to end: CartPole-v1 solved within 100k steps with the packaged zoo settings for it."""
 
 import gymnasium as gym
+import yaml
 from stable_baselines3.common.callbacks import EvalCallback, StopTrainingOnRewardThreshold
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.monitor import Monitor
 
 from sb3_trpo_ext import TRPO
+from sb3_trpo_ext.zoo import ZOO_KEYS, config_path
 
 
 def test_cartpole_reaches_475_within_100k_steps():
-    env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
-    model = TRPO("MlpPolicy", env, n_steps=512, batch_size=512, cg_damping=1e-3, gae_lambda=0.98, gamma=0.99,
-                 learning_rate=1e-3, n_critic_updates=20, seed=0, device="cpu")
+    entry = yaml.safe_load(config_path().read_text())["CartPole-v1"]
+    settings = {key: value for key, value in entry.items() if key not in ZOO_KEYS}
+    env = make_vec_env("CartPole-v1", n_envs=entry["n_envs"], seed=0)
+    model = TRPO(env=env, seed=0, device="cpu", **settings)
     eval_env = Monitor(gym.make("CartPole-v1"))
     eval_env.reset(seed=123)
     stop = StopTrainingOnRewardThreshold(reward_threshold=475, verbose=0)
