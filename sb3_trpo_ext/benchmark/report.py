@@ -1,0 +1,166 @@
+"""
+Results of a benchmark: CSV and JSON of every run, a Markdown table (mean ± std over seeds, ratios to sb3-contrib's
+TRPO), learning curves and a bar chart of speed ratios.
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sb3_trpo_ext.benchmark.settings import ALGORITHMS, REFERENCE
+
+SCALARS = [
+    "env_id", "algo", "label", "seed", "same_settings", "entry", "n_envs", "normalize", "n_timesteps", "timesteps_done",
+    "final_return", "wall_seconds", "eval_seconds", "rollout_seconds", "train_seconds", "n_updates",
+    "train_ms_per_update", "steps_per_second", "env_only_steps_per_second", "fisher_products_per_update",
+    "peak_memory_mib",
+]
+
+
+def load_runs(output_dir: str | Path) -> list[dict[str, Any]]:
+    return [json.loads(path.read_text()) for path in sorted(Path(output_dir, "runs").glob("*.json"))]
+
+
+def runs_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per run: the scalar measurements, the fraction of the env-only rate, and the mean train/ logs."""
+    rows = []
+    for run in runs:
+        row = {key: run[key] for key in SCALARS}
+        row["fraction_of_env_rate"] = run["steps_per_second"] / run["env_only_steps_per_second"]
+        row.update(run["train_log_means"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def curves_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [dict(env_id=run["env_id"], algo=run["algo"], seed=run["seed"], step=step, mean_return=value)
+         for run in runs for step, value in zip(run["curve_steps"], run["curve_returns"], strict=True)]
+    )
+
+
+def _mean_std(values: pd.Series, digits: int) -> str:
+    if values.isna().all():
+        return "–"
+    std = values.std(ddof=0) if len(values) > 1 else 0.0
+    return f"{values.mean():.{digits}f} ± {std:.{digits}f}"
+
+
+def _ratio(value: float, reference: float | None) -> str:
+    if reference is None or not np.isfinite(reference) or reference == 0:
+        return "–"
+    return f"{value / reference:.2f}×"
+
+
+def markdown_summary(table: pd.DataFrame, command: str = "") -> str:
+    """Per environment: final return, speed and its ratio to sb3-contrib's TRPO, each as mean ± std over seeds."""
+    lines = [f"Command: `{command}`", ""] if command else []
+    header = (
+        "| algorithm | seeds | steps | final return | train() ms/update | train() time vs sb3-contrib | steps/s "
+        "| steps/s vs sb3-contrib | of env-only rate | Fisher products/update | peak MiB |"
+    )
+    for env_id, runs in table.groupby("env_id", sort=False):
+        means = runs.groupby("algo")[["train_ms_per_update", "steps_per_second"]].mean()
+        reference = means.loc[REFERENCE] if REFERENCE in means.index else None
+        lines += [f"### {env_id}", "", header, "|" + "---|" * (header.count("|") - 1)]
+        for algo in [algo for algo in ALGORITHMS if algo in set(runs["algo"])]:
+            group = runs[runs["algo"] == algo]
+            products = group["fisher_products_per_update"].astype(float)
+            lines.append(
+                f"| {ALGORITHMS[algo]} | {len(group)} | {int(group['timesteps_done'].median())} "
+                f"| {_mean_std(group['final_return'], 1)} | {_mean_std(group['train_ms_per_update'], 1)} "
+                f"| {_ratio(means.loc[algo, 'train_ms_per_update'], None if reference is None else reference['train_ms_per_update'])} "
+                f"| {_mean_std(group['steps_per_second'], 0)} "
+                f"| {_ratio(means.loc[algo, 'steps_per_second'], None if reference is None else reference['steps_per_second'])} "
+                f"| {group['fraction_of_env_rate'].mean():.0%} | {_mean_std(products, 1)} "
+                f"| {group['peak_memory_mib'].mean():.0f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_learning_curves(curves: pd.DataFrame, path: Path) -> None:
+    """Mean deterministic return against steps per algorithm, with a band of ± one std across seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    envs = list(dict.fromkeys(curves["env_id"]))
+    columns = min(len(envs), 4)
+    rows = -(-len(envs) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.3 * rows), squeeze=False)
+    for ax, env_id in zip(axes.flat, envs, strict=False):
+        for algo in [algo for algo in ALGORITHMS if algo in set(curves["algo"])]:
+            runs = curves[(curves["env_id"] == env_id) & (curves["algo"] == algo)]
+            if runs.empty:
+                continue
+            # Seeds may be evaluated at slightly different steps (rollouts end past a threshold): interpolate.
+            grid = np.unique(runs["step"])
+            values = np.array([np.interp(grid, seed_runs["step"], seed_runs["mean_return"])
+                               for _, seed_runs in runs.groupby("seed")])
+            mean, std = values.mean(axis=0), values.std(axis=0)
+            ax.plot(grid, mean, label=ALGORITHMS[algo])
+            ax.fill_between(grid, mean - std, mean + std, alpha=0.2)
+        ax.set_title(env_id)
+        ax.set_xlabel("steps")
+        ax.set_ylabel("deterministic return")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(envs):]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_speed_ratios(table: pd.DataFrame, path: Path) -> None:
+    """Per environment, each algorithm's speed relative to sb3-contrib's TRPO (above 1: faster)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    means = table.groupby(["env_id", "algo"], sort=False)[["train_ms_per_update", "steps_per_second"]].mean()
+    envs = [env for env in dict.fromkeys(table["env_id"]) if (env, REFERENCE) in means.index]
+    others = [algo for algo in ALGORITHMS if algo != REFERENCE and algo in set(table["algo"])]
+    panels = [
+        ("train() speed-up: sb3-contrib ms / ms", lambda env, algo: means.loc[(env, REFERENCE), "train_ms_per_update"]
+         / means.loc[(env, algo), "train_ms_per_update"]),
+        ("end-to-end steps/s ÷ sb3-contrib's", lambda env, algo: means.loc[(env, algo), "steps_per_second"]
+         / means.loc[(env, REFERENCE), "steps_per_second"]),
+    ]
+    figure, axes = plt.subplots(1, 2, figsize=(max(6, 1.3 * len(envs) + 3) * 2, 3.8), squeeze=False)
+    width = 0.8 / max(len(others), 1)
+    for ax, (title, ratio) in zip(axes.flat, panels, strict=True):
+        for index, algo in enumerate(others):
+            values = [ratio(env, algo) if (env, algo) in means.index else np.nan for env in envs]
+            ax.bar(np.arange(len(envs)) + index * width, values, width, label=ALGORITHMS[algo])
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xticks(np.arange(len(envs)) + width * (len(others) - 1) / 2, envs, rotation=20, fontsize="small")
+        ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
+    axes.flat[0].legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write_report(output_dir: str | Path, command: str = "") -> pd.DataFrame:
+    """Write runs.csv, runs.json, curves.csv, summary.md, learning_curves.png and speed_ratios.png."""
+    output_dir = Path(output_dir)
+    runs = load_runs(output_dir)
+    if not runs:
+        raise ValueError(f"no finished runs under {output_dir / 'runs'}")
+    table = runs_table(runs)
+    curves = curves_table(runs)
+    table.to_csv(output_dir / "runs.csv", index=False)
+    curves.to_csv(output_dir / "curves.csv", index=False)
+    (output_dir / "runs.json").write_text(json.dumps(runs, indent=1))
+    (output_dir / "summary.md").write_text(markdown_summary(table, command))
+    plot_learning_curves(curves, output_dir / "learning_curves.png")
+    plot_speed_ratios(table, output_dir / "speed_ratios.png")
+    return table

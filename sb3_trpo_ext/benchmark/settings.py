@@ -1,0 +1,161 @@
+"""
+What each benchmarked algorithm is given: its rl-zoo hyperparameters, read as rl_zoo3 reads them, or, with
+``same_settings``, this TRPO's entry for both TRPOs with one true trust region.
+"""
+
+import copy
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import yaml
+from stable_baselines3 import PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.utils import LinearSchedule
+from torch import nn
+
+from sb3_trpo_ext.trpo import TRPO
+from sb3_trpo_ext.zoo import ALGO, config_path
+
+#: Benchmark name -> (label in reports, where its zoo entry comes from).
+ALGORITHMS = {
+    ALGO: "sb3-trpo-ext TRPO",
+    "trpo": "sb3-contrib TRPO",
+    "ppo": "SB3 PPO",
+}
+
+#: The algorithm the others are compared with.
+REFERENCE = "trpo"
+
+#: Zoo keys that shape the environment or the run rather than the algorithm.
+ENV_KEYS = ("n_envs", "n_timesteps", "normalize", "policy")
+
+#: Zoo keys that need rl_zoo3's wrappers or callbacks; the benchmark does not rebuild those.
+UNSUPPORTED_KEYS = ("env_wrapper", "vec_env_wrapper", "frame_stack", "callback", "normalize_kwargs", "monitor_kwargs")
+
+SCHEDULED_KEYS = ("learning_rate", "clip_range", "clip_range_vf")
+
+
+def algorithm_class(algo: str) -> type[BaseAlgorithm]:
+    if algo == ALGO:
+        return TRPO
+    if algo == "ppo":
+        return PPO
+    if algo == "trpo":
+        from sb3_contrib import TRPO as ContribTRPO
+
+        return ContribTRPO
+    raise ValueError(f"algo must be one of {list(ALGORITHMS)}, got {algo!r}")
+
+
+def zoo_config_path(algo: str) -> Path:
+    """This package's file for ``trpo_ext``; rl_zoo3's own files for ``trpo`` and ``ppo``."""
+    if algo == ALGO:
+        return config_path()
+    import rl_zoo3
+
+    return Path(rl_zoo3.__file__).parent / "hyperparams" / f"{algo}.yml"
+
+
+def zoo_entry(algo: str, env_id: str) -> tuple[str, dict[str, Any]]:
+    """
+    The zoo entry for ``env_id``: the exact id, else the newest other version of the same task (rl_zoo3's
+    files still name MuJoCo tasks -v4 while gymnasium has -v5), else ``default``.
+
+    :return: the entry's name and a copy of its hyperparameters
+    """
+    entries = yaml.safe_load(zoo_config_path(algo).read_text())
+    name = env_id if env_id in entries else None
+    if name is None:
+        task = env_id.rsplit("-v", 1)[0]
+        versions = [key for key in entries if key.rsplit("-v", 1)[0] == task and key.rsplit("-v", 1)[-1].isdigit()]
+        name = max(versions, key=lambda key: int(key.rsplit("-v", 1)[1]), default="default")
+    return name, copy.deepcopy(entries[name])
+
+
+def kl_averaged_dimensions(action_space: gym.Space) -> int:
+    """
+    How many terms sb3-contrib's TRPO averages its KL over per state: the action dimensions of a Gaussian or
+    Bernoulli policy (its real KL is this many times its target_kl), 1 for categorical ones (summed already).
+    """
+    if isinstance(action_space, gym.spaces.Box):
+        return int(np.prod(action_space.shape))
+    if isinstance(action_space, gym.spaces.MultiBinary):
+        return int(np.prod(action_space.shape))
+    return 1
+
+
+@dataclass
+class RunSettings:
+    """Everything needed to build one benchmark run's environment and model."""
+
+    algo: str
+    entry_name: str
+    n_envs: int
+    n_timesteps: int
+    policy: str
+    normalize_kwargs: dict[str, Any] | None
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+
+    def model(self, env: Any, seed: int) -> BaseAlgorithm:
+        return algorithm_class(self.algo)(self.policy, env, seed=seed, verbose=0, **self.hyperparameters)
+
+
+def _evaluated(text: str) -> Any:
+    # rl_zoo3 writes policy_kwargs and normalize options as Python expressions over dict and torch.nn.
+    return eval(text, {"__builtins__": {}, "dict": dict, "nn": nn})
+
+
+def run_settings(entry_name: str, entry: dict[str, Any], algo: str) -> RunSettings:
+    """Turn a zoo entry into constructor arguments the way rl_zoo3 does (schedules, normalisation, kwargs)."""
+    unsupported = [key for key in UNSUPPORTED_KEYS if key in entry]
+    if unsupported:
+        raise ValueError(f"zoo entry {entry_name!r} of {algo!r} uses {unsupported}, which the benchmark does not support")
+    hyperparameters = {key: value for key, value in entry.items() if key not in ENV_KEYS}
+    for key in SCHEDULED_KEYS:
+        value = hyperparameters.get(key)
+        if isinstance(value, str):
+            kind, initial = value.split("_")
+            if kind != "lin":
+                raise ValueError(f"{key} schedule {value!r} in zoo entry {entry_name!r}: only 'lin_<value>' is known")
+            hyperparameters[key] = LinearSchedule(float(initial), 0.0, 1.0)
+    if isinstance(hyperparameters.get("policy_kwargs"), str):
+        hyperparameters["policy_kwargs"] = _evaluated(hyperparameters["policy_kwargs"])
+    normalize = entry.get("normalize", False)
+    normalize_kwargs = None
+    if normalize:
+        normalize_kwargs = _evaluated(normalize) if isinstance(normalize, str) else {}
+        if "gamma" in hyperparameters:
+            normalize_kwargs["gamma"] = hyperparameters["gamma"]
+    return RunSettings(
+        algo=algo,
+        entry_name=entry_name,
+        n_envs=int(entry.get("n_envs", 1)),
+        n_timesteps=int(entry.get("n_timesteps", 1_000_000)),
+        policy=entry.get("policy", "MlpPolicy"),
+        normalize_kwargs=normalize_kwargs,
+        hyperparameters=hyperparameters,
+    )
+
+
+def settings_for(algo: str, env_id: str, same_settings: bool = False) -> RunSettings:
+    """
+    The settings ``algo`` runs with on ``env_id``.
+
+    :param same_settings: give both TRPOs this TRPO's zoo entry (same batch, critic and CG settings) and the same
+        true trust region: sb3-contrib's TRPO gets target_kl = delta / (the number of KL terms it averages over),
+        and none of the knobs it does not have. PPO keeps its own entry.
+    """
+    if not same_settings or algo == "ppo":
+        return run_settings(*zoo_entry(algo, env_id), algo)
+    name, entry = zoo_entry(ALGO, env_id)
+    if algo == "trpo":
+        accepted = set(inspect.signature(algorithm_class("trpo").__init__).parameters) | set(ENV_KEYS)
+        entry = {key: value for key, value in entry.items() if key in accepted}
+        dimensions = kl_averaged_dimensions(gym.make(env_id).action_space)
+        entry["target_kl"] = entry.get("target_kl", inspect.signature(TRPO.__init__).parameters["target_kl"].default)
+        entry["target_kl"] /= dimensions
+    return run_settings(name, entry, algo)

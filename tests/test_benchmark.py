@@ -1,0 +1,94 @@
+"""The benchmark: what each algorithm is given, what a run measures, and a --quick smoke run of the whole command."""
+
+import json
+
+import gymnasium as gym
+import pandas as pd
+import pytest
+from stable_baselines3.common.utils import LinearSchedule
+from torch import nn
+
+from sb3_trpo_ext.benchmark.__main__ import main, parse_args, run_specs
+from sb3_trpo_ext.benchmark.run import RunSpec, execute
+from sb3_trpo_ext.benchmark.settings import kl_averaged_dimensions, run_settings, settings_for, zoo_entry
+
+BENCHMARK_ENVS = ["CartPole-v1", "Pendulum-v1", "Acrobot-v1", "LunarLanderContinuous-v3",
+                  "HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Swimmer-v5"]
+
+
+def test_zoo_entry_falls_back_to_the_newest_version_of_the_same_task():
+    assert zoo_entry("trpo", "HalfCheetah-v5")[0] == "HalfCheetah-v4"  # rl_zoo3 still names MuJoCo tasks -v4
+    assert zoo_entry("trpo_ext", "HalfCheetah-v5")[0] == "HalfCheetah-v5"
+    assert zoo_entry("ppo", "NoSuchTask-v3")[0] == "default"
+
+
+def test_zoo_entries_are_read_as_rl_zoo3_reads_them():
+    settings = run_settings("HalfCheetah-v4", zoo_entry("ppo", "HalfCheetah-v5")[1], "ppo")
+    assert settings.n_envs == 1 and settings.normalize_kwargs == {"gamma": 0.98}
+    assert settings.hyperparameters["policy_kwargs"]["activation_fn"] is nn.ReLU
+    schedule = run_settings("CartPole-v1", zoo_entry("ppo", "CartPole-v1")[1], "ppo").hyperparameters["learning_rate"]
+    assert isinstance(schedule, LinearSchedule) and schedule(1.0) == pytest.approx(1e-3) and schedule(0.5) == pytest.approx(5e-4)
+    with pytest.raises(ValueError, match="frame_stack"):
+        run_settings("X", {"policy": "CnnPolicy", "frame_stack": 4}, "ppo")
+
+
+@pytest.mark.parametrize("env_id", BENCHMARK_ENVS)
+def test_same_settings_give_sb3_contrib_the_same_true_trust_region(env_id):
+    # This package's entries were sb3-contrib's with target_kl multiplied by the KL terms sb3-contrib averages
+    # over; --same-settings divides it back, so sb3-contrib gets exactly its own tuned settings again.
+    own = settings_for("trpo", env_id)
+    same = settings_for("trpo", env_id, same_settings=True)
+    ours = settings_for("trpo_ext", env_id, same_settings=True)
+    dimensions = kl_averaged_dimensions(gym.make(env_id).action_space)
+    assert ours.hyperparameters.get("target_kl", 0.01) == pytest.approx(same.hyperparameters["target_kl"] * dimensions)
+    assert same.hyperparameters.pop("target_kl") == pytest.approx(own.hyperparameters.pop("target_kl", 0.01))
+    assert same.hyperparameters == own.hyperparameters
+    assert (same.n_envs, same.normalize_kwargs) == (own.n_envs, own.normalize_kwargs)
+
+
+def test_runs_are_interleaved_seed_by_seed_and_algorithm_by_algorithm():
+    specs = run_specs(parse_args(["--envs", "CartPole-v1", "Pendulum-v1", "--seeds", "0", "1", "-n", "1000"]))
+    assert [(s.seed, s.env_id, s.algo) for s in specs[:4]] == [
+        (0, "CartPole-v1", "trpo_ext"), (0, "CartPole-v1", "trpo"), (0, "CartPole-v1", "ppo"), (0, "Pendulum-v1", "trpo_ext")
+    ]
+    assert len(specs) == 12 and {s.n_timesteps for s in specs} == {1000}
+
+
+def test_a_run_counts_fisher_products_and_splits_its_time():
+    spec = RunSpec("CartPole-v1", "trpo", seed=0, n_timesteps=2048, eval_freq=1024, n_eval_episodes=2, env_rate_steps=200)
+    run = execute(spec)
+    # sb3-contrib's CG: one product per iteration plus one for the step size, at most cg_max_steps + 1.
+    assert 1 < run["fisher_products_per_update"] <= 16
+    ours = execute(RunSpec("CartPole-v1", "trpo_ext", 0, 2048, 1024, 2, 200))
+    assert ours["fisher_products_per_update"] == pytest.approx(ours["train_log_means"]["train/cg_iterations"])
+    for record in (run, ours):
+        assert record["n_updates"] == 2 and record["curve_steps"][0] == 0 and record["curve_steps"][-1] == 2048
+        assert 0 < record["rollout_seconds"] + record["train_seconds"] <= record["wall_seconds"] - record["eval_seconds"] + 1e-6
+        assert record["steps_per_second"] > 0 and record["env_only_steps_per_second"] > record["steps_per_second"]
+
+
+def test_quick_benchmark_writes_every_result(tmp_path, capsys):
+    assert main(["--quick", "--envs", "CartPole-v1", "--jobs", "2", "--output", str(tmp_path)]) == 0
+    table = pd.read_csv(tmp_path / "runs.csv")
+    assert sorted(table["algo"]) == ["ppo", "trpo", "trpo_ext"]
+    assert (table["timesteps_done"] >= 10_000).all() and table["final_return"].between(8, 500).all()
+    assert (table.loc[table["algo"] != "ppo", "fisher_products_per_update"] > 0).all()
+    curves = pd.read_csv(tmp_path / "curves.csv")
+    assert set(curves.groupby("algo")["step"].max()) == set(table["timesteps_done"])
+    assert len(json.loads((tmp_path / "runs.json").read_text())) == 3
+    summary = (tmp_path / "summary.md").read_text()
+    assert all(label in summary for label in ("sb3-trpo-ext TRPO", "sb3-contrib TRPO", "SB3 PPO", "1.00×"))
+    assert (tmp_path / "learning_curves.png").stat().st_size > 10_000
+    assert (tmp_path / "speed_ratios.png").stat().st_size > 10_000
+
+    # The same command again reuses the finished runs.
+    capsys.readouterr()
+    assert main(["--quick", "--envs", "CartPole-v1", "--output", str(tmp_path)]) == 0
+    assert "3 already in" in capsys.readouterr().out
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(SystemExit):
+        parse_args(["--jobs", "0"])
+    with pytest.raises(SystemExit):
+        parse_args(["--algos", "sac"])
