@@ -12,6 +12,20 @@ import pandas as pd
 
 from sb3_trpo_ext.benchmark.settings import ALGORITHMS, REFERENCE
 
+#: What each TRPO logged about its updates (mean over updates, then over seeds), for diagnosing a difference.
+#: sb3-contrib logs its KL averaged over action dimensions (kl_divergence_loss); this TRPO logs the true KL.
+DIAGNOSTICS = {
+    "train/kl_divergence": "KL after step",
+    "train/kl_divergence_loss": "KL after step (sb3-contrib: per action dimension)",
+    "train/max_kl": "max per-state KL",
+    "train/is_line_search_success": "line search accepted",
+    "train/line_search_steps": "line-search candidates",
+    "train/step_size": "step size",
+    "train/cg_iterations": "CG iterations",
+    "train/explained_variance": "explained variance",
+    "train/std": "policy std",
+}
+
 SCALARS = [
     "env_id", "algo", "label", "seed", "same_settings", "entry", "n_envs", "normalize", "n_timesteps", "timesteps_done",
     "final_return", "wall_seconds", "eval_seconds", "rollout_seconds", "train_seconds", "n_updates",
@@ -78,8 +92,22 @@ def markdown_summary(table: pd.DataFrame, command: str = "") -> str:
                 f"| {group['fraction_of_env_rate'].mean():.0%} | {_mean_std(products, 1)} "
                 f"| {group['peak_memory_mib'].mean():.0f} |"
             )
-        lines.append("")
+        lines += ["", *diagnostics_table(runs), ""]
     return "\n".join(lines)
+
+
+def diagnostics_table(runs: pd.DataFrame) -> list[str]:
+    """Markdown rows of the logged update statistics, one column per algorithm that logged any."""
+    algos = [algo for algo in ALGORITHMS if algo in set(runs["algo"]) and algo != "ppo"]
+    keys = [key for key in DIAGNOSTICS if key in runs and runs.loc[runs["algo"].isin(algos), key].notna().any()]
+    if not algos or not keys:
+        return []
+    rows = ["| update statistic (mean) | " + " | ".join(ALGORITHMS[algo] for algo in algos) + " |",
+            "|---|" + "---|" * len(algos)]
+    for key in keys:
+        values = [runs.loc[runs["algo"] == algo, key].mean() for algo in algos]
+        rows.append(f"| {DIAGNOSTICS[key]} | " + " | ".join("–" if np.isnan(v) else f"{v:.4g}" for v in values) + " |")
+    return rows
 
 
 def plot_learning_curves(curves: pd.DataFrame, path: Path) -> None:
