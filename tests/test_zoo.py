@@ -21,6 +21,12 @@ REQUIRED = ["CartPole-v1", "Acrobot-v1", "MountainCar-v0", "Pendulum-v1", "Mount
             "Swimmer-v5", "Humanoid-v5", "Reacher-v5", "InvertedPendulum-v5", "InvertedDoublePendulum-v5", "default"]
 
 
+def test_the_source_tree_config_is_the_packaged_one():
+    # zoo_configs/trpo.yml, for users of a checkout, is the very file the package ships.
+    checkout_config = Path(__file__).parents[1] / "zoo_configs" / "trpo.yml"
+    assert checkout_config.read_text() == config_path().read_text()
+
+
 def test_config_has_every_required_entry_with_a_validation_comment():
     assert set(REQUIRED) <= set(ENTRIES)
     text = config_path().read_text().splitlines()
