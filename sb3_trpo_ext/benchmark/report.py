@@ -78,7 +78,7 @@ def markdown_summary(table: pd.DataFrame, command: str = "") -> str:
     )
     for env_id, runs in table.groupby("env_id", sort=False):
         means = runs.groupby("algo")[["train_ms_per_update", "steps_per_second"]].mean()
-        reference = means.loc[REFERENCE] if REFERENCE in means.index else None
+        reference = means.loc[REFERENCE] if REFERENCE in means.index else {key: None for key in means.columns}
         lines += [f"### {env_id}", "", header, "|" + "---|" * (header.count("|") - 1)]
         for algo in [algo for algo in ALGORITHMS if algo in set(runs["algo"])]:
             group = runs[runs["algo"] == algo]
@@ -86,9 +86,9 @@ def markdown_summary(table: pd.DataFrame, command: str = "") -> str:
             lines.append(
                 f"| {ALGORITHMS[algo]} | {len(group)} | {int(group['timesteps_done'].median())} "
                 f"| {_mean_std(group['final_return'], 1)} | {_mean_std(group['train_ms_per_update'], 1)} "
-                f"| {_ratio(means.loc[algo, 'train_ms_per_update'], None if reference is None else reference['train_ms_per_update'])} "
+                f"| {_ratio(means.loc[algo, 'train_ms_per_update'], reference['train_ms_per_update'])} "
                 f"| {_mean_std(group['steps_per_second'], 0)} "
-                f"| {_ratio(means.loc[algo, 'steps_per_second'], None if reference is None else reference['steps_per_second'])} "
+                f"| {_ratio(means.loc[algo, 'steps_per_second'], reference['steps_per_second'])} "
                 f"| {group['fraction_of_env_rate'].mean():.0%} | {_mean_std(products, 1)} "
                 f"| {group['peak_memory_mib'].mean():.0f} |"
             )

@@ -169,7 +169,8 @@ def execute(spec: RunSpec, output_dir: str | None = None) -> dict[str, Any]:
     eval_env.close()
 
     logs = timer.train_logs
-    log_means = {key: float(np.mean([log[key] for log in logs if key in log])) for key in sorted({k for log in logs for k in log})}
+    keys = sorted({key for log in logs for key in log})
+    log_means = {key: float(np.mean([log[key] for log in logs if key in log])) for key in keys}
     record = dict(
         **asdict(spec),
         label=ALGORITHMS[spec.algo],
