@@ -14,23 +14,23 @@ import time
 import gymnasium as gym
 import numpy as np
 import sb3_contrib
-import yaml
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecNormalize
 
 import sb3_trpo_ext
-from sb3_trpo_ext.zoo import ZOO_KEYS, config_path
+from sb3_trpo_ext.benchmark.run import make_env
+from sb3_trpo_ext.benchmark.settings import settings_for
+from sb3_trpo_ext.zoo import ALGO
 
 ENVS = ("CartPole-v1", "Pendulum-v1")
 ALGORITHMS = {"sb3_trpo_ext": sb3_trpo_ext.TRPO, "sb3_contrib": sb3_contrib.TRPO}
 
 
 def final_return(algorithm: str, env_id: str, seed: int, timesteps: int) -> dict:
-    entry = yaml.safe_load(config_path().read_text())[env_id]
-    settings = {key: value for key, value in entry.items() if key not in ZOO_KEYS and key != "policy"}
-    env = make_vec_env(env_id, n_envs=entry["n_envs"], seed=seed)
-    model = ALGORITHMS[algorithm]("MlpPolicy", env, seed=seed, device="cpu", **settings)
+    settings = settings_for(ALGO, env_id)  # the packaged zoo entry, read as the benchmark and rl_zoo3 read it
+    env = make_env(settings, env_id, seed)
+    model = ALGORITHMS[algorithm](settings.policy, env, seed=seed, device="cpu", **settings.hyperparameters)
     start = time.perf_counter()
     model.learn(timesteps)
     wall = time.perf_counter() - start

@@ -155,7 +155,9 @@ def settings_for(algo: str, env_id: str, same_settings: bool = False) -> RunSett
     if algo == "trpo":
         accepted = set(inspect.signature(algorithm_class("trpo").__init__).parameters) | set(ENV_KEYS)
         entry = {key: value for key, value in entry.items() if key in accepted}
-        dimensions = kl_averaged_dimensions(gym.make(env_id).action_space)
+        env = gym.make(env_id)
+        dimensions = kl_averaged_dimensions(env.action_space)
+        env.close()
         entry["target_kl"] = entry.get("target_kl", inspect.signature(TRPO.__init__).parameters["target_kl"].default)
         entry["target_kl"] /= dimensions
     return run_settings(name, entry, algo)
