@@ -35,14 +35,15 @@ def test_zoo_entries_are_read_as_rl_zoo3_reads_them():
 
 @pytest.mark.parametrize("env_id", BENCHMARK_ENVS)
 def test_same_settings_give_sb3_contrib_the_same_true_trust_region(env_id):
-    # This package's entries were sb3-contrib's with target_kl multiplied by the KL terms sb3-contrib averages
-    # over; --same-settings divides it back, so sb3-contrib gets exactly its own tuned settings again.
+    # This package's entries were sb3-contrib's with target_kl and cg_damping multiplied by the KL terms sb3-contrib
+    # averages over; --same-settings divides them back, so sb3-contrib gets exactly its own tuned settings again.
     own = settings_for("trpo", env_id)
     same = settings_for("trpo", env_id, same_settings=True)
     ours = settings_for("trpo_ext", env_id, same_settings=True)
     dimensions = kl_averaged_dimensions(gym.make(env_id).action_space)
-    assert ours.hyperparameters.get("target_kl", 0.01) == pytest.approx(same.hyperparameters["target_kl"] * dimensions)
-    assert same.hyperparameters.pop("target_kl") == pytest.approx(own.hyperparameters.pop("target_kl", 0.01))
+    for key, default in (("target_kl", 0.01), ("cg_damping", 0.1)):
+        assert ours.hyperparameters.get(key, default) == pytest.approx(same.hyperparameters[key] * dimensions)
+        assert same.hyperparameters.pop(key) == pytest.approx(own.hyperparameters.pop(key, default))
     assert same.hyperparameters == own.hyperparameters
     assert (same.n_envs, same.normalize_kwargs) == (own.n_envs, own.normalize_kwargs)
 

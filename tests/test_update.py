@@ -4,6 +4,7 @@ import copy
 
 import numpy as np
 import pytest
+import sb3_contrib
 import torch as th
 from helpers import ACTION_SPACES, DenseProblem, ToyEnv, collect_rollout
 from stable_baselines3.common.logger import configure
@@ -13,6 +14,7 @@ from torch import nn
 
 import sb3_trpo_ext.line_search
 from sb3_trpo_ext import TRPO
+from sb3_trpo_ext.benchmark.settings import kl_averaged_dimensions
 from sb3_trpo_ext.fisher import flat_grad, kl_divergence
 from sb3_trpo_ext.line_search import Candidate, backtracking_line_search, max_step_size
 from sb3_trpo_ext.policies import flat_parameters, set_flat_parameters
@@ -61,6 +63,41 @@ def test_update_is_the_dense_trpo_step(space):
     kl_after = float(problem.mean_kl(flat_parameters(model._actor_params)))
     assert 0 < kl_after <= TARGET_KL
     assert model.logger.name_to_value["train/kl_divergence"] == pytest.approx(kl_after, rel=1e-3)
+
+
+def contrib_and_own_step(space, damping, target_kl, contrib_damping=0.1, contrib_target_kl=0.01):
+    """One update by sb3-contrib's TRPO and one by this TRPO from the same parameters and the same rollout."""
+    settings = dict(n_steps=256, batch_size=256, policy_kwargs=dict(net_arch=dict(pi=[16], vf=[16])), cg_max_steps=300,
+                    n_critic_updates=1, seed=3)
+    contrib = sb3_contrib.TRPO("MlpPolicy", ToyEnv(space), cg_damping=contrib_damping, target_kl=contrib_target_kl,
+                               **settings)
+    ours = TRPO("MlpPolicy", ToyEnv(space), cg_damping=damping, target_kl=target_kl, cg_residual_tol=1e-12, **settings)
+    ours.policy.load_state_dict(contrib.policy.state_dict())
+    collect_rollout(contrib)
+    ours.rollout_buffer = contrib.rollout_buffer
+    for model in (contrib, ours):
+        model.set_logger(configure(None, []))
+    actor_names = [name for name, p in ours.policy.named_parameters() if any(p is q for q in ours._actor_params)]
+    theta_old = flat_parameters(ours._actor_params).clone()
+    contrib.train()
+    ours.train()
+    contrib_parameters = dict(contrib.policy.named_parameters())
+    contrib_step = th.cat([contrib_parameters[name].detach().flatten() for name in actor_names]) - theta_old
+    return contrib_step, flat_parameters(ours._actor_params) - theta_old
+
+
+@pytest.mark.parametrize("space,averaged_terms", [("discrete", 1), ("multidiscrete", 1), ("box3", 3), ("multibinary", 3)])
+def test_sb3_contrib_settings_times_the_averaged_terms_give_sb3_contrib_s_step(space, averaged_terms):
+    # sb3-contrib bounds and damps the KL averaged over A terms; its CG solves (F / A + lambda I) x = g. The same
+    # update here is target_kl = A delta and cg_damping = A lambda (how the zoo entries translate its settings).
+    assert kl_averaged_dimensions(ACTION_SPACES[space]) == averaged_terms
+    contrib_step, step = contrib_and_own_step(ACTION_SPACES[space], 0.1 * averaged_terms, 0.01 * averaged_terms)
+    assert float(step @ contrib_step / (step.norm() * contrib_step.norm())) > 0.99999
+    assert float(step.norm() / contrib_step.norm()) == pytest.approx(1.0, rel=1e-4)
+    if averaged_terms > 1:
+        # Keeping lambda while scaling delta is a different, longer step: the damping must scale too.
+        _, undamped = contrib_and_own_step(ACTION_SPACES[space], 0.1, 0.01 * averaged_terms)
+        assert float(undamped.norm() / contrib_step.norm()) > 1.05
 
 
 @pytest.mark.parametrize("space", ["discrete", "box3"])

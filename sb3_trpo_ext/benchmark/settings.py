@@ -146,8 +146,9 @@ def settings_for(algo: str, env_id: str, same_settings: bool = False) -> RunSett
     The settings ``algo`` runs with on ``env_id``.
 
     :param same_settings: give both TRPOs this TRPO's zoo entry (same batch, critic and CG settings) and the same
-        true trust region: sb3-contrib's TRPO gets target_kl = delta / (the number of KL terms it averages over),
-        and none of the knobs it does not have. PPO keeps its own entry.
+        true trust region: sb3-contrib's TRPO gets target_kl = delta / A and cg_damping = lambda / A, A being the
+        number of KL terms it averages over, which makes its step this TRPO's step; it gets none of the knobs it
+        does not have. PPO keeps its own entry.
     """
     if not same_settings or algo == "ppo":
         return run_settings(*zoo_entry(algo, env_id), algo)
@@ -158,6 +159,9 @@ def settings_for(algo: str, env_id: str, same_settings: bool = False) -> RunSett
         env = gym.make(env_id)
         dimensions = kl_averaged_dimensions(env.action_space)
         env.close()
-        entry["target_kl"] = entry.get("target_kl", inspect.signature(TRPO.__init__).parameters["target_kl"].default)
-        entry["target_kl"] /= dimensions
+        # sb3-contrib's Fisher is that of the averaged KL, F / A: its (F / A + lambda I) x = g is this TRPO's
+        # (F + A lambda I) x = g, so both the radius and the damping are divided by A.
+        defaults = inspect.signature(TRPO.__init__).parameters
+        for key in ("target_kl", "cg_damping"):
+            entry[key] = entry.get(key, defaults[key].default) / dimensions
     return run_settings(name, entry, algo)
