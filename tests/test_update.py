@@ -10,6 +10,7 @@ from helpers import ACTION_SPACES, DenseProblem, ToyEnv, collect_rollout
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import FlattenExtractor
+from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import nn
 
 import sb3_trpo_ext.line_search
@@ -285,3 +286,42 @@ def test_critic_step_leaves_the_action_distribution_unchanged(policy, observatio
     for a, b in zip(before, distribution_tensors(model, observations), strict=True):
         assert th.equal(a, b)
     assert all(p.grad is None for p in model._actor_params)
+
+
+@pytest.mark.parametrize("observation", ["vector", "dict"])
+def test_critic_fits_the_minibatches_the_rollout_buffer_yields(observation):
+    # Minibatches are cut from resident tensors; they must be RolloutBuffer.get's, from the same random draws.
+    env = DummyVecEnv([lambda: ToyEnv(ACTION_SPACES["box3"], observation)] * 2)
+    policy = "MultiInputPolicy" if observation == "dict" else "MlpPolicy"
+    model = TRPO(policy, env, n_steps=32, batch_size=24, n_critic_updates=3, seed=0)
+    collect_rollout(model)
+    next(model.rollout_buffer.get(batch_size=None))  # train() reads the whole batch first
+    np.random.seed(7)
+    resident = list(model._critic_minibatches())
+    np.random.seed(7)
+    copied = [(b.observations, b.returns) for _ in range(3) for b in model.rollout_buffer.get(batch_size=24)]
+    assert len(resident) == len(copied) == 3 * 3  # 64 samples: 24, 24, 16 per epoch
+    for (observations, returns), (expected_observations, expected_returns) in zip(resident, copied, strict=True):
+        assert th.equal(returns, expected_returns)
+        if observation == "dict":
+            assert all(th.equal(observations[key], expected_observations[key]) for key in expected_observations)
+        else:
+            assert th.equal(observations, expected_observations)
+
+
+def test_the_critic_takes_fused_adam_steps_unless_told_otherwise():
+    model = model_with_rollout(ACTION_SPACES["box3"], n_critic_updates=2)
+    assert model.policy.optimizer.defaults["fused"] is True
+    told = model_with_rollout(ACTION_SPACES["box3"], n_critic_updates=2, policy_kwargs=dict(
+        net_arch=dict(pi=[8], vf=[8]), optimizer_kwargs=dict(foreach=False)))
+    assert not told.policy.optimizer.defaults.get("fused")
+    # The same Adam: from the same parameters and minibatches both critics take the same two steps of about lr
+    # (1e-3) per weight, up to rounding where a gradient is as small as Adam's epsilon.
+    told.policy.load_state_dict(model.policy.state_dict())
+    start = [param.detach().clone() for param in model._critic_params]
+    for critic in (model, told):
+        np.random.seed(0)
+        critic.train()
+    for fused, plain, old in zip(model._critic_params, told._critic_params, start, strict=True):
+        assert (fused - old).abs().max() > 1e-3
+        assert th.allclose(fused, plain, rtol=0, atol=5e-5)

@@ -1,0 +1,104 @@
+"""The rollout loop: the same buffer, callbacks and episode records as SB3's own loop, for the same seed."""
+
+import copy
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from helpers import ACTION_SPACES, ToyEnv
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from sb3_trpo_ext import TRPO
+
+BUFFER_FIELDS = ("actions", "rewards", "episode_starts", "values", "log_probs", "advantages", "returns")
+
+
+def toy(space, observation="vector"):
+    return lambda: DummyVecEnv([lambda: ToyEnv(ACTION_SPACES[space], observation)] * 2)
+
+
+CASES = {
+    # CartPole ends episodes both ways: by failure and (at 30 steps) by the time limit, which bootstraps.
+    "discrete": (lambda: make_vec_env(gym.make, n_envs=2, env_kwargs=dict(id="CartPole-v1", max_episode_steps=30)),
+                 "MlpPolicy", {}),
+    "box3": (toy("box3"), "MlpPolicy", {}),
+    "multidiscrete": (toy("multidiscrete"), "MlpPolicy", {}),
+    "multibinary": (toy("multibinary"), "MlpPolicy", {}),
+    "dict observations": (toy("box3", "dict"), "MultiInputPolicy", {}),
+    "gSDE, squashed": (lambda: make_vec_env("Pendulum-v1", n_envs=2), "MlpPolicy",
+                       dict(use_sde=True, sde_sample_freq=4, policy_kwargs=dict(squash_output=True))),
+}
+
+
+def untimed(infos):
+    """The infos without Monitor's wall-clock episode time, the one entry two runs cannot share."""
+    return [{key: ({k: v for k, v in value.items() if k != "t"} if key == "episode" else value)
+             for key, value in info.items()} for info in infos]
+
+
+class Recorder(BaseCallback):
+    """Records what a callback sees at every step, and stops the rollout after ``stop_after`` calls."""
+
+    def __init__(self, stop_after=None):
+        super().__init__()
+        self.stop_after = stop_after
+        self.seen = []
+
+    def _on_step(self) -> bool:
+        keys = ("new_obs", "rewards", "dones", "clipped_actions", "actions", "n_steps")
+        self.seen.append([copy.deepcopy(self.locals[key]) for key in keys] + [untimed(self.locals["infos"])])
+        return self.stop_after is None or self.n_calls < self.stop_after
+
+    def _on_rollout_end(self) -> None:
+        self.seen.append(sorted(self.locals))  # the loop's variables a callback can read, under SB3's names
+
+
+def rollouts(loop, make_env, policy, kwargs, n_rollouts=2, stop_after=None):
+    model = TRPO(policy, make_env(), n_steps=40, batch_size=40, seed=3, **kwargs)
+    recorder = Recorder(stop_after)
+    _, callback = model._setup_learn(10**6, recorder)
+    callback.on_training_start(locals(), globals())
+    results = [loop(model, model.env, callback, model.rollout_buffer, model.n_steps) for _ in range(n_rollouts)]
+    return model, recorder.seen, results
+
+
+def assert_same(a, b):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert_same(a[key], b[key])
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            assert_same(x, y)
+    elif isinstance(a, np.ndarray):
+        np.testing.assert_array_equal(a, b)
+    else:
+        assert a == b
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_rollout_fills_the_buffer_exactly_as_sb3_s_loop(case):
+    sb3, sb3_seen, sb3_results = rollouts(OnPolicyAlgorithm.collect_rollouts, *CASES[case])
+    ours, our_seen, our_results = rollouts(TRPO.collect_rollouts, *CASES[case])
+    assert our_results == sb3_results == [True, True]
+    for field in BUFFER_FIELDS:
+        np.testing.assert_array_equal(getattr(ours.rollout_buffer, field), getattr(sb3.rollout_buffer, field), err_msg=field)
+    assert_same(ours.rollout_buffer.observations, sb3.rollout_buffer.observations)
+    assert_same(our_seen, sb3_seen)
+    assert_same(ours._last_obs, sb3._last_obs)
+    np.testing.assert_array_equal(ours._last_episode_starts, sb3._last_episode_starts)
+    assert ours.num_timesteps == sb3.num_timesteps == 2 * 40 * 2
+    assert [info["r"] for info in ours.ep_info_buffer] == [info["r"] for info in sb3.ep_info_buffer]
+
+
+def test_rollout_stops_where_a_callback_says_so():
+    sb3, sb3_seen, sb3_results = rollouts(OnPolicyAlgorithm.collect_rollouts, *CASES["discrete"], stop_after=7)
+    ours, our_seen, our_results = rollouts(TRPO.collect_rollouts, *CASES["discrete"], stop_after=7)
+    assert our_results == sb3_results == [False, False]
+    assert ours.rollout_buffer.pos == sb3.rollout_buffer.pos
+    assert ours.num_timesteps == sb3.num_timesteps
+    assert_same(our_seen, sb3_seen)
