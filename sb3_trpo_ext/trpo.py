@@ -57,7 +57,6 @@ def numerical_fault(policy_gradient: th.Tensor, beta: float | None, search: Line
     return None
 
 
-
 @contextmanager
 def _argument_checks_off() -> Iterator[None]:
     """torch.distributions without its per-call argument validation (a few tensor reductions per distribution)."""
