@@ -8,7 +8,9 @@ Two ways to multiply by the Fisher information F of the mean KL, behind one func
 
 * ``"analytic"``: the Gauss-Newton form F v = (1/N) sum_n J_n^T M_n J_n v, where z_n are the distribution
   parameters the network outputs for state n, J_n = dz_n/dtheta and M_n the closed-form Fisher of the
-  distribution in z. One forward-mode product (J v) and one reverse-mode product (J^T u) per call.
+  distribution in z. One forward-mode product (J v) and one reverse-mode product (J^T u) per call: written out
+  layer by layer for SB3's MLP actors (:mod:`sb3_trpo_ext.dense`, the network evaluated once for all products),
+  through torch's forward-mode AD and autograd for any other actor.
 * ``"autograd"``: Pearlmutter's double backprop, F v = d/dtheta (grad KL . v). It works for any
   distribution with a KL (gSDE, custom distributions).
 """
@@ -29,6 +31,8 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
 from torch.autograd import forward_ad
+
+from sb3_trpo_ext.dense import DenseNetwork, actor_features, actor_network
 
 FVP_METHODS = ("auto", "analytic", "autograd")
 
@@ -145,8 +149,11 @@ def fisher_vector_product(
             f"fvp_method='analytic' needs one of {[d.__name__ for d in ANALYTIC_DISTRIBUTIONS]}, "
             f"got {type(policy.action_dist).__name__}; use 'autograd' or 'auto'"
         )
+    network = actor_network(policy, params)
     if method == "autograd" or not analytic:
         product = _double_backprop_product(policy, observations, params)
+    elif network is not None:
+        product = _dense_gauss_newton_product(policy, network, observations, params)
     else:
         product = _gauss_newton_product(policy, observations, params)
     if damping == 0.0:
@@ -207,6 +214,48 @@ def _gauss_newton_product(
         fisher_jv = distribution_fisher_product(old_distribution, fisher_weights, jacobian_vector)
         grads = th.autograd.grad(z_old, params, [u / n_states for u in fisher_jv], retain_graph=True,
                                  materialize_grads=True)
+        return th.cat([grad.reshape(-1) for grad in grads])
+
+    return product
+
+
+def _dense_gauss_newton_product(
+    policy: ActorCriticPolicy, network: DenseNetwork, observations: PyTorchObs, params: Sequence[nn.Parameter]
+) -> FisherVectorProduct:
+    distribution = policy.action_dist
+    gaussian = isinstance(distribution, DiagGaussianDistribution)
+    features = actor_features(policy, observations)
+    outputs = network.forward(features)
+    n_states = len(features)
+    # Where each of the network's parameters (and the Gaussian's log-std) sits in the flat vectors.
+    position = {id(param): index for index, param in enumerate(params)}
+    network_slots = [position[id(param)] for param in network.parameters]
+    shapes = [param.shape for param in params]
+    sizes = [param.numel() for param in params]
+
+    def distribution_parameters_of(output: th.Tensor, log_std: th.Tensor | None) -> tuple[th.Tensor, ...]:
+        if gaussian:
+            assert log_std is not None
+            return output, log_std.expand_as(output)
+        if isinstance(distribution, MultiCategoricalDistribution):
+            return output.split(list(distribution.action_dims), dim=1)
+        return (output,)
+
+    log_std = policy.log_std.detach() if gaussian else None
+    z_old = distribution_parameters_of(outputs[-1], log_std)
+
+    def product(vector: th.Tensor) -> th.Tensor:
+        tangent = [chunk.view(shape) for chunk, shape in zip(vector.split(sizes), shapes, strict=True)]
+        jacobian_vector = network.jacobian_vector_product(outputs, [tangent[slot] for slot in network_slots])
+        d_log_std = tangent[position[id(policy.log_std)]] if gaussian else None
+        u = distribution_fisher_product(distribution, z_old, distribution_parameters_of(jacobian_vector, d_log_std))
+        # J^T u / N; the log-std is shared by all states, so its part of J^T sums over them.
+        grads = [th.empty(0)] * len(params)
+        cotangent = u[0] if len(u) == 1 or gaussian else th.cat(u, dim=1)
+        for slot, grad in zip(network_slots, network.vector_jacobian_product(outputs, cotangent / n_states), strict=True):
+            grads[slot] = grad
+        if gaussian:
+            grads[position[id(policy.log_std)]] = u[1].sum(dim=0) / n_states
         return th.cat([grad.reshape(-1) for grad in grads])
 
     return product

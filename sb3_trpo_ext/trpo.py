@@ -24,7 +24,9 @@ from stable_baselines3.common.utils import explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
+from sb3_trpo_ext.adam import adam_step
 from sb3_trpo_ext.conjugate_gradient import conjugate_gradient
+from sb3_trpo_ext.dense import critic_features, critic_network
 from sb3_trpo_ext.fisher import FVP_METHODS, fisher_vector_product, flat_grad, kl_divergence, supports_analytic_fisher
 from sb3_trpo_ext.line_search import Candidate, LineSearchResult, backtracking_line_search, max_step_size
 from sb3_trpo_ext.policies import (
@@ -270,6 +272,7 @@ class TRPO(OnPolicyAlgorithm):
         super()._setup_model()
         self._actor_params = actor_parameters(self.policy)
         self._critic_params = critic_parameters(self.policy, self._actor_params)
+        self._critic_network = critic_network(self.policy, self._critic_params)
         if self.fvp_method == "analytic" and not supports_analytic_fisher(self.policy.action_dist):
             raise ValueError(
                 f"fvp_method='analytic' has no closed-form Fisher for {type(self.policy.action_dist).__name__}; "
@@ -308,7 +311,7 @@ class TRPO(OnPolicyAlgorithm):
             ) from error
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_actor_params", "_critic_params", "_reported_faults"]
+        return [*super()._excluded_save_params(), "_actor_params", "_critic_params", "_critic_network", "_reported_faults"]
 
     def set_parameters(
         self,
@@ -434,21 +437,37 @@ class TRPO(OnPolicyAlgorithm):
     def _fit_critic(self) -> float | None:
         """``n_critic_updates`` epochs of minibatch regression of the value on the returns; the mean loss,
         or None when no minibatch was fitted."""
-        losses = []
-        for observations, returns in self._critic_minibatches():
-            values = self.policy.predict_values(observations).flatten()
-            loss = F.mse_loss(returns, values)
-            self.policy.optimizer.zero_grad()
-            # Gradients only where the critic trains: nothing accumulates in (shared) actor parameters.
-            loss.backward(inputs=self._critic_params)
-            self.policy.optimizer.step()
-            losses.append(loss.detach())
+        step = self._critic_step if self._critic_network is None else self._dense_critic_step
+        losses = [step(inputs, returns) for inputs, returns in self._critic_minibatches()]
         return th.stack(losses).mean().item() if losses else None
+
+    def _critic_step(self, observations: PyTorchObs, returns: th.Tensor) -> th.Tensor:
+        values = self.policy.predict_values(observations).flatten()
+        loss = F.mse_loss(returns, values)
+        self.policy.optimizer.zero_grad()
+        # Gradients only where the critic trains: nothing accumulates in (shared) actor parameters.
+        loss.backward(inputs=self._critic_params)
+        adam_step(self.policy.optimizer)
+        return loss.detach()
+
+    def _dense_critic_step(self, features: th.Tensor, returns: th.Tensor) -> th.Tensor:
+        """The same step as :meth:`_critic_step` for an MLP critic, its gradient by hand (:mod:`sb3_trpo_ext.dense`)."""
+        network = self._critic_network
+        assert network is not None
+        outputs = network.forward(features)
+        residual = outputs[-1].flatten() - returns
+        # d/dV of mean((V - R)^2) = 2 (V - R) / batch size
+        grads = network.vector_jacobian_product(outputs, (2.0 / len(returns)) * residual.unsqueeze(1))
+        for param, grad in zip(network.parameters, grads, strict=True):
+            param.grad = grad
+        adam_step(self.policy.optimizer)
+        return residual.square().mean()
 
     def _critic_minibatches(self) -> Iterator[tuple[PyTorchObs, th.Tensor]]:
         """
         The minibatches ``RolloutBuffer.get(batch_size)`` yields, epoch after epoch, from the same random
-        permutations, but cut by index from tensors made once instead of copied out of numpy each time.
+        permutations, but cut by index from tensors made once instead of copied out of numpy each time. An MLP
+        critic gets its input features rather than the observations: the layers before it do not train here.
         """
         if not self._critic_params:
             return
@@ -459,16 +478,24 @@ class TRPO(OnPolicyAlgorithm):
             observations: PyTorchObs = {key: buffer.to_torch(value) for key, value in buffer.observations.items()}
         else:
             observations = buffer.to_torch(buffer.observations)
+        if self._critic_network is not None:
+            observations = critic_features(self.policy, observations)
         returns = buffer.to_torch(buffer.returns.flatten())
         n_samples = len(returns)
         for _ in range(self.n_critic_updates):
+            # One gather per epoch; its consecutive slices are then the minibatches, without copies.
             order = th.as_tensor(np.random.permutation(n_samples), device=returns.device)
+            if isinstance(observations, dict):
+                shuffled: PyTorchObs = {key: value[order] for key, value in observations.items()}
+            else:
+                shuffled = observations[order]
+            shuffled_returns = returns[order]
             for start in range(0, n_samples, self.batch_size):
-                index = order[start : start + self.batch_size]
-                if isinstance(observations, dict):
-                    yield {key: value[index] for key, value in observations.items()}, returns[index]
+                end = start + self.batch_size
+                if isinstance(shuffled, dict):
+                    yield {key: value[start:end] for key, value in shuffled.items()}, shuffled_returns[start:end]
                 else:
-                    yield observations[index], returns[index]
+                    yield shuffled[start:end], shuffled_returns[start:end]
 
     def _skip_policy_step(self, fault: str) -> None:
         self._skipped_policy_steps += 1

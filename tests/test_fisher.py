@@ -3,23 +3,25 @@ import copy
 import numpy as np
 import pytest
 import torch as th
+from torch import nn
 from helpers import ACTION_SPACES, DenseProblem, ToyEnv, reference_kl
 from stable_baselines3.common.distributions import DiagGaussianDistribution
 
 from sb3_trpo_ext import TRPO
+from sb3_trpo_ext.dense import actor_network
 from sb3_trpo_ext.fisher import fisher_vector_product, kl_divergence
 
 CASES = [(name, False) for name in ACTION_SPACES] + [("box3", True)]  # the last one is gSDE
 
 
-def tiny_model(action_space, use_sde=False, **kwargs):
+def tiny_model(action_space, use_sde=False, activation_fn=nn.Tanh, **kwargs):
     return TRPO(
         "MlpPolicy",
         ToyEnv(action_space),
         n_steps=32,
         batch_size=32,
         use_sde=use_sde,
-        policy_kwargs=dict(net_arch=dict(pi=[6], vf=[6]), log_std_init=-0.3),
+        policy_kwargs=dict(net_arch=dict(pi=[6, 5], vf=[6]), log_std_init=-0.3, activation_fn=activation_fn),
         seed=3,
         **kwargs,
     )
@@ -50,12 +52,18 @@ def relative_error(a, b):
     return float((a - b).norm() / b.norm())
 
 
+#: The analytic product runs layer by layer for tanh and ReLU MLPs, through forward-mode AD for other actors (ELU).
+ACTORS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
+
+
 @pytest.mark.parametrize("space,use_sde", CASES)
-@pytest.mark.parametrize("method", ["analytic", "autograd"])
-def test_fisher_vector_product_equals_dense_hessian_of_mean_kl(space, use_sde, method):
+@pytest.mark.parametrize("method,actor", [("analytic", "tanh"), ("analytic", "relu"), ("analytic", "elu"),
+                                          ("autograd", "tanh")])
+def test_fisher_vector_product_equals_dense_hessian_of_mean_kl(space, use_sde, method, actor):
     if use_sde and method == "analytic":
         pytest.skip("gSDE uses double backprop")
-    model = tiny_model(ACTION_SPACES[space], use_sde)
+    model = tiny_model(ACTION_SPACES[space], use_sde, activation_fn=ACTORS[actor])
+    assert (actor_network(model.policy, model._actor_params) is None) == (actor == "elu" or use_sde)
     perturb(model)
     problem = dense_problem(model)
     hessian = problem.fisher()

@@ -16,6 +16,7 @@ from torch import nn
 import sb3_trpo_ext.line_search
 from sb3_trpo_ext import TRPO
 from sb3_trpo_ext.benchmark.settings import kl_averaged_dimensions
+from sb3_trpo_ext.dense import critic_features
 from sb3_trpo_ext.fisher import flat_grad, kl_divergence
 from sb3_trpo_ext.line_search import Candidate, backtracking_line_search, max_step_size
 from sb3_trpo_ext.policies import flat_parameters, set_flat_parameters
@@ -288,12 +289,17 @@ def test_critic_step_leaves_the_action_distribution_unchanged(policy, observatio
     assert all(p.grad is None for p in model._actor_params)
 
 
+@pytest.mark.parametrize("critic", ["dense", "autograd"])
 @pytest.mark.parametrize("observation", ["vector", "dict"])
-def test_critic_fits_the_minibatches_the_rollout_buffer_yields(observation):
-    # Minibatches are cut from resident tensors; they must be RolloutBuffer.get's, from the same random draws.
+def test_critic_fits_the_minibatches_the_rollout_buffer_yields(observation, critic):
+    # Minibatches are cut from resident tensors; they must be RolloutBuffer.get's, from the same random draws
+    # (for an MLP critic, their features).
     env = DummyVecEnv([lambda: ToyEnv(ACTION_SPACES["box3"], observation)] * 2)
     policy = "MultiInputPolicy" if observation == "dict" else "MlpPolicy"
     model = TRPO(policy, env, n_steps=32, batch_size=24, n_critic_updates=3, seed=0)
+    assert model._critic_network is not None
+    if critic == "autograd":
+        model._critic_network = None
     collect_rollout(model)
     next(model.rollout_buffer.get(batch_size=None))  # train() reads the whole batch first
     np.random.seed(7)
@@ -301,12 +307,14 @@ def test_critic_fits_the_minibatches_the_rollout_buffer_yields(observation):
     np.random.seed(7)
     copied = [(b.observations, b.returns) for _ in range(3) for b in model.rollout_buffer.get(batch_size=24)]
     assert len(resident) == len(copied) == 3 * 3  # 64 samples: 24, 24, 16 per epoch
-    for (observations, returns), (expected_observations, expected_returns) in zip(resident, copied, strict=True):
+    for (inputs, returns), (expected_observations, expected_returns) in zip(resident, copied, strict=True):
         assert th.equal(returns, expected_returns)
-        if observation == "dict":
-            assert all(th.equal(observations[key], expected_observations[key]) for key in expected_observations)
+        if critic == "dense":
+            assert th.equal(inputs, critic_features(model.policy, expected_observations))
+        elif observation == "dict":
+            assert all(th.equal(inputs[key], expected_observations[key]) for key in expected_observations)
         else:
-            assert th.equal(observations, expected_observations)
+            assert th.equal(inputs, expected_observations)
 
 
 def test_the_critic_takes_fused_adam_steps_unless_told_otherwise():

@@ -1,0 +1,137 @@
+"""The hand-differentiated dense networks against torch's modules and autograd, and the critic's Adam step."""
+
+import copy
+
+import pytest
+import torch as th
+import numpy as np
+from helpers import ACTION_SPACES, ToyEnv, collect_rollout
+from torch import nn
+
+from sb3_trpo_ext import TRPO
+from sb3_trpo_ext.adam import adam_step
+from sb3_trpo_ext.dense import actor_network, critic_network, dense_network
+
+
+def mlp(activation, bias=True, dtype=th.float64):
+    th.manual_seed(0)
+    layers = [nn.Linear(5, 7, bias=bias), activation(), nn.Linear(7, 4, bias=bias), activation(), nn.Linear(4, 3)]
+    return nn.Sequential(*layers).to(dtype)
+
+
+@pytest.mark.parametrize("activation", [nn.Tanh, nn.ReLU])
+@pytest.mark.parametrize("bias", [True, False])
+def test_products_equal_the_dense_jacobian(activation, bias):
+    module = mlp(activation, bias)
+    network = dense_network([module])
+    assert network is not None and len(network.parameters) == len(list(module.parameters()))
+    x = th.randn(9, 5, dtype=th.float64)
+    outputs = network.forward(x)
+    assert th.equal(outputs[-1], module(x).detach())  # the same kernels: bit for bit
+    theta = th.cat([p.detach().reshape(-1) for p in network.parameters])
+    sizes = [p.numel() for p in network.parameters]
+
+    def output_of(vector):
+        return th.func.functional_call(module, {
+            name: chunk.view_as(param) for (name, param), chunk in zip(module.named_parameters(), vector.split(sizes))
+        }, (x,))
+
+    jacobian = th.autograd.functional.jacobian(output_of, theta).reshape(-1, theta.numel())  # (9 * 3, P)
+    v = th.randn(theta.numel(), dtype=th.float64)
+    jv = network.jacobian_vector_product(outputs, [c.view_as(p) for c, p in zip(v.split(sizes), network.parameters)])
+    assert th.allclose(jv.reshape(-1), jacobian @ v, rtol=1e-10, atol=1e-12)
+    u = th.randn(9, 3, dtype=th.float64)
+    vjp = th.cat([g.reshape(-1) for g in network.vector_jacobian_product(outputs, u)])
+    assert th.allclose(vjp, jacobian.T @ u.reshape(-1), rtol=1e-10, atol=1e-12)
+
+
+class ShiftedLinear(nn.Linear):
+    def forward(self, x):
+        return super().forward(x) + 1.0
+
+
+@pytest.mark.parametrize("modules", [
+    [nn.Linear(3, 4), nn.ELU(), nn.Linear(4, 2)],  # an activation without a rule here
+    [nn.Linear(3, 4), nn.LayerNorm(4)],
+    [ShiftedLinear(3, 4)],  # a subclass may compute something else
+    [nn.Tanh()],  # an activation with no layer before it
+    [],
+])
+def test_anything_but_linear_layers_and_known_activations_is_refused(modules):
+    assert dense_network(modules) is None
+
+
+def test_policies_get_networks_only_where_they_hold_exactly_the_right_parameters():
+    mlp_model = TRPO("MlpPolicy", ToyEnv(ACTION_SPACES["box3"]), n_steps=32, batch_size=32)
+    actor = actor_network(mlp_model.policy, mlp_model._actor_params)
+    critic = critic_network(mlp_model.policy, mlp_model._critic_params)
+    assert actor is not None and critic is not None
+    assert {id(p) for p in actor.parameters} | {id(mlp_model.policy.log_std)} == set(map(id, mlp_model._actor_params))
+    # The shared CNN features extractor belongs to the actor: the actor is not an MLP of features, the critic is.
+    cnn_model = TRPO("CnnPolicy", ToyEnv(ACTION_SPACES["discrete"], "image"), n_steps=32, batch_size=32)
+    assert actor_network(cnn_model.policy, cnn_model._actor_params) is None
+    assert critic_network(cnn_model.policy, cnn_model._critic_params) is not None
+    sde_model = TRPO("MlpPolicy", ToyEnv(ACTION_SPACES["box3"]), n_steps=32, batch_size=32, use_sde=True)
+    assert actor_network(sde_model.policy, sde_model._actor_params) is None  # the noise depends on the latent too
+
+
+OPTIMIZERS = [
+    (th.optim.Adam, dict(fused=True)),
+    (th.optim.Adam, dict(foreach=True, amsgrad=True)),
+    (th.optim.Adam, dict(foreach=False, weight_decay=0.1)),
+    (th.optim.AdamW, dict(weight_decay=0.1)),
+    (th.optim.RMSprop, dict()),
+]
+
+
+@pytest.mark.parametrize("optimizer_class,kwargs", OPTIMIZERS)
+def test_adam_step_is_optimizer_step(optimizer_class, kwargs):
+    module = mlp(nn.Tanh, dtype=th.float32)
+    twin = copy.deepcopy(module)
+    optimizers = [optimizer_class(m.parameters(), lr=1e-2, **kwargs) for m in (module, twin)]
+    x = th.randn(16, 5)
+    for step in range(4):
+        for m, optimizer, take_step in zip((module, twin), optimizers, (adam_step, lambda o: o.step())):
+            optimizer.zero_grad()
+            m(x).square().mean().backward()
+            take_step(optimizer)
+        for group in (optimizer.param_groups[0] for optimizer in optimizers):
+            group["lr"] = 1e-2 / (step + 2)  # a schedule changes the rate between steps
+    for a, b in zip(module.parameters(), twin.parameters()):
+        assert th.equal(a, b)
+    assert str(optimizers[0].state_dict()) == str(optimizers[1].state_dict())
+
+
+def test_adam_step_runs_the_optimizer_s_hooks():
+    module = mlp(nn.Tanh, dtype=th.float32)
+    optimizer = th.optim.Adam(module.parameters(), fused=True)
+    calls = []
+    optimizer.register_step_post_hook(lambda *args: calls.append(1))
+    for _ in range(3):
+        module(th.randn(4, 5)).sum().backward()
+        adam_step(optimizer)
+    assert len(calls) == 3
+
+
+@pytest.mark.parametrize("space,optimizer_class", [("box3", th.optim.Adam), ("discrete", th.optim.SGD)])
+def test_the_dense_critic_takes_autograd_s_steps(space, optimizer_class):
+    # SGD's steps are proportional to the gradient, so a wrong scale of it shows (Adam's steps would not).
+    kwargs = dict(net_arch=dict(pi=[8], vf=[8, 8]), activation_fn=nn.ReLU, optimizer_class=optimizer_class)
+    model = TRPO("MlpPolicy", ToyEnv(ACTION_SPACES[space]), n_steps=64, batch_size=16, n_critic_updates=3,
+                 learning_rate=1e-2, policy_kwargs=kwargs, seed=2)
+    collect_rollout(model)
+    next(model.rollout_buffer.get(batch_size=None))
+    reference = copy.deepcopy(model)
+    reference._critic_network = None
+    assert model._critic_network is not None
+    losses = []
+    for critic in (model, reference):
+        th.manual_seed(0)
+        np.random.seed(0)
+        losses.append(critic._fit_critic())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    for a, b in zip(model._critic_params, reference._critic_params, strict=True):
+        assert th.allclose(a, b, rtol=1e-5, atol=1e-6)
+    start = TRPO("MlpPolicy", ToyEnv(ACTION_SPACES[space]), n_steps=64, batch_size=16, policy_kwargs=kwargs, seed=2)
+    moved = sum((a - b).abs().sum() for a, b in zip(model._critic_params, start._critic_params))
+    assert moved > 1e-3  # 12 steps of lr 1e-2 moved the critic
