@@ -19,6 +19,7 @@ from stable_baselines3.common.distributions import (
     BernoulliDistribution,
     CategoricalDistribution,
     DiagGaussianDistribution,
+    Distribution,
     MultiCategoricalDistribution,
 )
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
@@ -171,6 +172,30 @@ def critic_network(policy: ActorCriticPolicy, critic_params: Sequence[nn.Paramet
     if network is None or {id(p) for p in network.parameters} != {id(p) for p in critic_params}:
         return None
     return network
+
+
+def action_distribution(policy: ActorCriticPolicy, output: th.Tensor) -> Distribution:
+    """The policy's action distribution from :func:`actor_network`'s output, as ActorCriticPolicy builds it."""
+    if isinstance(policy.action_dist, DiagGaussianDistribution):
+        return policy.action_dist.proba_distribution(output, policy.log_std)
+    return policy.action_dist.proba_distribution(action_logits=output)  # type: ignore[call-arg]
+
+
+def act(
+    policy: ActorCriticPolicy, actor: DenseNetwork, critic: DenseNetwork, observations: PyTorchObs
+) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    """
+    ``policy(observations)``: sampled actions, their values and log-probabilities, with the actor and critic
+    networks of :func:`actor_network` and :func:`critic_network`. The same kernels in the same order and
+    SB3's own distribution, so the same numbers and random draws.
+    """
+    pi_features = actor_features(policy, observations)
+    vf_features = pi_features if policy.share_features_extractor else critic_features(policy, observations)
+    values = critic.forward(vf_features)[-1]
+    distribution = action_distribution(policy, actor.forward(pi_features)[-1])
+    actions = distribution.get_actions(deterministic=False)
+    log_prob = distribution.log_prob(actions)
+    return actions.reshape((-1, *policy.action_space.shape)), values, log_prob  # type: ignore[misc]
 
 
 def actor_features(policy: ActorCriticPolicy, observations: PyTorchObs) -> th.Tensor:

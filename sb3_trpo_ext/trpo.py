@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from sb3_trpo_ext.adam import adam_step
 from sb3_trpo_ext.conjugate_gradient import conjugate_gradient
-from sb3_trpo_ext.dense import critic_features, critic_network
+from sb3_trpo_ext.dense import act, actor_network, critic_features, critic_network
 from sb3_trpo_ext.fisher import FVP_METHODS, fisher_vector_product, flat_grad, kl_divergence, supports_analytic_fisher
 from sb3_trpo_ext.line_search import Candidate, LineSearchResult, backtracking_line_search, max_step_size
 from sb3_trpo_ext.policies import (
@@ -272,6 +272,7 @@ class TRPO(OnPolicyAlgorithm):
         super()._setup_model()
         self._actor_params = actor_parameters(self.policy)
         self._critic_params = critic_parameters(self.policy, self._actor_params)
+        self._actor_network = actor_network(self.policy, self._actor_params)
         self._critic_network = critic_network(self.policy, self._critic_params)
         if self.fvp_method == "analytic" and not supports_analytic_fisher(self.policy.action_dist):
             raise ValueError(
@@ -311,7 +312,8 @@ class TRPO(OnPolicyAlgorithm):
             ) from error
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_actor_params", "_critic_params", "_critic_network", "_reported_faults"]
+        return [*super()._excluded_save_params(), "_actor_params", "_critic_params", "_actor_network", "_critic_network",
+                "_reported_faults"]
 
     def set_parameters(
         self,
@@ -566,7 +568,10 @@ class TRPO(OnPolicyAlgorithm):
             self._check_observation_is_finite(rollout_buffer.pos)
             with th.inference_mode(), _argument_checks_off():
                 obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
-                actions, values, log_probs = self.policy(obs_tensor)
+                if self._actor_network is None or self._critic_network is None:
+                    actions, values, log_probs = self.policy(obs_tensor)
+                else:
+                    actions, values, log_probs = act(self.policy, self._actor_network, self._critic_network, obs_tensor)
             actions = actions.cpu().numpy()
             clipped_actions = actions
             if isinstance(self.action_space, spaces.Box):

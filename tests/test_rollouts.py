@@ -10,6 +10,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv
+from torch import nn
 
 from sb3_trpo_ext import TRPO
 
@@ -25,6 +26,8 @@ CASES = {
     "discrete": (lambda: make_vec_env(gym.make, n_envs=2, env_kwargs=dict(id="CartPole-v1", max_episode_steps=30)),
                  "MlpPolicy", {}),
     "box3": (toy("box3"), "MlpPolicy", {}),
+    "box3, ReLU, separate features extractors": (
+        toy("box3"), "MlpPolicy", dict(policy_kwargs=dict(activation_fn=nn.ReLU, share_features_extractor=False))),
     "multidiscrete": (toy("multidiscrete"), "MlpPolicy", {}),
     "multibinary": (toy("multibinary"), "MlpPolicy", {}),
     "dict observations": (toy("box3", "dict"), "MultiInputPolicy", {}),
@@ -84,6 +87,8 @@ def assert_same(a, b):
 def test_rollout_fills_the_buffer_exactly_as_sb3_s_loop(case):
     sb3, sb3_seen, sb3_results = rollouts(OnPolicyAlgorithm.collect_rollouts, *CASES[case])
     ours, our_seen, our_results = rollouts(TRPO.collect_rollouts, *CASES[case])
+    # MLP policies act through their dense networks; gSDE through the policy's own forward.
+    assert (ours._actor_network is None) == ("gSDE" in case)
     assert our_results == sb3_results == [True, True]
     for field in BUFFER_FIELDS:
         np.testing.assert_array_equal(getattr(ours.rollout_buffer, field), getattr(sb3.rollout_buffer, field), err_msg=field)
