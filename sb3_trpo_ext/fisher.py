@@ -32,17 +32,13 @@ from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
 from torch.autograd import forward_ad
 
-from sb3_trpo_ext.dense import DenseNetwork, actor_features, actor_network
+from sb3_trpo_ext.dense import OUTPUT_DISTRIBUTIONS, DenseNetwork, actor_features, actor_network
 
 FVP_METHODS = ("auto", "analytic", "autograd")
 
-#: Distributions whose Fisher in their own parameters is known in closed form.
-ANALYTIC_DISTRIBUTIONS = (
-    DiagGaussianDistribution,
-    CategoricalDistribution,
-    MultiCategoricalDistribution,
-    BernoulliDistribution,
-)
+#: Distributions whose Fisher in their own parameters is known in closed form: those SB3 builds from the action
+#: network's output and a state-independent log-std.
+ANALYTIC_DISTRIBUTIONS = OUTPUT_DISTRIBUTIONS
 
 FisherVectorProduct = Callable[[th.Tensor], th.Tensor]
 
