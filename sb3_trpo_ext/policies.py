@@ -29,7 +29,9 @@ def actor_parameters(policy: ActorCriticPolicy) -> list[nn.Parameter]:
     if not isinstance(torch_distributions, list):
         torch_distributions = [torch_distributions]
     outputs = [tensor for dist in torch_distributions for tensor in vars(dist).values() if isinstance(tensor, th.Tensor)]
-    return _parameters_reached_by(outputs, policy)
+    params = _parameters_reached_by(outputs, policy)
+    distribution.distribution = None  # type: ignore[assignment]  # the probe's graph would stop the policy from being deep-copied
+    return params
 
 
 def critic_parameters(policy: ActorCriticPolicy, actor_params: Sequence[nn.Parameter]) -> list[nn.Parameter]:
