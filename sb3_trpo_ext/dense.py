@@ -97,7 +97,7 @@ class DenseNetwork:
                 d_weight = next(tangents)
                 d_pre = F.linear(x, d_weight, None if layer.bias is None else next(tangents))
                 if d_x is not None:
-                    d_pre = d_pre + F.linear(d_x, layer.weight)
+                    d_pre = th.addmm(d_pre, d_x, layer.weight.t())
                 d_x = d_pre if layer.chain_rule is None else layer.chain_rule(d_pre, y)
         assert d_x is not None
         return d_x
