@@ -24,7 +24,7 @@ from stable_baselines3.common.utils import explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
-from sb3_trpo_ext.adam import adam_step
+from sb3_trpo_ext.adam import OptimizerStep, optimizer_steps
 from sb3_trpo_ext.conjugate_gradient import conjugate_gradient
 from sb3_trpo_ext.dense import act, actor_network, critic_features, critic_network
 from sb3_trpo_ext.fisher import FVP_METHODS, fisher_vector_product, flat_grad, kl_divergence, supports_analytic_fisher
@@ -439,8 +439,12 @@ class TRPO(OnPolicyAlgorithm):
     def _fit_critic(self) -> float | None:
         """``n_critic_updates`` epochs of minibatch regression of the value on the returns; the mean loss,
         or None when no minibatch was fitted."""
-        step = self._critic_step if self._critic_network is None else self._dense_critic_step
-        losses = [step(inputs, returns) for inputs, returns in self._critic_minibatches()]
+        minibatches = self._critic_minibatches()
+        if self._critic_network is None:
+            losses = [self._critic_step(observations, returns) for observations, returns in minibatches]
+        else:
+            take_step = optimizer_steps(self.policy.optimizer, self._critic_network.parameters)
+            losses = [self._dense_critic_step(features, returns, take_step) for features, returns in minibatches]
         return th.stack(losses).mean().item() if losses else None
 
     def _critic_step(self, observations: PyTorchObs, returns: th.Tensor) -> th.Tensor:
@@ -449,20 +453,17 @@ class TRPO(OnPolicyAlgorithm):
         self.policy.optimizer.zero_grad()
         # Gradients only where the critic trains: nothing accumulates in (shared) actor parameters.
         loss.backward(inputs=self._critic_params)
-        adam_step(self.policy.optimizer)
+        self.policy.optimizer.step()
         return loss.detach()
 
-    def _dense_critic_step(self, features: th.Tensor, returns: th.Tensor) -> th.Tensor:
+    def _dense_critic_step(self, features: th.Tensor, returns: th.Tensor, take_step: OptimizerStep) -> th.Tensor:
         """The same step as :meth:`_critic_step` for an MLP critic, its gradient by hand (:mod:`sb3_trpo_ext.dense`)."""
         network = self._critic_network
         assert network is not None
         outputs = network.forward(features)
         residual = outputs[-1].flatten() - returns
         # d/dV of mean((V - R)^2) = 2 (V - R) / batch size
-        grads = network.vector_jacobian_product(outputs, (2.0 / len(returns)) * residual.unsqueeze(1))
-        for param, grad in zip(network.parameters, grads, strict=True):
-            param.grad = grad
-        adam_step(self.policy.optimizer)
+        take_step(network.vector_jacobian_product(outputs, (2.0 / len(returns)) * residual.unsqueeze(1)))
         return residual.square().mean()
 
     def _critic_minibatches(self) -> Iterator[tuple[PyTorchObs, th.Tensor]]:

@@ -9,7 +9,7 @@ from helpers import ACTION_SPACES, ToyEnv, collect_rollout
 from torch import nn
 
 from sb3_trpo_ext import TRPO
-from sb3_trpo_ext.adam import adam_step
+from sb3_trpo_ext.adam import _fused_adam_state, optimizer_steps
 from sb3_trpo_ext.dense import actor_network, critic_network, dense_network
 
 
@@ -76,41 +76,55 @@ def test_policies_get_networks_only_where_they_hold_exactly_the_right_parameters
 
 
 OPTIMIZERS = [
-    (th.optim.Adam, dict(fused=True)),
-    (th.optim.Adam, dict(foreach=True, amsgrad=True)),
-    (th.optim.Adam, dict(foreach=False, weight_decay=0.1)),
-    (th.optim.AdamW, dict(weight_decay=0.1)),
+    (th.optim.Adam, dict(fused=True)),  # the critic's default: the fused kernel called directly
+    (th.optim.Adam, dict(fused=True, amsgrad=True, weight_decay=0.1)),
+    (th.optim.AdamW, dict(fused=True, weight_decay=0.1)),
+    (th.optim.Adam, dict(foreach=True)),  # the others through optimizer.step()
     (th.optim.RMSprop, dict()),
 ]
 
 
 @pytest.mark.parametrize("optimizer_class,kwargs", OPTIMIZERS)
-def test_adam_step_is_optimizer_step(optimizer_class, kwargs):
+def test_optimizer_steps_are_optimizer_step(optimizer_class, kwargs):
     module = mlp(nn.Tanh, dtype=th.float32)
     twin = copy.deepcopy(module)
     optimizers = [optimizer_class(m.parameters(), lr=1e-2, **kwargs) for m in (module, twin)]
+    params = list(module.parameters())
     x = th.randn(16, 5)
-    for step in range(4):
-        for m, optimizer, take_step in zip((module, twin), optimizers, (adam_step, lambda o: o.step())):
-            optimizer.zero_grad()
-            m(x).square().mean().backward()
-            take_step(optimizer)
-        for group in (optimizer.param_groups[0] for optimizer in optimizers):
-            group["lr"] = 1e-2 / (step + 2)  # a schedule changes the rate between steps
+    for fit in range(3):  # a critic fit at a time, the learning rate changed between fits as a schedule does
+        take_step = optimizer_steps(optimizers[0], params)
+        for _ in range(3):
+            for m, optimizer in zip((module, twin), optimizers):
+                grads = th.autograd.grad(m(x).square().mean(), list(m.parameters()))
+                if m is module:
+                    take_step(grads)
+                else:
+                    for param, grad in zip(m.parameters(), grads):
+                        param.grad = grad
+                    optimizer.step()
+        for optimizer in optimizers:
+            optimizer.param_groups[0]["lr"] = 1e-2 / (fit + 2)
     for a, b in zip(module.parameters(), twin.parameters()):
         assert th.equal(a, b)
     assert str(optimizers[0].state_dict()) == str(optimizers[1].state_dict())
+    assert (_fused_adam_state(optimizers[0], params) is not None) == bool(kwargs.get("fused"))
 
 
-def test_adam_step_runs_the_optimizer_s_hooks():
+def test_optimizer_steps_run_the_optimizer_s_hooks():
     module = mlp(nn.Tanh, dtype=th.float32)
     optimizer = th.optim.Adam(module.parameters(), fused=True)
     calls = []
     optimizer.register_step_post_hook(lambda *args: calls.append(1))
+    take_step = optimizer_steps(optimizer, list(module.parameters()))
     for _ in range(3):
-        module(th.randn(4, 5)).sum().backward()
-        adam_step(optimizer)
+        take_step(th.autograd.grad(module(th.randn(4, 5)).sum(), list(module.parameters())))
     assert len(calls) == 3
+
+
+def test_the_default_critic_takes_the_fused_kernel():
+    model = TRPO("MlpPolicy", ToyEnv(ACTION_SPACES["box3"]), n_steps=32, batch_size=16, n_critic_updates=1)
+    model.learn(64)
+    assert _fused_adam_state(model.policy.optimizer, model._critic_network.parameters) is not None
 
 
 @pytest.mark.parametrize("space,optimizer_class", [("box3", th.optim.Adam), ("discrete", th.optim.SGD)])

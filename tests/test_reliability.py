@@ -12,7 +12,6 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
-import sb3_trpo_ext.adam
 import sb3_trpo_ext.line_search
 import sb3_trpo_ext.trpo
 from sb3_trpo_ext import TRPO
@@ -219,15 +218,20 @@ def test_keyboard_interrupt_in_the_critic_undoes_the_update(tmp_path, monkeypatc
     model.learn(64)  # the optimiser has state to lose
     collect_rollout(model)
     before = snapshot(model)
-    real_step, steps = sb3_trpo_ext.adam._functional_adam, []
+    real_steps, steps = sb3_trpo_ext.trpo.optimizer_steps, []
 
-    def step(*args, **kwargs):
-        steps.append(1)
-        if len(steps) == 3:  # two critic steps have changed the parameters and the optimiser's state
-            raise KeyboardInterrupt
-        return real_step(*args, **kwargs)
+    def optimizer_steps(*args, **kwargs):
+        take_step = real_steps(*args, **kwargs)
 
-    monkeypatch.setattr(sb3_trpo_ext.adam, "_functional_adam", step)
+        def step(grads):
+            steps.append(1)
+            if len(steps) == 3:  # two critic steps have changed the parameters and the optimiser's state
+                raise KeyboardInterrupt
+            take_step(grads)
+
+        return step
+
+    monkeypatch.setattr(sb3_trpo_ext.trpo, "optimizer_steps", optimizer_steps)
     with pytest.raises(KeyboardInterrupt):
         model.train()
     monkeypatch.undo()
