@@ -188,8 +188,8 @@ def act(
 ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
     """
     ``policy(observations)``: sampled actions, their values and log-probabilities, with the actor and critic
-    networks of :func:`actor_network` and :func:`critic_network`. The same kernels in the same order and
-    SB3's own distribution, so the same numbers and random draws.
+    networks of :func:`actor_network` and :func:`critic_network` and :func:`sample_with_log_prob`. The same
+    kernels in the same order, so the same numbers and random draws.
     """
     pi_features = actor_features(policy, observations)
     vf_features = pi_features if policy.share_features_extractor else critic_features(policy, observations)
@@ -201,9 +201,9 @@ def act(
 def sample_with_log_prob(policy: ActorCriticPolicy, output: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
     """
     A sampled action per state and its log-probability, from :func:`actor_network`'s output. A diagonal Gaussian
-    or a categorical is sampled without building torch.distributions objects (a quarter of the acting time on
-    small networks), with the operations those objects run, in their order: the same random draws and the same
-    bits as SB3's ``get_actions()`` and ``log_prob()``. Other distributions go through SB3's.
+    or a categorical is sampled without building torch.distributions objects, whose construction costs more than
+    the arithmetic on a few states, with the operations those objects run, in their order: the same random draws
+    and the same bits as SB3's ``get_actions()`` and ``log_prob()``. Other distributions go through SB3's.
     """
     if type(policy.action_dist) is DiagGaussianDistribution:
         std = th.ones_like(output) * policy.log_std.exp()
