@@ -2,9 +2,9 @@
 
 import copy
 
+import numpy as np
 import pytest
 import torch as th
-import numpy as np
 from helpers import ACTION_SPACES, ToyEnv, collect_rollout
 from torch import nn
 

@@ -3,9 +3,9 @@ import copy
 import numpy as np
 import pytest
 import torch as th
-from torch import nn
 from helpers import ACTION_SPACES, DenseProblem, ToyEnv, reference_kl
 from stable_baselines3.common.distributions import DiagGaussianDistribution
+from torch import nn
 
 from sb3_trpo_ext import TRPO
 from sb3_trpo_ext.dense import actor_network
