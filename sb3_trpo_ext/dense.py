@@ -183,40 +183,41 @@ def action_distribution(policy: ActorCriticPolicy, output: th.Tensor) -> Distrib
     return policy.action_dist.proba_distribution(action_logits=output)  # type: ignore[call-arg]
 
 
-def act(
-    policy: ActorCriticPolicy, actor: DenseNetwork, critic: DenseNetwork, observations: PyTorchObs
-) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+class RolloutPolicy:
     """
-    ``policy(observations)``: sampled actions, their values and log-probabilities, with the actor and critic
-    networks of :func:`actor_network` and :func:`critic_network` and :func:`sample_with_log_prob`. The same
-    kernels in the same order, so the same numbers and random draws.
-    """
-    pi_features = actor_features(policy, observations)
-    vf_features = pi_features if policy.share_features_extractor else critic_features(policy, observations)
-    values = critic.forward(vf_features)[-1]
-    actions, log_prob = sample_with_log_prob(policy, actor.forward(pi_features)[-1])
-    return actions.reshape((-1, *policy.action_space.shape)), values, log_prob  # type: ignore[misc]
+    ``policy(observations)`` as the rollout calls it: sampled actions, their values and log-probabilities, with
+    the actor and critic networks of :func:`actor_network` and :func:`critic_network`, and every number the one SB3's
+    forward computes (the same kernels in the same order, the same random draws).
 
+    A diagonal Gaussian or a categorical is sampled without building torch.distributions objects, whose construction
+    costs more than the arithmetic on a few states, by the operations those objects run, in their order. Other
+    distributions go through SB3's.
+    """
 
-def sample_with_log_prob(policy: ActorCriticPolicy, output: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
-    """
-    A sampled action per state and its log-probability, from :func:`actor_network`'s output. A diagonal Gaussian
-    or a categorical is sampled without building torch.distributions objects, whose construction costs more than
-    the arithmetic on a few states, with the operations those objects run, in their order: the same random draws
-    and the same bits as SB3's ``get_actions()`` and ``log_prob()``. Other distributions go through SB3's.
-    """
-    if type(policy.action_dist) is DiagGaussianDistribution:
-        std = th.ones_like(output) * policy.log_std.exp()
-        actions = output + th.empty_like(output).normal_() * std
-        log_density = -((actions - output) ** 2) / (2 * std**2) - std.log() - math.log(math.sqrt(2 * math.pi))
-        return actions, log_density.sum(dim=1)
-    if type(policy.action_dist) is CategoricalDistribution:
-        log_probs = output - output.logsumexp(dim=-1, keepdim=True)
-        actions = th.multinomial(F.softmax(log_probs, dim=-1), 1, True).T.reshape(len(output))
-        return actions, log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-    distribution = action_distribution(policy, output)
-    actions = distribution.get_actions(deterministic=False)
-    return actions, distribution.log_prob(actions)
+    def __init__(self, policy: ActorCriticPolicy, actor: DenseNetwork, critic: DenseNetwork) -> None:
+        self.policy, self.actor, self.critic = policy, actor, critic
+
+    def __call__(self, observations: PyTorchObs) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        policy = self.policy
+        pi_features = actor_features(policy, observations)
+        vf_features = pi_features if policy.share_features_extractor else critic_features(policy, observations)
+        values = self.critic.forward(vf_features)[-1]
+        actions, log_prob = self._sample_with_log_prob(self.actor.forward(pi_features)[-1])
+        return actions.reshape((-1, *policy.action_space.shape)), values, log_prob  # type: ignore[misc]
+
+    def _sample_with_log_prob(self, output: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        if type(self.policy.action_dist) is DiagGaussianDistribution:
+            std = th.ones_like(output) * self.policy.log_std.exp()
+            actions = output + th.empty_like(output).normal_() * std
+            log_density = -((actions - output) ** 2) / (2 * std**2) - std.log() - math.log(math.sqrt(2 * math.pi))
+            return actions, log_density.sum(dim=1)
+        if type(self.policy.action_dist) is CategoricalDistribution:
+            log_probs = output - output.logsumexp(dim=-1, keepdim=True)
+            actions = th.multinomial(F.softmax(log_probs, dim=-1), 1, True).T.reshape(len(output))
+            return actions, log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+        distribution = action_distribution(self.policy, output)
+        actions = distribution.get_actions(deterministic=False)
+        return actions, distribution.log_prob(actions)
 
 
 def actor_features(policy: ActorCriticPolicy, observations: PyTorchObs) -> th.Tensor:

@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from sb3_trpo_ext.adam import OptimizerStep, optimizer_steps
 from sb3_trpo_ext.conjugate_gradient import conjugate_gradient
-from sb3_trpo_ext.dense import act, actor_network, critic_features, critic_network
+from sb3_trpo_ext.dense import RolloutPolicy, actor_network, critic_features, critic_network
 from sb3_trpo_ext.fisher import FVP_METHODS, fisher_vector_product, flat_grad, kl_divergence, supports_analytic_fisher
 from sb3_trpo_ext.line_search import Candidate, LineSearchResult, backtracking_line_search, max_step_size
 from sb3_trpo_ext.policies import (
@@ -313,7 +313,7 @@ class TRPO(OnPolicyAlgorithm):
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_actor_params", "_critic_params", "_actor_network", "_critic_network",
-                "_reported_faults"]
+                "_act", "_reported_faults"]
 
     def set_parameters(
         self,
@@ -561,6 +561,10 @@ class TRPO(OnPolicyAlgorithm):
         rollout_buffer.reset()
         if self.use_sde:
             self.policy.reset_noise(env.num_envs)
+        # An attribute, not a local: callbacks see the loop's locals, which stay SB3's.
+        self._act = self.policy
+        if self._actor_network is not None and self._critic_network is not None:
+            self._act = RolloutPolicy(self.policy, self._actor_network, self._critic_network)
         callback.on_rollout_start()
 
         while n_steps < n_rollout_steps:
@@ -569,10 +573,7 @@ class TRPO(OnPolicyAlgorithm):
             self._check_observation_is_finite(rollout_buffer.pos)
             with th.inference_mode(), _argument_checks_off():
                 obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
-                if self._actor_network is None or self._critic_network is None:
-                    actions, values, log_probs = self.policy(obs_tensor)
-                else:
-                    actions, values, log_probs = act(self.policy, self._actor_network, self._critic_network, obs_tensor)
+                actions, values, log_probs = self._act(obs_tensor)
             actions = actions.cpu().numpy()
             clipped_actions = actions
             if isinstance(self.action_space, spaces.Box):
