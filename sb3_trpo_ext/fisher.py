@@ -33,6 +33,7 @@ from torch import nn
 from torch.autograd import forward_ad
 
 from sb3_trpo_ext.dense import OUTPUT_DISTRIBUTIONS, DenseNetwork, actor_features, actor_network
+from sb3_trpo_ext.policies import unflatten
 
 FVP_METHODS = ("auto", "analytic", "autograd")
 
@@ -190,8 +191,6 @@ def _substituted(slots: Sequence[ParameterSlot], tensors: Sequence[th.Tensor]) -
 def _gauss_newton_product(
     policy: ActorCriticPolicy, observations: PyTorchObs, params: Sequence[nn.Parameter]
 ) -> FisherVectorProduct:
-    shapes = [param.shape for param in params]
-    sizes = [param.numel() for param in params]
     slots = _parameter_slots(policy, params)
     # z(theta_old) with its graph, kept for the reverse-mode products J^T u.
     old_distribution = policy.get_distribution(observations)
@@ -200,7 +199,7 @@ def _gauss_newton_product(
     fisher_weights = tuple(z.detach() for z in z_old)
 
     def product(vector: th.Tensor) -> th.Tensor:
-        tangent = [chunk.view(shape) for chunk, shape in zip(vector.split(sizes), shapes, strict=True)]
+        tangent = unflatten(vector, params)
         # J v: one forward pass with dual numbers, theta_old + eps v.
         with forward_ad.dual_level():
             duals = [forward_ad.make_dual(param.detach(), t) for param, t in zip(params, tangent, strict=True)]
@@ -226,8 +225,6 @@ def _dense_gauss_newton_product(
     # Where each of the network's parameters (and the Gaussian's log-std) sits in the flat vectors.
     position = {id(param): index for index, param in enumerate(params)}
     network_slots = [position[id(param)] for param in network.parameters]
-    shapes = [param.shape for param in params]
-    sizes = [param.numel() for param in params]
 
     def distribution_parameters_of(output: th.Tensor, log_std: th.Tensor | None) -> tuple[th.Tensor, ...]:
         if gaussian:
@@ -241,7 +238,7 @@ def _dense_gauss_newton_product(
     z_old = distribution_parameters_of(outputs[-1], log_std)
 
     def product(vector: th.Tensor) -> th.Tensor:
-        tangent = [chunk.view(shape) for chunk, shape in zip(vector.split(sizes), shapes, strict=True)]
+        tangent = unflatten(vector, params)
         jacobian_vector = network.jacobian_vector_product(outputs, [tangent[slot] for slot in network_slots])
         d_log_std = tangent[position[id(policy.log_std)]] if gaussian else None
         u = distribution_fisher_product(distribution, z_old, distribution_parameters_of(jacobian_vector, d_log_std))

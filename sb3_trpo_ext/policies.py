@@ -51,8 +51,14 @@ def flat_parameters(params: Sequence[nn.Parameter]) -> th.Tensor:
     return th.cat([param.detach().reshape(-1) for param in params])
 
 
+def unflatten(vector: th.Tensor, params: Sequence[nn.Parameter]) -> list[th.Tensor]:
+    """A flat vector cut into views shaped as ``params``, in their order (the inverse of :func:`flat_parameters`)."""
+    chunks = vector.split([param.numel() for param in params])
+    return [chunk.view(param.shape) for chunk, param in zip(chunks, params, strict=True)]
+
+
 @th.no_grad()
 def set_flat_parameters(params: Sequence[nn.Parameter], theta: th.Tensor) -> None:
     """Write the vector ``theta`` into ``params`` in place (bit for bit)."""
-    for param, chunk in zip(params, theta.split([param.numel() for param in params]), strict=True):
-        param.copy_(chunk.view_as(param))
+    for param, chunk in zip(params, unflatten(theta, params), strict=True):
+        param.copy_(chunk)
