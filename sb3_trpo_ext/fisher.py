@@ -78,11 +78,12 @@ def distribution_parameters(distribution: Distribution) -> tuple[th.Tensor, ...]
     raise TypeError(f"No closed-form Fisher for {type(distribution).__name__}")
 
 
-def distribution_fisher_product(
-    distribution: Distribution, parameters: Sequence[th.Tensor], tangent: Sequence[th.Tensor]
-) -> tuple[th.Tensor, ...]:
+def distribution_fisher(
+    distribution: Distribution, parameters: Sequence[th.Tensor]
+) -> Callable[[Sequence[th.Tensor]], tuple[th.Tensor, ...]]:
     """
-    M_n u_n for every state n: the Fisher of the distribution in its own parameters z (spec §4) times u.
+    u -> M_n u_n for every state n: the Fisher of the distribution in its own parameters z (spec §4), at theta_old.
+    What M depends on (1/sigma^2, the probabilities) is computed here once, not at every product of CG.
 
     * diagonal Gaussian (mean mu, log-std l): M_mu = diag(1/sigma^2), M_l = 2 I, no cross terms;
     * categorical with logits: M = diag(p) - p p^T (also for torch's normalised logits, since M 1 = 0);
@@ -90,22 +91,28 @@ def distribution_fisher_product(
 
     :param distribution: the distribution at theta_old (only its type is read)
     :param parameters: z at theta_old, as returned by :func:`distribution_parameters`
-    :param tangent: u, one tensor per entry of ``parameters``
+    :return: the product, taking u as one tensor per entry of ``parameters``
     """
     if isinstance(distribution, DiagGaussianDistribution):
-        _, log_std = parameters
-        d_mean, d_log_std = tangent
-        return d_mean * th.exp(-2.0 * log_std), 2.0 * d_log_std
+        inverse_variance = th.exp(-2.0 * parameters[1])
+
+        def gaussian(tangent: Sequence[th.Tensor]) -> tuple[th.Tensor, ...]:
+            d_mean, d_log_std = tangent
+            return d_mean * inverse_variance, 2.0 * d_log_std
+
+        return gaussian
     if isinstance(distribution, (CategoricalDistribution, MultiCategoricalDistribution)):
-        products = []
-        for logits, u in zip(parameters, tangent, strict=True):
-            p = th.softmax(logits, dim=-1)
-            products.append(p * u - p * (p * u).sum(dim=-1, keepdim=True))
-        return tuple(products)
+        probabilities = [th.softmax(logits, dim=-1) for logits in parameters]
+
+        def categorical(tangent: Sequence[th.Tensor]) -> tuple[th.Tensor, ...]:
+            return tuple(p * u - p * (p * u).sum(dim=-1, keepdim=True)
+                         for p, u in zip(probabilities, tangent, strict=True))
+
+        return categorical
     if isinstance(distribution, BernoulliDistribution):
-        (logits,), (u,) = parameters, tangent
-        p = th.sigmoid(logits)
-        return (p * (1.0 - p) * u,)
+        p = th.sigmoid(parameters[0])
+        weight = p * (1.0 - p)
+        return lambda tangent: (weight * tangent[0],)
     raise TypeError(f"No closed-form Fisher for {type(distribution).__name__}")
 
 
@@ -196,7 +203,7 @@ def _gauss_newton_product(
     old_distribution = policy.get_distribution(observations)
     z_old = distribution_parameters(old_distribution)
     n_states = z_old[0].shape[0]
-    fisher_weights = tuple(z.detach() for z in z_old)
+    fisher = distribution_fisher(old_distribution, tuple(z.detach() for z in z_old))
 
     def product(vector: th.Tensor) -> th.Tensor:
         tangent = unflatten(vector, params)
@@ -206,7 +213,7 @@ def _gauss_newton_product(
             with _substituted(slots, duals):
                 z_dual = distribution_parameters(policy.get_distribution(observations))
             jacobian_vector = tuple(forward_ad.unpack_dual(z).tangent for z in z_dual)
-        fisher_jv = distribution_fisher_product(old_distribution, fisher_weights, jacobian_vector)
+        fisher_jv = fisher(jacobian_vector)
         grads = th.autograd.grad(z_old, params, [u / n_states for u in fisher_jv], retain_graph=True,
                                  materialize_grads=True)
         return th.cat([grad.reshape(-1) for grad in grads])
@@ -235,20 +242,20 @@ def _dense_gauss_newton_product(
         return (output,)
 
     log_std = policy.log_std.detach() if gaussian else None
-    z_old = distribution_parameters_of(outputs[-1], log_std)
+    fisher = distribution_fisher(distribution, distribution_parameters_of(outputs[-1], log_std))
+    log_std_slot = position[id(policy.log_std)] if gaussian else -1
 
     def product(vector: th.Tensor) -> th.Tensor:
         tangent = unflatten(vector, params)
         jacobian_vector = network.jacobian_vector_product(outputs, [tangent[slot] for slot in network_slots])
-        d_log_std = tangent[position[id(policy.log_std)]] if gaussian else None
-        u = distribution_fisher_product(distribution, z_old, distribution_parameters_of(jacobian_vector, d_log_std))
+        u = fisher(distribution_parameters_of(jacobian_vector, tangent[log_std_slot] if gaussian else None))
         # J^T u / N; the log-std is shared by all states, so its part of J^T sums over them.
         grads = [th.empty(0)] * len(params)
         cotangent = u[0] if len(u) == 1 or gaussian else th.cat(u, dim=1)
         for slot, grad in zip(network_slots, network.vector_jacobian_product(outputs, cotangent / n_states), strict=True):
             grads[slot] = grad
         if gaussian:
-            grads[position[id(policy.log_std)]] = u[1].sum(dim=0) / n_states
+            grads[log_std_slot] = u[1].sum(dim=0) / n_states
         return th.cat([grad.reshape(-1) for grad in grads])
 
     return product
