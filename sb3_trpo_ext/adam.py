@@ -1,7 +1,9 @@
 """The critic's optimiser steps: hundreds per update, each on a small network, where the bookkeeping around
 ``optimizer.step()`` costs more than the step itself."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import NamedTuple
 
 import torch as th
 from torch import nn
@@ -10,38 +12,43 @@ from torch.optim import optimizer as torch_optimizer
 OptimizerStep = Callable[[Sequence[th.Tensor]], None]
 
 
-def optimizer_steps(optimizer: th.optim.Optimizer, params: Sequence[nn.Parameter]) -> OptimizerStep:
+@contextmanager
+def optimizer_steps(optimizer: th.optim.Optimizer, params: Sequence[nn.Parameter]) -> Iterator[OptimizerStep]:
     """
     A function that takes the gradients of ``params`` and makes ``optimizer``'s step with them, for the steps of one
     critic fit (nothing else may touch the optimiser's state meanwhile).
 
     For torch's fused Adam or AdamW (the critic's default) with one parameter group holding exactly ``params`` on one
-    device and dtype, its state in place, a float learning rate and no step hooks, the step is the one fused kernel
-    ``optimizer.step()`` runs, called on the optimiser's own state. Any other optimiser gets the gradients as
-    ``.grad`` and ``optimizer.step()``.
+    device and dtype, its state in place with one step count for all, a float learning rate and no step hooks, the
+    step is the one fused kernel ``optimizer.step()`` runs, called on the optimiser's own state; the step count is
+    kept in one tensor meanwhile and written back to every parameter's state on leaving. Any other optimiser gets the
+    gradients as ``.grad`` and ``optimizer.step()``.
     """
     state = _fused_adam_state(optimizer, params)
+    step_count = None if state is None else state.steps[0].clone()
 
     def step(grads: Sequence[th.Tensor]) -> None:
-        nonlocal state
+        nonlocal state, step_count
         if state is None:
             for param, grad in zip(params, grads, strict=True):
                 param.grad = grad
             optimizer.step()
             state = _fused_adam_state(optimizer, params)  # the first step creates Adam's state
+            step_count = None if state is None else state.steps[0].clone()
             return
-        group, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps = state
+        group = state.group
         beta1, beta2 = group["betas"]
         kernel = th._fused_adamw_ if group["decoupled_weight_decay"] else th._fused_adam_
         with th.no_grad():
-            th._foreach_add_(steps, 1)
+            step_count.add_(1)
             kernel(
-                list(params),
+                state.params,
                 list(grads),
-                exp_avgs,
-                exp_avg_sqs,
-                max_exp_avg_sqs,
-                steps,
+                state.exp_avgs,
+                state.exp_avg_sqs,
+                state.max_exp_avg_sqs,
+                # The same count for every parameter: one increment per step instead of one per parameter.
+                [step_count] * len(state.params),
                 amsgrad=group["amsgrad"],
                 lr=group["lr"],
                 beta1=beta1,
@@ -53,10 +60,22 @@ def optimizer_steps(optimizer: th.optim.Optimizer, params: Sequence[nn.Parameter
                 found_inf=None,
             )
 
-    return step
+    try:
+        yield step
+    finally:
+        if state is not None and step_count is not None:
+            with th.no_grad():
+                for count in state.steps:
+                    count.copy_(step_count)
 
 
-FusedAdamState = tuple[dict, list[th.Tensor], list[th.Tensor], list[th.Tensor], list[th.Tensor]]
+class FusedAdamState(NamedTuple):
+    group: dict
+    params: list[nn.Parameter]
+    exp_avgs: list[th.Tensor]
+    exp_avg_sqs: list[th.Tensor]
+    max_exp_avg_sqs: list[th.Tensor]
+    steps: list[th.Tensor]
 
 
 def _fused_adam_state(optimizer: th.optim.Optimizer, params: Sequence[nn.Parameter]) -> FusedAdamState | None:
@@ -90,10 +109,14 @@ def _fused_adam_state(optimizer: th.optim.Optimizer, params: Sequence[nn.Paramet
     ):
         return None
     states = [optimizer.state[param] for param in params]
-    return (
+    steps = [state["step"] for state in states]
+    if len({(step.dtype, step.device, step.item()) for step in steps}) != 1:
+        return None
+    return FusedAdamState(
         group,
+        list(params),
         [state["exp_avg"] for state in states],
         [state["exp_avg_sq"] for state in states],
         [state["max_exp_avg_sq"] for state in states] if group["amsgrad"] else [],
-        [state["step"] for state in states],
+        steps,
     )

@@ -115,9 +115,9 @@ class DenseNetwork:
                 d_pre = d_x if layer.chain_rule is None else layer.chain_rule(d_x, y)
                 if layer.bias is not None:
                     grads.append(d_pre.sum(dim=0))
-                grads.append(d_pre.t() @ x)
+                grads.append(th.mm(d_pre.t(), x))
                 if index > 0:
-                    d_x = d_pre @ layer.weight
+                    d_x = th.mm(d_pre, layer.weight)
         return grads[::-1]
 
 

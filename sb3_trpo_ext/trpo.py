@@ -443,13 +443,12 @@ class TRPO(OnPolicyAlgorithm):
         if self._critic_network is None:
             losses = [self._critic_step(observations, returns) for observations, returns in minibatches]
         else:
-            take_step = optimizer_steps(self.policy.optimizer, self._critic_network.parameters)
-            losses = [self._dense_critic_step(features, returns, take_step) for features, returns in minibatches]
+            with optimizer_steps(self.policy.optimizer, self._critic_network.parameters) as take_step:
+                losses = [self._dense_critic_step(features, returns, take_step) for features, returns in minibatches]
         return th.stack(losses).mean().item() if losses else None
 
     def _critic_step(self, observations: PyTorchObs, returns: th.Tensor) -> th.Tensor:
-        values = self.policy.predict_values(observations).flatten()
-        loss = F.mse_loss(returns, values)
+        loss = F.mse_loss(returns, self.policy.predict_values(observations))
         self.policy.optimizer.zero_grad()
         # Gradients only where the critic trains: nothing accumulates in (shared) actor parameters.
         loss.backward(inputs=self._critic_params)
@@ -461,9 +460,9 @@ class TRPO(OnPolicyAlgorithm):
         network = self._critic_network
         assert network is not None
         outputs = network.forward(features)
-        residual = outputs[-1].flatten() - returns
+        residual = outputs[-1] - returns
         # d/dV of mean((V - R)^2) = 2 (V - R) / batch size
-        take_step(network.vector_jacobian_product(outputs, (2.0 / len(returns)) * residual.unsqueeze(1)))
+        take_step(network.vector_jacobian_product(outputs, residual * (2.0 / len(returns))))
         return residual.square().mean()
 
     def _critic_minibatches(self) -> Iterator[tuple[PyTorchObs, th.Tensor]]:
@@ -483,7 +482,8 @@ class TRPO(OnPolicyAlgorithm):
             observations = buffer.to_torch(buffer.observations)
         if self._critic_network is not None:
             observations = critic_features(self.policy, observations)
-        returns = buffer.to_torch(buffer.returns.flatten())
+        # A column, as the critic's output: (n_samples, 1).
+        returns = buffer.to_torch(buffer.returns.reshape(-1, 1))
         n_samples = len(returns)
         for _ in range(self.n_critic_updates):
             # One gather per epoch; its consecutive slices are then the minibatches, without copies.

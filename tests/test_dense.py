@@ -92,16 +92,16 @@ def test_optimizer_steps_are_optimizer_step(optimizer_class, kwargs):
     params = list(module.parameters())
     x = th.randn(16, 5)
     for fit in range(3):  # a critic fit at a time, the learning rate changed between fits as a schedule does
-        take_step = optimizer_steps(optimizers[0], params)
-        for _ in range(3):
-            for m, optimizer in zip((module, twin), optimizers):
-                grads = th.autograd.grad(m(x).square().mean(), list(m.parameters()))
-                if m is module:
-                    take_step(grads)
-                else:
-                    for param, grad in zip(m.parameters(), grads):
-                        param.grad = grad
-                    optimizer.step()
+        with optimizer_steps(optimizers[0], params) as take_step:
+            for _ in range(3):
+                for m, optimizer in zip((module, twin), optimizers):
+                    grads = th.autograd.grad(m(x).square().mean(), list(m.parameters()))
+                    if m is module:
+                        take_step(grads)
+                    else:
+                        for param, grad in zip(m.parameters(), grads):
+                            param.grad = grad
+                        optimizer.step()
         for optimizer in optimizers:
             optimizer.param_groups[0]["lr"] = 1e-2 / (fit + 2)
     for a, b in zip(module.parameters(), twin.parameters()):
@@ -110,14 +110,37 @@ def test_optimizer_steps_are_optimizer_step(optimizer_class, kwargs):
     assert (_fused_adam_state(optimizers[0], params) is not None) == bool(kwargs.get("fused"))
 
 
+def test_optimizer_steps_keep_unequal_step_counts():
+    # A state whose parameters have taken different numbers of steps (an optimiser rebuilt around a larger
+    # network, a state edited by hand) is stepped as optimizer.step() would, count for count.
+    module = mlp(nn.Tanh, dtype=th.float32)
+    twin = copy.deepcopy(module)
+    optimizers = [th.optim.Adam(m.parameters(), lr=1e-2, fused=True) for m in (module, twin)]
+    x = th.randn(16, 5)
+    for m, optimizer in zip((module, twin), optimizers):
+        for param, grad in zip(m.parameters(), th.autograd.grad(m(x).square().mean(), list(m.parameters()))):
+            param.grad = grad
+        optimizer.step()
+        optimizer.state[next(m.parameters())]["step"].fill_(7.0)
+    with optimizer_steps(optimizers[0], list(module.parameters())) as take_step:
+        take_step(th.autograd.grad(module(x).square().mean(), list(module.parameters())))
+    for param, grad in zip(twin.parameters(), th.autograd.grad(twin(x).square().mean(), list(twin.parameters()))):
+        param.grad = grad
+    optimizers[1].step()
+    for a, b in zip(module.parameters(), twin.parameters()):
+        assert th.equal(a, b)
+    assert str(optimizers[0].state_dict()) == str(optimizers[1].state_dict())
+    assert [float(state["step"]) for state in optimizers[0].state.values()][:2] == [8.0, 2.0]
+
+
 def test_optimizer_steps_run_the_optimizer_s_hooks():
     module = mlp(nn.Tanh, dtype=th.float32)
     optimizer = th.optim.Adam(module.parameters(), fused=True)
     calls = []
     optimizer.register_step_post_hook(lambda *args: calls.append(1))
-    take_step = optimizer_steps(optimizer, list(module.parameters()))
-    for _ in range(3):
-        take_step(th.autograd.grad(module(th.randn(4, 5)).sum(), list(module.parameters())))
+    with optimizer_steps(optimizer, list(module.parameters())) as take_step:
+        for _ in range(3):
+            take_step(th.autograd.grad(module(th.randn(4, 5)).sum(), list(module.parameters())))
     assert len(calls) == 3
 
 

@@ -1,5 +1,6 @@
 """Bad input, numerical faults and interruptions: a clear error, and nothing lost or half-updated."""
 
+import contextlib
 import copy
 import warnings
 
@@ -220,16 +221,17 @@ def test_keyboard_interrupt_in_the_critic_undoes_the_update(tmp_path, monkeypatc
     before = snapshot(model)
     real_steps, steps = sb3_trpo_ext.trpo.optimizer_steps, []
 
+    @contextlib.contextmanager
     def optimizer_steps(*args, **kwargs):
-        take_step = real_steps(*args, **kwargs)
+        with real_steps(*args, **kwargs) as take_step:
 
-        def step(grads):
-            steps.append(1)
-            if len(steps) == 3:  # two critic steps have changed the parameters and the optimiser's state
-                raise KeyboardInterrupt
-            take_step(grads)
+            def step(grads):
+                steps.append(1)
+                if len(steps) == 3:  # two critic steps have changed the parameters and the optimiser's state
+                    raise KeyboardInterrupt
+                take_step(grads)
 
-        return step
+            yield step
 
     monkeypatch.setattr(sb3_trpo_ext.trpo, "optimizer_steps", optimizer_steps)
     with pytest.raises(KeyboardInterrupt):
