@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch as th
+from gymnasium import spaces
 from stable_baselines3.common.distributions import (
     BernoulliDistribution,
     CategoricalDistribution,
@@ -25,7 +26,7 @@ from stable_baselines3.common.distributions import (
     MultiCategoricalDistribution,
 )
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
-from stable_baselines3.common.torch_layers import MlpExtractor
+from stable_baselines3.common.torch_layers import FlattenExtractor, MlpExtractor
 from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
 from torch.nn import functional as F
@@ -196,6 +197,7 @@ class RolloutPolicy:
 
     def __init__(self, policy: ActorCriticPolicy, actor: DenseNetwork, critic: DenseNetwork) -> None:
         self.policy, self.actor, self.critic = policy, actor, critic
+        self._gaussian_scale: tuple[nn.Parameter, int, th.Size, tuple[th.Tensor, ...]] | None = None
 
     def __call__(self, observations: PyTorchObs) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         policy = self.policy
@@ -203,30 +205,60 @@ class RolloutPolicy:
         vf_features = pi_features if policy.share_features_extractor else critic_features(policy, observations)
         values = self.critic.forward(vf_features)[-1]
         actions, log_prob = self._sample_with_log_prob(self.actor.forward(pi_features)[-1])
-        return actions.reshape((-1, *policy.action_space.shape)), values, log_prob  # type: ignore[misc]
+        if actions.dim() != 1 + len(policy.action_space.shape):  # type: ignore[arg-type]
+            actions = actions.reshape((-1, *policy.action_space.shape))  # type: ignore[misc]
+        return actions, values, log_prob
 
     def _sample_with_log_prob(self, output: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         if type(self.policy.action_dist) is DiagGaussianDistribution:
-            std = th.ones_like(output) * self.policy.log_std.exp()
+            std, two_variance, log_std = self._gaussian_terms(output)
             actions = output + th.empty_like(output).normal_() * std
-            log_density = -((actions - output) ** 2) / (2 * std**2) - std.log() - math.log(math.sqrt(2 * math.pi))
+            log_density = -((actions - output) ** 2) / two_variance - log_std - math.log(math.sqrt(2 * math.pi))
             return actions, log_density.sum(dim=1)
         if type(self.policy.action_dist) is CategoricalDistribution:
             log_probs = output - output.logsumexp(dim=-1, keepdim=True)
-            actions = th.multinomial(F.softmax(log_probs, dim=-1), 1, True).T.reshape(len(output))
-            return actions, log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+            probs = F.softmax(log_probs, dim=-1)
+            # torch.multinomial's draw of one sample: argmax(p / q), q ~ Exp(1) (the Gumbel-max trick), without the
+            # checks of p it makes first (p is a softmax here).
+            index = (probs / th.empty_like(probs).exponential_()).argmax(dim=-1, keepdim=True)
+            return index.reshape(len(output)), log_probs.gather(-1, index).reshape(len(output))
         distribution = action_distribution(self.policy, output)
         actions = distribution.get_actions(deterministic=False)
         return actions, distribution.log_prob(actions)
 
+    def _gaussian_terms(self, output: th.Tensor) -> tuple[th.Tensor, ...]:
+        """
+        The Gaussian's std, 2 sigma^2 and log sigma as torch.distributions.Normal computes them from SB3's
+        ``ones_like(mean) * log_std.exp()``, kept while the log-std is the same tensor at the same version
+        (a callback may change it during the rollout).
+        """
+        log_std = self.policy.log_std
+        cached = self._gaussian_scale
+        if cached is None or cached[0] is not log_std or cached[1] != log_std._version or cached[2] != output.shape:
+            std = th.ones_like(output) * log_std.exp()
+            self._gaussian_scale = (log_std, log_std._version, output.shape, (std, 2 * std**2, std.log()))
+        return self._gaussian_scale[3]  # type: ignore[index]
+
 
 def actor_features(policy: ActorCriticPolicy, observations: PyTorchObs) -> th.Tensor:
     """The input of :func:`actor_network`: the observations preprocessed and through the actor's features extractor."""
-    with th.no_grad():
-        return BasePolicy.extract_features(policy, observations, policy.pi_features_extractor)
+    return _features(policy, observations, policy.pi_features_extractor)
 
 
 def critic_features(policy: ActorCriticPolicy, observations: PyTorchObs) -> th.Tensor:
     """The input of :func:`critic_network`: the observations preprocessed and through the critic's features extractor."""
+    return _features(policy, observations, policy.vf_features_extractor)
+
+
+def _features(policy: ActorCriticPolicy, observations: PyTorchObs, extractor: nn.Module) -> th.Tensor:
+    if (
+        type(extractor) is FlattenExtractor
+        and isinstance(policy.observation_space, spaces.Box)
+        and len(policy.observation_space.shape) == 1
+        and isinstance(observations, th.Tensor)
+        and observations.dim() == 2
+    ):
+        # A vector observation is preprocessed to float and flattening a batch of vectors keeps it as it is.
+        return observations.float()
     with th.no_grad():
-        return BasePolicy.extract_features(policy, observations, policy.vf_features_extractor)
+        return BasePolicy.extract_features(policy, observations, extractor)

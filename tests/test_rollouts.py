@@ -10,6 +10,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv
+import torch as th
 from torch import nn
 
 from sb3_trpo_ext import TRPO
@@ -45,12 +46,16 @@ def untimed(infos):
 class Recorder(BaseCallback):
     """Records what a callback sees at every step, and stops the rollout after ``stop_after`` calls."""
 
-    def __init__(self, stop_after=None):
+    def __init__(self, stop_after=None, widen_every=None):
         super().__init__()
         self.stop_after = stop_after
+        self.widen_every = widen_every
         self.seen = []
 
     def _on_step(self) -> bool:
+        if self.widen_every is not None and self.n_calls % self.widen_every == 0:
+            with th.no_grad():
+                self.model.policy.log_std.add_(0.25)  # in place, as a schedule or a parameter loader would
         keys = ("new_obs", "rewards", "dones", "clipped_actions", "actions", "n_steps")
         self.seen.append([copy.deepcopy(self.locals[key]) for key in keys] + [untimed(self.locals["infos"])])
         return self.stop_after is None or self.n_calls < self.stop_after
@@ -59,9 +64,9 @@ class Recorder(BaseCallback):
         self.seen.append(sorted(self.locals))  # the loop's variables a callback can read, under SB3's names
 
 
-def rollouts(loop, make_env, policy, kwargs, n_rollouts=2, stop_after=None):
+def rollouts(loop, make_env, policy, kwargs, n_rollouts=2, stop_after=None, widen_every=None):
     model = TRPO(policy, make_env(), n_steps=40, batch_size=40, seed=3, **kwargs)
-    recorder = Recorder(stop_after)
+    recorder = Recorder(stop_after, widen_every)
     _, callback = model._setup_learn(10**6, recorder)
     callback.on_training_start(locals(), globals())
     results = [loop(model, model.env, callback, model.rollout_buffer, model.n_steps) for _ in range(n_rollouts)]
@@ -106,4 +111,14 @@ def test_rollout_stops_where_a_callback_says_so():
     assert our_results == sb3_results == [False, False]
     assert ours.rollout_buffer.pos == sb3.rollout_buffer.pos
     assert ours.num_timesteps == sb3.num_timesteps
+    assert_same(our_seen, sb3_seen)
+
+
+def test_rollout_follows_a_log_std_changed_during_it():
+    # The Gaussian's std is computed once for the steps it stays the same, not beyond.
+    sb3, sb3_seen, _ = rollouts(OnPolicyAlgorithm.collect_rollouts, *CASES["box3"], widen_every=5)
+    ours, our_seen, _ = rollouts(TRPO.collect_rollouts, *CASES["box3"], widen_every=5)
+    assert ours._actor_network is not None
+    for field in ("actions", "log_probs"):
+        np.testing.assert_array_equal(getattr(ours.rollout_buffer, field), getattr(sb3.rollout_buffer, field), err_msg=field)
     assert_same(our_seen, sb3_seen)
