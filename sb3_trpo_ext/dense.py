@@ -12,7 +12,6 @@ g [y > 0]), so no activation is evaluated twice and every number is the one auto
 Notation for a network of layers l = 1..L: x_0 the input, x_l = act_l(W_l x_{l-1} + b_l), output x_L.
 """
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -182,62 +181,6 @@ def action_distribution(policy: ActorCriticPolicy, output: th.Tensor) -> Distrib
     if isinstance(policy.action_dist, DiagGaussianDistribution):
         return policy.action_dist.proba_distribution(output, policy.log_std)
     return policy.action_dist.proba_distribution(action_logits=output)  # type: ignore[call-arg]
-
-
-class RolloutPolicy:
-    """
-    ``policy(observations)`` as the rollout calls it: sampled actions, their values and log-probabilities, with
-    the actor and critic networks of :func:`actor_network` and :func:`critic_network`, and every number the one SB3's
-    forward computes (the same kernels in the same order, the same random draws).
-
-    A diagonal Gaussian or a categorical is sampled without building torch.distributions objects, whose construction
-    costs more than the arithmetic on a few states, by the operations those objects run, in their order. Other
-    distributions go through SB3's.
-    """
-
-    def __init__(self, policy: ActorCriticPolicy, actor: DenseNetwork, critic: DenseNetwork) -> None:
-        self.policy, self.actor, self.critic = policy, actor, critic
-        self._gaussian_scale: tuple[nn.Parameter, int, th.Size, tuple[th.Tensor, ...]] | None = None
-
-    def __call__(self, observations: PyTorchObs) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
-        policy = self.policy
-        pi_features = actor_features(policy, observations)
-        vf_features = pi_features if policy.share_features_extractor else critic_features(policy, observations)
-        values = self.critic.forward(vf_features)[-1]
-        actions, log_prob = self._sample_with_log_prob(self.actor.forward(pi_features)[-1])
-        if actions.dim() != 1 + len(policy.action_space.shape):  # type: ignore[arg-type]
-            actions = actions.reshape((-1, *policy.action_space.shape))  # type: ignore[misc]
-        return actions, values, log_prob
-
-    def _sample_with_log_prob(self, output: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
-        if type(self.policy.action_dist) is DiagGaussianDistribution:
-            std, two_variance, log_std = self._gaussian_terms(output)
-            actions = output + th.empty_like(output).normal_() * std
-            log_density = -((actions - output) ** 2) / two_variance - log_std - math.log(math.sqrt(2 * math.pi))
-            return actions, log_density.sum(dim=1)
-        if type(self.policy.action_dist) is CategoricalDistribution:
-            log_probs = output - output.logsumexp(dim=-1, keepdim=True)
-            probs = F.softmax(log_probs, dim=-1)
-            # torch.multinomial's draw of one sample: argmax(p / q), q ~ Exp(1) (the Gumbel-max trick), without the
-            # checks of p it makes first (p is a softmax here).
-            index = (probs / th.empty_like(probs).exponential_()).argmax(dim=-1, keepdim=True)
-            return index.reshape(len(output)), log_probs.gather(-1, index).reshape(len(output))
-        distribution = action_distribution(self.policy, output)
-        actions = distribution.get_actions(deterministic=False)
-        return actions, distribution.log_prob(actions)
-
-    def _gaussian_terms(self, output: th.Tensor) -> tuple[th.Tensor, ...]:
-        """
-        The Gaussian's std, 2 sigma^2 and log sigma as torch.distributions.Normal computes them from SB3's
-        ``ones_like(mean) * log_std.exp()``, kept while the log-std is the same tensor at the same version
-        (a callback may change it during the rollout).
-        """
-        log_std = self.policy.log_std
-        cached = self._gaussian_scale
-        if cached is None or cached[0] is not log_std or cached[1] != log_std._version or cached[2] != output.shape:
-            std = th.ones_like(output) * log_std.exp()
-            self._gaussian_scale = (log_std, log_std._version, output.shape, (std, 2 * std**2, std.log()))
-        return self._gaussian_scale[3]  # type: ignore[index]
 
 
 def actor_features(policy: ActorCriticPolicy, observations: PyTorchObs) -> th.Tensor:

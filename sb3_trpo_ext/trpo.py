@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from sb3_trpo_ext.adam import OptimizerStep, optimizer_steps
 from sb3_trpo_ext.conjugate_gradient import conjugate_gradient
-from sb3_trpo_ext.dense import RolloutPolicy, actor_network, critic_features, critic_network
+from sb3_trpo_ext.dense import actor_network, critic_features, critic_network
 from sb3_trpo_ext.fisher import FVP_METHODS, fisher_vector_product, flat_grad, kl_divergence, supports_analytic_fisher
 from sb3_trpo_ext.line_search import Candidate, LineSearchResult, backtracking_line_search, max_step_size
 from sb3_trpo_ext.policies import (
@@ -38,6 +38,7 @@ from sb3_trpo_ext.policies import (
     flat_parameters,
     set_flat_parameters,
 )
+from sb3_trpo_ext.rollout import add_to_buffer, rollout_policy
 from sb3_trpo_ext.rollout_checks import describe_nonfinite, describe_nonfinite_observation
 from sb3_trpo_ext.surrogate import mean_entropy, normalize_advantages, surrogate_objective
 
@@ -57,17 +58,6 @@ def numerical_fault(policy_gradient: th.Tensor, beta: float | None, search: Line
     if search.n_candidates > 0 and search.n_nonfinite == search.n_candidates:
         return "every line-search candidate had a non-finite surrogate or KL"
     return None
-
-
-@contextmanager
-def _argument_checks_off() -> Iterator[None]:
-    """torch.distributions without its per-call argument validation (a few tensor reductions per distribution)."""
-    previous = th.distributions.Distribution._validate_args
-    th.distributions.Distribution.set_default_validate_args(False)
-    try:
-        yield
-    finally:
-        th.distributions.Distribution.set_default_validate_args(previous)
 
 
 class TRPO(OnPolicyAlgorithm):
@@ -562,16 +552,14 @@ class TRPO(OnPolicyAlgorithm):
         if self.use_sde:
             self.policy.reset_noise(env.num_envs)
         # An attribute, not a local: callbacks see the loop's locals, which stay SB3's.
-        self._act = self.policy
-        if self._actor_network is not None and self._critic_network is not None:
-            self._act = RolloutPolicy(self.policy, self._actor_network, self._critic_network)
+        self._act = rollout_policy(self.policy, self._actor_network, self._critic_network)
         callback.on_rollout_start()
 
         while n_steps < n_rollout_steps:
             if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:
                 self.policy.reset_noise(env.num_envs)
             self._check_observation_is_finite(rollout_buffer.pos)
-            with th.inference_mode(), _argument_checks_off():
+            with th.inference_mode():
                 obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
                 actions, values, log_probs = self._act(obs_tensor)
             actions = actions.cpu().numpy()
@@ -606,7 +594,8 @@ class TRPO(OnPolicyAlgorithm):
                         terminal_value = self.policy.predict_values(terminal_obs)[0]  # type: ignore[arg-type]
                     rewards[idx] += self.gamma * terminal_value
 
-            rollout_buffer.add(
+            add_to_buffer(
+                rollout_buffer,
                 self._last_obs,  # type: ignore[arg-type]
                 actions,
                 rewards,

@@ -30,6 +30,7 @@ class ToyEnv(gym.Env):
             "vector": vector,
             "image": image,
             "dict": spaces.Dict({"vector": vector, "index": spaces.Discrete(3)}),
+            "index": spaces.Discrete(5),
         }[observation]
         self._t = 0
 
@@ -45,7 +46,7 @@ class ToyEnv(gym.Env):
 
     def step(self, action):
         signal = np.asarray(self._obs["vector"] if isinstance(self._obs, dict) else self._obs, dtype=np.float64).ravel()
-        reward = float(signal[0] * np.sum(np.asarray(action, dtype=np.float64)) + 0.1 * signal[1])
+        reward = float(signal[0] * np.sum(np.asarray(action, dtype=np.float64)) + 0.1 * signal[1 % len(signal)])
         self._t += 1
         self._obs = self._observation()
         return self._obs, reward, False, self._t >= self.episode_length, {}

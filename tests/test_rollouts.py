@@ -32,6 +32,7 @@ CASES = {
     "multidiscrete": (toy("multidiscrete"), "MlpPolicy", {}),
     "multibinary": (toy("multibinary"), "MlpPolicy", {}),
     "dict observations": (toy("box3", "dict"), "MultiInputPolicy", {}),
+    "discrete observations": (toy("discrete", "index"), "MlpPolicy", {}),
     "gSDE, squashed": (lambda: make_vec_env("Pendulum-v1", n_envs=2), "MlpPolicy",
                        dict(use_sde=True, sde_sample_freq=4, policy_kwargs=dict(squash_output=True))),
 }
