@@ -7,6 +7,7 @@ import pathlib
 import pickle
 import warnings
 import zipfile
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar, TypeVar
@@ -58,6 +59,20 @@ def numerical_fault(policy_gradient: th.Tensor, beta: float | None, search: Line
     if search.n_candidates > 0 and search.n_nonfinite == search.n_candidates:
         return "every line-search candidate had a non-finite surrogate or KL"
     return None
+
+
+def _cloned(state: Any) -> Any:
+    """A copy of a state dict, its tensors cloned (copy.deepcopy's per-object bookkeeping costs more, every update)."""
+    if isinstance(state, th.Tensor):
+        return state.clone()
+    if type(state) in (dict, OrderedDict):
+        copied = type(state)((key, _cloned(value)) for key, value in state.items())
+        if hasattr(state, "__dict__"):  # a module state dict's _metadata
+            copied.__dict__.update(copy.deepcopy(state.__dict__))
+        return copied
+    if type(state) in (list, tuple):
+        return type(state)(_cloned(value) for value in state)
+    return copy.deepcopy(state)
 
 
 class TRPO(OnPolicyAlgorithm):
@@ -519,8 +534,8 @@ class TRPO(OnPolicyAlgorithm):
     @contextmanager
     def _undone_on_exception(self) -> Iterator[None]:
         """Restore the policy, the critic's optimiser and the update count if the update does not finish."""
-        policy_state = copy.deepcopy(self.policy.state_dict())
-        optimizer_state = copy.deepcopy(self.policy.optimizer.state_dict())
+        policy_state = _cloned(self.policy.state_dict())
+        optimizer_state = _cloned(self.policy.optimizer.state_dict())
         n_updates = self._n_updates
         try:
             yield
