@@ -32,7 +32,9 @@ def optimizer_steps(optimizer: th.optim.Optimizer, params: Sequence[nn.Parameter
         if state is None:
             for param, grad in zip(params, grads, strict=True):
                 param.grad = grad
-            optimizer.step()
+            # The optimiser's state (created by its first step) must stay usable outside inference mode.
+            with th.inference_mode(False):
+                optimizer.step()
             state = _fused_adam_state(optimizer, params)  # the first step creates Adam's state
             step_count = None if state is None else state.steps[0].clone()
             return

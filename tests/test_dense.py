@@ -150,6 +150,24 @@ def test_the_default_critic_takes_the_fused_kernel():
     assert _fused_adam_state(model.policy.optimizer, model._critic_network.parameters) is not None
 
 
+@pytest.mark.parametrize("optimizer_class", [th.optim.Adam, th.optim.SGD])
+def test_the_critic_fit_leaves_tensors_autograd_can_use(optimizer_class):
+    # The dense fit runs in inference mode; the optimiser's state it creates and the parameters it updates must
+    # remain ordinary tensors, usable by a later autograd step.
+    kwargs = dict(optimizer_class=optimizer_class, optimizer_kwargs=dict(momentum=0.9) if optimizer_class is th.optim.SGD else {})
+    model = TRPO("MlpPolicy", ToyEnv(ACTION_SPACES["box3"]), n_steps=32, batch_size=16, n_critic_updates=2,
+                 policy_kwargs=kwargs)
+    model.learn(64)
+    assert model._critic_network is not None
+    tensors = [value for state in model.policy.optimizer.state.values() for value in state.values()
+               if isinstance(value, th.Tensor)]
+    assert tensors and not any(tensor.is_inference() for tensor in tensors)
+    assert not any(param.is_inference() for param in model.policy.parameters())
+    model.policy.optimizer.zero_grad()
+    model.policy.predict_values(th.zeros(3, 4)).sum().backward()
+    model.policy.optimizer.step()
+
+
 @pytest.mark.parametrize("space,optimizer_class", [("box3", th.optim.Adam), ("discrete", th.optim.SGD)])
 def test_the_dense_critic_takes_autograd_s_steps(space, optimizer_class):
     # SGD's steps are proportional to the gradient, so a wrong scale of it shows (Adam's steps would not).
