@@ -21,6 +21,15 @@ class ConjugateGradientResult:
     residual: float
 
 
+def check_interval(device: th.device) -> int:
+    """
+    How many iterations run between two looks of the host at whether CG has stopped. On an accelerator reading a
+    tensor waits for all queued work, so the loop looks every 5 iterations (at most 4 products wasted after
+    stopping); on the CPU a look is free, so every iteration.
+    """
+    return 1 if device.type == "cpu" else 5
+
+
 def conjugate_gradient(
     matrix_vector_product: Callable[[th.Tensor], th.Tensor],
     b: th.Tensor,
@@ -34,31 +43,37 @@ def conjugate_gradient(
     non-positive or non-finite curvature p^T A p (A is then not positive definite along p, or a product
     failed); the last good iterate is returned, so the solution is always finite when b is.
 
+    Whether to stop is decided on the device: an iterate that has stopped is kept by masks, so the result does not
+    depend on how often the host looks (:func:`check_interval`).
+
     :param matrix_vector_product: v -> A v
     :param b: right-hand side (for TRPO the policy gradient g)
     :param max_steps: the most products A p to perform
     :param residual_tol: relative residual at which to stop
     """
+    check_every = check_interval(b.device)
     x = th.zeros_like(b)
     r = b.clone()
     p = r.clone()
     r_dot_r = r @ r
     b_dot_b = r_dot_r
     stop_at = residual_tol**2 * b_dot_b
-    iterations = 0
-    for _ in range(max_steps):
-        if r_dot_r <= stop_at:
+    running = r_dot_r > stop_at
+    iterations = th.zeros((), dtype=th.long, device=b.device)
+    for step in range(max_steps):
+        if step % check_every == 0 and not running:
             break
         a_p = matrix_vector_product(p)
         p_a_p = p @ a_p
-        if not (th.isfinite(p_a_p) and p_a_p > 0):
-            break
-        iterations += 1
+        running = running & th.isfinite(p_a_p) & (p_a_p > 0)
+        iterations += running
         alpha = r_dot_r / p_a_p
-        x = x + alpha * p
-        r = r - alpha * a_p
+        # x and r stay as they were once CG has stopped; p may then turn to anything, as only x and r are read.
+        x = th.where(running, x + alpha * p, x)
+        r = th.where(running, r - alpha * a_p, r)
         new_r_dot_r = r @ r
         p = r + (new_r_dot_r / r_dot_r) * p
         r_dot_r = new_r_dot_r
+        running = running & (r_dot_r > stop_at)
     residual = float((r_dot_r / b_dot_b).sqrt()) if b_dot_b > 0 else 0.0
-    return ConjugateGradientResult(x, float(x @ (b - r)), iterations, residual)
+    return ConjugateGradientResult(x, float(x @ (b - r)), int(iterations), residual)
