@@ -5,12 +5,12 @@ import copy
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch as th
 from helpers import ACTION_SPACES, ToyEnv
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv
-import torch as th
 from torch import nn
 
 from sb3_trpo_ext import TRPO
