@@ -13,6 +13,7 @@ Notation for a network of layers l = 1..L: x_0 the input, x_l = act_l(W_l x_{l-1
 """
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch as th
@@ -79,7 +80,7 @@ class DenseNetwork:
     def forward(self, inputs: th.Tensor) -> list[th.Tensor]:
         """x_0, x_1, ..., x_L for a batch of inputs x_0 of shape (n, in_features), without autograd."""
         outputs = [inputs]
-        with th.no_grad():
+        with _autograd_off():
             for layer in self.layers:
                 pre = F.linear(outputs[-1], layer.weight, layer.bias)
                 outputs.append(pre if layer.activation is None else layer.activation(pre))
@@ -90,7 +91,7 @@ class DenseNetwork:
         J v: the change of x_L along a change ``tangent`` of the parameters (in the order of ``parameters``),
         dx_l = act_l'(.) (W_l dx_{l-1} + dW_l x_{l-1} + db_l), dx_0 = 0.
         """
-        with th.no_grad():
+        with _autograd_off():
             tangents = iter(tangent)
             d_x: th.Tensor | None = None
             for layer, x, y in zip(self.layers, outputs[:-1], outputs[1:], strict=True):
@@ -108,7 +109,7 @@ class DenseNetwork:
         by backpropagation through the stored outputs; the input's own gradient is never formed.
         """
         grads: list[th.Tensor] = []
-        with th.no_grad():
+        with _autograd_off():
             d_x = cotangent
             for index in range(len(self.layers) - 1, -1, -1):
                 layer, x, y = self.layers[index], outputs[index], outputs[index + 1]
@@ -119,6 +120,12 @@ class DenseNetwork:
                 if index > 0:
                     d_x = th.mm(d_pre, layer.weight)
         return grads[::-1]
+
+
+def _autograd_off() -> AbstractContextManager:
+    """no_grad, where autograd is on: entering it costs more than a small kernel, and the rollout and the critic's fit
+    call these products by the thousand under no_grad or inference mode already."""
+    return th.no_grad() if th.is_grad_enabled() else nullcontext()
 
 
 def dense_network(modules: Sequence[nn.Module]) -> DenseNetwork | None:

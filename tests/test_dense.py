@@ -43,6 +43,8 @@ def test_products_equal_the_dense_jacobian(activation, bias):
     u = th.randn(9, 3, dtype=th.float64)
     vjp = th.cat([g.reshape(-1) for g in network.vector_jacobian_product(outputs, u)])
     assert th.allclose(vjp, jacobian.T @ u.reshape(-1), rtol=1e-10, atol=1e-12)
+    # Called with autograd on (as here), none of them records a graph.
+    assert not any(t.requires_grad for t in [*outputs, jv, *network.vector_jacobian_product(outputs, u)])
 
 
 class ShiftedLinear(nn.Linear):
