@@ -3,7 +3,7 @@
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch as th
 from torch import nn
@@ -38,12 +38,10 @@ def optimizer_steps(optimizer: th.optim.Optimizer, params: Sequence[nn.Parameter
             state = _fused_adam_state(optimizer, params)  # the first step creates Adam's state
             step_count = None if state is None else state.steps[0].clone()
             return
-        group = state.group
-        beta1, beta2 = group["betas"]
-        kernel = th._fused_adamw_ if group["decoupled_weight_decay"] else th._fused_adam_
+        assert step_count is not None
         with th.no_grad():
             step_count.add_(1)
-            kernel(
+            state.kernel(
                 state.params,
                 list(grads),
                 state.exp_avgs,
@@ -51,15 +49,7 @@ def optimizer_steps(optimizer: th.optim.Optimizer, params: Sequence[nn.Parameter
                 state.max_exp_avg_sqs,
                 # The same count for every parameter: one increment per step instead of one per parameter.
                 [step_count] * len(state.params),
-                amsgrad=group["amsgrad"],
-                lr=group["lr"],
-                beta1=beta1,
-                beta2=beta2,
-                weight_decay=group["weight_decay"],
-                eps=group["eps"],
-                maximize=group["maximize"],
-                grad_scale=None,
-                found_inf=None,
+                **state.hyperparameters,
             )
 
     try:
@@ -72,7 +62,8 @@ def optimizer_steps(optimizer: th.optim.Optimizer, params: Sequence[nn.Parameter
 
 
 class FusedAdamState(NamedTuple):
-    group: dict
+    kernel: Callable[..., Any]
+    hyperparameters: dict[str, Any]
     params: list[nn.Parameter]
     exp_avgs: list[th.Tensor]
     exp_avg_sqs: list[th.Tensor]
@@ -81,7 +72,10 @@ class FusedAdamState(NamedTuple):
 
 
 def _fused_adam_state(optimizer: th.optim.Optimizer, params: Sequence[nn.Parameter]) -> FusedAdamState | None:
-    """The group and state tensors the fused kernel updates, or None where the kernel cannot stand for ``step()``."""
+    """
+    The fused kernel, its hyperparameters (read once per fit: nothing changes them meanwhile) and the state tensors it
+    updates; None where the kernel cannot stand for ``step()``.
+    """
     hooks = (
         getattr(optimizer, "_optimizer_step_pre_hooks", None),
         getattr(optimizer, "_optimizer_step_post_hooks", None),
@@ -114,8 +108,11 @@ def _fused_adam_state(optimizer: th.optim.Optimizer, params: Sequence[nn.Paramet
     steps = [state["step"] for state in states]
     if len({(step.dtype, step.device, step.item()) for step in steps}) != 1:
         return None
+    beta1, beta2 = group["betas"]
     return FusedAdamState(
-        group,
+        th._fused_adamw_ if group["decoupled_weight_decay"] else th._fused_adam_,
+        dict(amsgrad=group["amsgrad"], lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
+             eps=group["eps"], maximize=group["maximize"], grad_scale=None, found_inf=None),
         list(params),
         [state["exp_avg"] for state in states],
         [state["exp_avg_sq"] for state in states],

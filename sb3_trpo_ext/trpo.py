@@ -466,9 +466,10 @@ class TRPO(OnPolicyAlgorithm):
         network = self._critic_network
         assert network is not None
         outputs = network.forward(features)
+        residual = outputs[-1] - returns
         # d/dV of mean((V - R)^2) = 2 (V - R) / batch size
-        take_step(network.vector_jacobian_product(outputs, (outputs[-1] - returns) * (2.0 / len(returns))))
-        return F.mse_loss(returns, outputs[-1])
+        take_step(network.vector_jacobian_product(outputs, residual * (2.0 / returns.shape[0])))
+        return residual.square().mean()
 
     def _critic_minibatches(self) -> Iterator[tuple[PyTorchObs, th.Tensor]]:
         """
