@@ -448,8 +448,9 @@ class TRPO(OnPolicyAlgorithm):
         if self._critic_network is None:
             losses = [self._critic_step(observations, returns) for observations, returns in minibatches]
         else:
+            steps = optimizer_steps(self.policy.optimizer, self._critic_network.parameters)
             # Inference mode: no autograd bookkeeping on the hundreds of small tensors a fit makes.
-            with optimizer_steps(self.policy.optimizer, self._critic_network.parameters) as take_step, th.inference_mode():
+            with steps as take_step, th.inference_mode():
                 losses = [self._dense_critic_step(features, returns, take_step) for features, returns in minibatches]
         return th.stack(losses).mean().item() if losses else None
 
