@@ -26,17 +26,21 @@ def optimizer_steps(optimizer: th.optim.Optimizer, params: Sequence[nn.Parameter
     """
     state = _fused_adam_state(optimizer, params)
     step_count = None if state is None else state.steps[0].clone()
+    # An optimiser that has never stepped has no state yet: its first step creates it, then the kernel may take over.
+    first_step = not any(param in optimizer.state for param in params)
 
     def step(grads: Sequence[th.Tensor]) -> None:
-        nonlocal state, step_count
+        nonlocal state, step_count, first_step
         if state is None:
             for param, grad in zip(params, grads, strict=True):
                 param.grad = grad
             # The optimiser's state (created by its first step) must stay usable outside inference mode.
             with th.inference_mode(False):
                 optimizer.step()
-            state = _fused_adam_state(optimizer, params)  # the first step creates Adam's state
-            step_count = None if state is None else state.steps[0].clone()
+            if first_step:
+                first_step = False
+                state = _fused_adam_state(optimizer, params)
+                step_count = None if state is None else state.steps[0].clone()
             return
         assert step_count is not None
         with th.no_grad():

@@ -66,9 +66,7 @@ class RolloutPolicy:
         vf_features = pi_features if policy.share_features_extractor else critic_features(policy, observations)
         values = self.critic.forward(vf_features)[-1]
         actions, log_prob = self._sample_with_log_prob(self.actor.forward(pi_features)[-1])
-        if actions.dim() != 1 + len(policy.action_space.shape):  # type: ignore[arg-type]
-            actions = actions.reshape((-1, *policy.action_space.shape))  # type: ignore[misc]
-        return actions, values, log_prob
+        return actions.reshape((-1, *policy.action_space.shape)), values, log_prob  # type: ignore[misc]
 
     def _sample_with_log_prob(self, output: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         if type(self.policy.action_dist) is DiagGaussianDistribution:
