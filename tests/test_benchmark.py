@@ -1,14 +1,20 @@
 """The benchmark: what each algorithm is given, what a run measures, and a --quick smoke run of the whole command."""
 
+import copy
 import json
+import time
 
 import gymnasium as gym
 import pandas as pd
 import pytest
+import torch
+from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.utils import LinearSchedule
 from torch import nn
 
-from sb3_trpo_ext.benchmark.__main__ import main, parse_args, run_specs
+from sb3_trpo_ext.benchmark.__main__ import main, parse_args, run_specs, stale
+from sb3_trpo_ext.benchmark.provenance import code_fingerprint, fingerprint
+from sb3_trpo_ext.benchmark.report import markdown_summary
 from sb3_trpo_ext.benchmark.run import RunSpec, execute
 from sb3_trpo_ext.benchmark.settings import kl_averaged_dimensions, run_settings, settings_for, zoo_entry
 
@@ -95,3 +101,71 @@ def test_bad_arguments_are_refused():
         parse_args(["--jobs", "0"])
     with pytest.raises(SystemExit):
         parse_args(["--algos", "sac"])
+
+
+def test_steps_per_second_leave_out_every_evaluation_the_last_one_too(monkeypatch):
+    # 2500 steps with evaluations every 2000: the last one comes after learn() returns.
+    import sb3_trpo_ext.benchmark.run as run_module
+
+    def slow_evaluation(*args, **kwargs):
+        time.sleep(0.3)
+        return evaluate_policy(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "evaluate_policy", slow_evaluation)
+    record = execute(RunSpec("CartPole-v1", "trpo_ext", 0, 2500, 2000, 1, 200))
+    assert len(record["curve_steps"]) == 3 and record["curve_steps"][-1] == record["timesteps_done"] >= 2500
+    assert record["eval_seconds"] >= 3 * 0.3
+    learning = record["wall_seconds"] - record["eval_seconds"]
+    assert learning >= record["rollout_seconds"] + record["train_seconds"]
+    assert record["steps_per_second"] == pytest.approx(record["timesteps_done"] / learning)
+    # Learning time at each evaluation: starts at 0, grows, ends at the run's learning time.
+    assert record["curve_seconds"][0] == pytest.approx(0, abs=0.05)
+    assert record["curve_seconds"] == sorted(record["curve_seconds"])
+    assert record["curve_seconds"][-1] == pytest.approx(learning, abs=0.05)
+
+
+def test_finished_runs_are_reused_only_with_the_same_settings_versions_and_code(tmp_path, monkeypatch):
+    import sb3_trpo_ext.benchmark.__main__ as main_module
+
+    spec = RunSpec("CartPole-v1", "trpo_ext", 0, 1024, 1024, 1, 100)
+    assert stale(spec, tmp_path) == "not run yet"
+    execute(spec, str(tmp_path))
+    assert stale(spec, tmp_path) is None
+    path = tmp_path / "runs" / f"{spec.name}.json"
+    record = json.loads(path.read_text())
+    assert record["provenance"]["versions"]["torch"] == torch.__version__.split("+")[0] or record["provenance"][
+        "versions"]["torch"] == torch.__version__
+    assert record["provenance"]["code"] == code_fingerprint()
+
+    def tampered(change):
+        edited = copy.deepcopy(record)
+        change(edited)
+        path.write_text(json.dumps(edited))
+        return stale(spec, tmp_path)
+
+    assert "hyperparameters" in tampered(lambda r: r["hyperparameters"].update(target_kl="0.5"))
+    assert "n_eval_episodes" in tampered(lambda r: r.update(n_eval_episodes=7))
+    assert "torch 0.1 -> " in tampered(lambda r: r["provenance"]["versions"].update(torch="0.1"))
+    assert "algorithm's code" in tampered(lambda r: r["provenance"].update(code="0" * 16))
+    assert "records no versions" in tampered(lambda r: r.pop("provenance"))
+    # Only this package's TRPO depends on this package's code.
+    monkeypatch.setattr(main_module, "provenance", lambda algo: {**record["provenance"], "code": "1" * 16})
+    assert "algorithm's code" in tampered(lambda r: None)
+
+
+def test_the_code_fingerprint_ignores_comments_docstrings_and_layout(tmp_path):
+    (tmp_path / "core.py").write_text('"""Doc."""\n\ndef f(x):\n    """Doc."""\n    return x + 1  # why\n')
+    before = fingerprint(tmp_path)
+    (tmp_path / "core.py").write_text('"""Other doc."""\ndef f(x):\n    # a comment\n    return (x +\n            1)\n')
+    assert fingerprint(tmp_path) == before
+    (tmp_path / "core.py").write_text('def f(x):\n    return x + 2\n')
+    assert fingerprint(tmp_path) != before
+
+
+def test_the_summary_reports_the_sample_standard_deviation():
+    runs = pd.DataFrame([
+        dict(env_id="E-v0", algo=algo, seed=seed, timesteps_done=10, final_return=value, train_ms_per_update=1.0,
+             steps_per_second=1.0, fraction_of_env_rate=0.5, fisher_products_per_update=1.0, peak_memory_mib=1.0)
+        for algo in ("trpo_ext", "trpo") for seed, value in enumerate((1.0, 3.0))
+    ])
+    assert "| 2.0 ± 1.4 |" in markdown_summary(runs)  # sqrt(2): ddof=1; ddof=0 would give 1.0

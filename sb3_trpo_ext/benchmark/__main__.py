@@ -11,8 +11,9 @@ others); every algorithm on an environment gets the same number of steps (``-n``
 (seed by seed, environment by environment, algorithm by algorithm) so that the machine's drift hits all alike,
 each in its own process with one torch thread, up to ``--jobs`` at a time.
 
-Finished runs are kept in OUTPUT/runs/ and reused when the same command is run again (delete them to rerun); the
-report (runs.csv, runs.json, curves.csv, summary.md, learning_curves.png, speed_ratios.png) is rewritten from
+Finished runs are kept in OUTPUT/runs/ and reused when the same command is run again, as long as they were made
+with the same settings, package versions and algorithm code (each run file records them and its commit); others are
+run again. The report (runs.csv, runs.json, curves.csv, summary.md, learning_curves.png, speed_ratios.png) is rewritten from
 all of them.
 """
 
@@ -24,9 +25,10 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from sb3_trpo_ext.benchmark.provenance import provenance, reproduces
 from sb3_trpo_ext.benchmark.report import write_report
 from sb3_trpo_ext.benchmark.run import RunSpec, execute
-from sb3_trpo_ext.benchmark.settings import ALGORITHMS, settings_for
+from sb3_trpo_ext.benchmark.settings import ALGORITHMS, settings_for, settings_record
 from sb3_trpo_ext.zoo import ALGO
 
 DEFAULT_ENVS = [
@@ -83,13 +85,21 @@ def run_specs(args: argparse.Namespace) -> list[RunSpec]:
     return specs
 
 
-def finished(spec: RunSpec, output_dir: Path) -> bool:
-    """A run of exactly this spec is already in the output directory."""
+def stale(spec: RunSpec, output_dir: Path) -> str | None:
+    """
+    Why the output directory's run of ``spec`` cannot be reused (None when it can): it is missing, or it was made
+    with other settings, other package versions or other algorithm code than this command would use.
+    """
     path = output_dir / "runs" / f"{spec.name}.json"
     if not path.exists():
-        return False
+        return "not run yet"
     record = json.loads(path.read_text())
-    return all(record.get(key) == value for key, value in asdict(spec).items())
+    differing = [key for key, value in asdict(spec).items() if record.get(key) != value]
+    settings = settings_record(settings_for(spec.algo, spec.env_id, spec.same_settings))
+    differing += [key for key, value in settings.items() if record.get(key) != value]
+    if differing:
+        return f"its {', '.join(differing)} differ from this command's"
+    return reproduces(record.get("provenance", {}), provenance(spec.algo))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,7 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     specs = run_specs(args)
     for spec in specs:  # fail on a bad environment or zoo entry before anything runs
         settings_for(spec.algo, spec.env_id, spec.same_settings)
-    todo = [spec for spec in specs if not finished(spec, output_dir)]
+    todo = []
+    for spec in specs:
+        reason = stale(spec, output_dir)
+        if reason is not None:
+            todo.append(spec)
+            if reason != "not run yet":
+                print(f"rerunning {spec.name}: {reason}", flush=True)
     print(f"{len(specs)} runs, {len(specs) - len(todo)} already in {output_dir}, {args.jobs} at a time", flush=True)
 
     failures = []

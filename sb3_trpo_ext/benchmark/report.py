@@ -1,5 +1,5 @@
 """
-Results of a benchmark: CSV and JSON of every run, a Markdown table (mean ± std over seeds, ratios to sb3-contrib's
+Results of a benchmark: CSV and JSON of every run, a Markdown table (mean ± sample std over seeds, ratios to sb3-contrib's
 TRPO), learning curves and a bar chart of speed ratios.
 """
 
@@ -59,7 +59,7 @@ def curves_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
 def _mean_std(values: pd.Series, digits: int) -> str:
     if values.isna().all():
         return "–"
-    std = values.std(ddof=0) if len(values) > 1 else 0.0
+    std = values.std(ddof=1) if len(values) > 1 else 0.0
     return f"{values.mean():.{digits}f} ± {std:.{digits}f}"
 
 
@@ -130,7 +130,8 @@ def plot_learning_curves(curves: pd.DataFrame, path: Path) -> None:
             grid = np.unique(runs["step"])
             values = np.array([np.interp(grid, seed_runs["step"], seed_runs["mean_return"])
                                for _, seed_runs in runs.groupby("seed")])
-            mean, std = values.mean(axis=0), values.std(axis=0)
+            mean = values.mean(axis=0)
+            std = values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros_like(mean)
             ax.plot(grid, mean, label=ALGORITHMS[algo])
             ax.fill_between(grid, mean - std, mean + std, alpha=0.2)
         ax.set_title(env_id)

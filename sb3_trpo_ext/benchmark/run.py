@@ -22,7 +22,8 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize, sync_envs_normalization
 
-from sb3_trpo_ext.benchmark.settings import ALGORITHMS, RunSettings, settings_for
+from sb3_trpo_ext.benchmark.provenance import provenance
+from sb3_trpo_ext.benchmark.settings import ALGORITHMS, RunSettings, settings_for, settings_record
 
 
 @dataclass(frozen=True)
@@ -66,17 +67,23 @@ def env_steps_per_second(env: VecEnv, n_steps: int, seed: int) -> float:
 
 
 class LearningCurve(BaseCallback):
-    """Deterministic evaluation on a separate environment at step 0 and every ``eval_freq`` steps."""
+    """
+    Deterministic evaluation on a separate environment at step 0 and every ``eval_freq`` steps; each point also
+    records the seconds spent learning so far (evaluations excluded), for curves against wall-clock time.
+    """
 
     def __init__(self, eval_env: VecEnv, eval_freq: int, n_eval_episodes: int):
         super().__init__()
         self.eval_env, self.eval_freq, self.n_eval_episodes = eval_env, eval_freq, n_eval_episodes
         self.points: list[tuple[int, float]] = []
+        self.learning_seconds: list[float] = []
         self.seconds = 0.0
         self._next = 0
+        self._start = 0.0
 
     def evaluate(self) -> None:
         start = time.perf_counter()
+        self.learning_seconds.append(start - self._start - self.seconds)
         if self.model.get_vec_normalize_env() is not None:
             sync_envs_normalization(self.model.get_env(), self.eval_env)
         mean_return, _ = evaluate_policy(self.model, self.eval_env, self.n_eval_episodes, deterministic=True)
@@ -84,6 +91,7 @@ class LearningCurve(BaseCallback):
         self.seconds += time.perf_counter() - start
 
     def _on_training_start(self) -> None:
+        self._start = time.perf_counter()
         self.evaluate()
         self._next = self.eval_freq
 
@@ -157,9 +165,10 @@ def execute(spec: RunSpec, output_dir: str | None = None) -> dict[str, Any]:
 
     start = time.perf_counter()
     model.learn(spec.n_timesteps, callback=curve)
-    wall_seconds = time.perf_counter() - start
     if curve.points[-1][0] != model.num_timesteps:
         curve.evaluate()
+    # The wall time includes every evaluation, the final one too, so that subtracting them leaves the learning.
+    wall_seconds = time.perf_counter() - start
     learning_seconds = wall_seconds - curve.seconds
 
     rate_env = make_env(settings, spec.env_id, spec.seed)
@@ -174,13 +183,12 @@ def execute(spec: RunSpec, output_dir: str | None = None) -> dict[str, Any]:
     record = dict(
         **asdict(spec),
         label=ALGORITHMS[spec.algo],
-        entry=settings.entry_name,
-        hyperparameters={key: repr(value) for key, value in settings.hyperparameters.items()},
-        n_envs=settings.n_envs,
-        normalize=settings.normalize_kwargs is not None,
+        **settings_record(settings),
+        provenance=provenance(spec.algo),
         timesteps_done=int(model.num_timesteps),
         curve_steps=[step for step, _ in curve.points],
         curve_returns=[value for _, value in curve.points],
+        curve_seconds=curve.learning_seconds,
         final_return=curve.points[-1][1],
         wall_seconds=wall_seconds,
         eval_seconds=curve.seconds,

@@ -104,6 +104,18 @@ class RunSettings:
         return algorithm_class(self.algo)(self.policy, env, seed=seed, verbose=0, **self.hyperparameters)
 
 
+def settings_record(settings: RunSettings) -> dict[str, Any]:
+    """The settings as a run file records them, and as a finished run must match to be reused."""
+    return dict(
+        entry=settings.entry_name,
+        policy=settings.policy,
+        hyperparameters={key: repr(value) for key, value in settings.hyperparameters.items()},
+        n_envs=settings.n_envs,
+        normalize=settings.normalize_kwargs is not None,
+        normalize_kwargs=repr(settings.normalize_kwargs),
+    )
+
+
 def _evaluated(text: str) -> Any:
     # rl_zoo3 writes policy_kwargs and normalize options as Python expressions over dict and torch.nn.
     return eval(text, {"__builtins__": {}, "dict": dict, "nn": nn})

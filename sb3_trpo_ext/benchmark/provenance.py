@@ -1,0 +1,100 @@
+"""
+What produced a benchmark run: the commit, the package versions and a fingerprint of this TRPO's code.
+
+A finished run is reused only when what would produce it again is the same; the fingerprint lets a change of
+comments, docstrings or formatting keep the runs, and any change of what the code does retire them.
+"""
+
+import ast
+import hashlib
+import importlib.metadata
+import platform
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import sb3_trpo_ext
+
+#: Distributions whose versions decide what a run computes.
+PACKAGES = ("sb3-trpo-ext", "stable-baselines3", "sb3-contrib", "torch", "gymnasium", "mujoco", "box2d", "numpy")
+
+#: The part of this package that is not the algorithm: changing it changes no return.
+NOT_ALGORITHM = ("benchmark", "zoo")
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _without_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                if isinstance(body[0].value.value, str):
+                    node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def fingerprint(root: Path) -> str:
+    """A hash of the Python modules under ``root`` as Python reads them: comments, docstrings and layout do not count."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        relative = path.relative_to(root)
+        if relative.parts[0] in NOT_ALGORITHM:
+            continue
+        tree = _without_docstrings(ast.parse(path.read_text()))
+        digest.update(relative.as_posix().encode())
+        digest.update(ast.dump(tree).encode())
+    return digest.hexdigest()[:16]
+
+
+@cache
+def code_fingerprint() -> str:
+    """The fingerprint of this TRPO's algorithm modules."""
+    return fingerprint(Path(sb3_trpo_ext.__file__).parent)
+
+
+def git_commit() -> str | None:
+    """The checkout's commit, with ``-dirty`` when files differ from it; None outside a git checkout."""
+    root = Path(sb3_trpo_ext.__file__).parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
+
+
+def provenance(algo: str) -> dict[str, Any]:
+    """The commit, versions and (for this package's TRPO) code fingerprint a run records."""
+    from sb3_trpo_ext.zoo import ALGO
+
+    return dict(
+        commit=git_commit(),
+        python=platform.python_version(),
+        versions={name: _version(name) for name in PACKAGES},
+        code=code_fingerprint() if algo == ALGO else None,
+    )
+
+
+def reproduces(recorded: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """Why a run recorded under ``recorded`` would not be reproduced now, or None if it would."""
+    if not recorded:
+        return "it records no versions"
+    changed = [
+        f"{name} {recorded['versions'].get(name)} -> {version}"
+        for name, version in current["versions"].items()
+        if name != "sb3-trpo-ext" and recorded["versions"].get(name) != version
+    ]
+    if recorded.get("code") != current["code"]:
+        changed.append(f"the algorithm's code {recorded.get('code')} -> {current['code']}")
+    return ", ".join(changed) or None
