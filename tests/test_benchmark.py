@@ -12,7 +12,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.utils import LinearSchedule
 from torch import nn
 
-from sb3_trpo_ext.benchmark.__main__ import main, parse_args, run_specs, stale
+from sb3_trpo_ext.benchmark.cli import main, parse_args, run_specs, stale
 from sb3_trpo_ext.benchmark.provenance import code_fingerprint, fingerprint
 from sb3_trpo_ext.benchmark.report import markdown_summary
 from sb3_trpo_ext.benchmark.run import RunSpec, execute
@@ -125,7 +125,7 @@ def test_steps_per_second_leave_out_every_evaluation_the_last_one_too(monkeypatc
 
 
 def test_finished_runs_are_reused_only_with_the_same_settings_versions_and_code(tmp_path, monkeypatch):
-    import sb3_trpo_ext.benchmark.__main__ as main_module
+    import sb3_trpo_ext.benchmark.cli as main_module
 
     spec = RunSpec("CartPole-v1", "trpo_ext", 0, 1024, 1024, 1, 100)
     assert stale(spec, tmp_path) == "not run yet"

@@ -136,7 +136,18 @@ def test_misspelled_hyperparameter_is_a_clear_error(workdir):
         zoo("train", "--env", "CartPole-v1", "-conf", "mine.yml")
 
 
-def test_unknown_command_prints_usage(capsys):
-    with pytest.raises(SystemExit):
-        main(["fly"])
-    assert "train, enjoy, optimize" in capsys.readouterr().err
+def test_help_goes_to_stdout_with_exit_status_0(capsys):
+    main(["--help"])
+    out, err = capsys.readouterr()
+    assert out.startswith("usage: sb3-trpo-ext COMMAND") and err == ""
+    assert all(command in out for command in ("train", "optimize", "enjoy", "record-video", "plot"))
+    assert "``" not in out
+
+
+@pytest.mark.parametrize("argv, message", [(["fly"], "unknown command 'fly'"), (["tran"], "did you mean 'train'"),
+                                           ([], "a command is needed")])
+def test_an_unknown_command_says_so(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from sb3_trpo_ext.extras import require
 from sb3_trpo_ext.trpo import TRPO
 
 ALGO = "trpo_ext"
@@ -75,7 +76,12 @@ def sample_trpo_ext_params(trial: Any, n_actions: int, n_envs: int, additional_a
 
 
 def register() -> None:
-    """Make ``trpo_ext`` a zoo algorithm: in rl_zoo3's ALGOS, HYPERPARAMS_SAMPLER and HYPERPARAMS_CONVERTER."""
+    """
+    Make ``trpo_ext`` a zoo algorithm: in rl_zoo3's ALGOS, HYPERPARAMS_SAMPLER and HYPERPARAMS_CONVERTER.
+
+    :raises MissingExtraError: (an ImportError) when the ``zoo`` extra is not installed
+    """
+    require("zoo", "sb3_trpo_ext.zoo.register()")
     from rl_zoo3 import hyperparams_opt, utils
 
     utils.ALGOS[ALGO] = TRPO

@@ -1,21 +1,34 @@
-"""
-``python -m sb3_trpo_ext.zoo COMMAND [rl_zoo3 flags...]`` (also the ``sb3-trpo-ext`` command).
-
-Commands: train, enjoy, optimize (train with Optuna), record-video, plot. Every flag goes to rl_zoo3 unchanged;
-``--algo`` defaults to ``trpo_ext`` and, for train and optimize, ``--conf-file`` to the packaged hyperparameters.
-``plot`` also takes ``-o/--output FILE`` to write the figure instead of showing it.
-"""
+"""The ``sb3-trpo-ext`` command (also ``python -m sb3_trpo_ext.zoo``): rl_zoo3's commands for this TRPO."""
 
 import difflib
 import runpy
 import sys
 from collections.abc import Callable, Sequence
 
-import yaml
-
+from sb3_trpo_ext.extras import exits_on_missing_extra, require, require_env
 from sb3_trpo_ext.zoo import ALGO, accepted_hyperparameters, config_path, register, unknown_hyperparameters
 
-USAGE = __doc__
+COMMANDS = ("train", "optimize", "enjoy", "record-video", "plot")
+
+USAGE = """\
+usage: sb3-trpo-ext COMMAND [rl_zoo3 flags...]    (also: python -m sb3_trpo_ext.zoo COMMAND ...)
+
+commands:
+  train         train an agent with the packaged hyperparameters
+  optimize      search hyperparameters with Optuna (train with --optimize-hyperparameters)
+  enjoy         run a trained agent
+  record-video  record a video of a trained agent
+  plot          plot training curves; -o/--output FILE writes the figure instead of showing it
+
+Every flag goes to rl_zoo3 unchanged; --algo defaults to trpo_ext and, for train and optimize, --conf-file to the
+packaged hyperparameters. "sb3-trpo-ext COMMAND --help" lists a command's flags.
+
+Needs the zoo extra: pip install "sb3-trpo-ext[zoo]" (plot also needs "plots"; MuJoCo and Box2D tasks "mujoco"
+and "box2d").
+
+example:
+  sb3-trpo-ext train --env CartPole-v1 --seed 0
+"""
 
 
 def _value_of(args: Sequence[str], *flags: str) -> str | None:
@@ -33,6 +46,8 @@ def check_config_entry(args: Sequence[str]) -> None:
     conf = _value_of(args, "-conf", "--conf-file") or str(config_path())
     if not conf.endswith((".yml", ".yaml")):
         return
+    import yaml
+
     env_id = _value_of(args, "--env") or "CartPole-v1"
     with open(conf) as file:
         entries = yaml.safe_load(file)
@@ -57,12 +72,25 @@ def _run(entry_point: Callable[[], object] | str, program: str, args: list[str])
         entry_point()
 
 
+@exits_on_missing_extra
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("train", "enjoy", "optimize", "record-video", "plot"):
-        print(USAGE, file=sys.stderr)
+    if argv and argv[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return
+    if not argv or argv[0] not in COMMANDS:
+        problem = "a command is needed" if not argv else f"unknown command {argv[0]!r}"
+        close = difflib.get_close_matches(argv[0], COMMANDS, n=1) if argv else []
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        print(f"sb3-trpo-ext: {problem}{hint}; choose from {', '.join(COMMANDS)}. See: sb3-trpo-ext --help", file=sys.stderr)
         raise SystemExit(2)
     command, args = argv[0], argv[1:]
+    require("zoo", f"sb3-trpo-ext {command}")
+    if command == "plot":
+        require("plots", "sb3-trpo-ext plot")
+    env_id = _value_of(args, "--env")
+    if env_id is not None and command != "plot":
+        require_env(env_id)
     register()
     if not any(arg in ("--algo", "-a") or arg.startswith("--algo=") for arg in args):
         args = ["--algo", ALGO, *args]
