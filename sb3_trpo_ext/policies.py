@@ -1,6 +1,7 @@
 """Policies (SB3's actor-critic policies) and which of their parameters belong to the actor and the critic."""
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch as th
 from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, MultiInputActorCriticPolicy
@@ -17,13 +18,28 @@ def _parameters_reached_by(outputs: Sequence[th.Tensor], policy: nn.Module) -> l
     return [param for param, grad in zip(params, grads, strict=True) if grad is not None]
 
 
+@contextmanager
+def _probing(policy: ActorCriticPolicy) -> Iterator[th.Tensor]:
+    """
+    A sample observation to trace the policy's graph with, in evaluation mode: a batch of one is what BatchNorm
+    refuses in training mode, and a probe must not move its running statistics.
+    """
+    training = policy.training
+    policy.set_training_mode(False)
+    try:
+        observation, _ = policy.obs_to_tensor(policy.observation_space.sample())
+        yield observation  # type: ignore[misc]
+    finally:
+        policy.set_training_mode(training)
+
+
 def actor_parameters(policy: ActorCriticPolicy) -> list[nn.Parameter]:
     """
     The parameters the action distribution depends on, found through the autograd graph of the
     distribution's own tensors on a sample observation, so custom policies work without naming conventions.
     """
-    observation, _ = policy.obs_to_tensor(policy.observation_space.sample())
-    distribution = policy.get_distribution(observation)
+    with _probing(policy) as observation:
+        distribution = policy.get_distribution(observation)
     # MultiCategorical holds one torch distribution per sub-space, the others a single one.
     torch_distributions = distribution.distribution
     if not isinstance(torch_distributions, list):
@@ -40,9 +56,9 @@ def critic_parameters(policy: ActorCriticPolicy, actor_params: Sequence[nn.Param
     :func:`actor_parameters`): the only ones the critic trains, so fitting the value never moves the policy
     (also when a features extractor is shared).
     """
-    observation, _ = policy.obs_to_tensor(policy.observation_space.sample())
     actor = {id(param) for param in actor_params}
-    value_params = _parameters_reached_by([policy.predict_values(observation)], policy)
+    with _probing(policy) as observation:
+        value_params = _parameters_reached_by([policy.predict_values(observation)], policy)
     return [param for param in value_params if id(param) not in actor]
 
 

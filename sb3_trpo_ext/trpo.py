@@ -2,6 +2,7 @@
 
 import copy
 import io
+import json
 import math
 import pathlib
 import pickle
@@ -19,7 +20,7 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
-from stable_baselines3.common.save_util import load_from_zip_file
+from stable_baselines3.common.save_util import load_from_zip_file, open_path
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, Schedule, TensorDict
 from stable_baselines3.common.utils import explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
@@ -59,6 +60,37 @@ def numerical_fault(policy_gradient: th.Tensor, beta: float | None, search: Line
     if search.n_candidates > 0 and search.n_nonfinite == search.n_candidates:
         return "every line-search candidate had a non-finite surrogate or KL"
     return None
+
+
+#: Hyperparameters that both this TRPO and sb3-contrib's save, and no other algorithm does together.
+SAVED_BY_A_TRPO = frozenset(
+    {"target_kl", "cg_max_steps", "cg_damping", "line_search_shrinking_factor", "line_search_max_iter",
+     "n_critic_updates", "sub_sampling_factor"}
+)
+
+
+def saved_attributes(path: str | pathlib.Path | io.BufferedIOBase) -> set[str]:
+    """The names of the attributes a model zip saved (its ``data`` entry), without unpickling any of them."""
+    file = open_path(path, "r", verbose=0, suffix="zip")
+    position = file.tell()
+    try:
+        with zipfile.ZipFile(file) as archive:
+            return set(json.loads(archive.read("data").decode()))
+    finally:
+        if isinstance(path, (str, pathlib.Path)):
+            file.close()
+        else:
+            file.seek(position)  # BaseAlgorithm.load reads the same file object next
+
+
+def _is_optimizer_state(state: Any) -> bool:
+    """A state dict as torch's optimisers write it: a dict of per-parameter states and a list of groups."""
+    return (
+        isinstance(state, dict)
+        and isinstance(state.get("state"), dict)
+        and isinstance(state.get("param_groups"), list)
+        and all(isinstance(group, dict) and isinstance(group.get("params"), list) for group in state["param_groups"])
+    )
 
 
 def _cloned(state: Any) -> Any:
@@ -211,6 +243,7 @@ class TRPO(OnPolicyAlgorithm):
         self._skipped_updates = 0
         self._reported_faults: set[str] = set()
         self._validate_hyperparameters()
+        self._warn_if_the_last_minibatch_is_short()
 
         if _init_setup_model:
             self._setup_model()
@@ -266,6 +299,19 @@ class TRPO(OnPolicyAlgorithm):
                 f"Fisher-vector products, i.e. be <= {rollout_size - 1}, got {self.sub_sampling_factor}"
             )
 
+    def _warn_if_the_last_minibatch_is_short(self) -> None:
+        if self.env is None:
+            return
+        rollout_size = self.n_steps * self.env.num_envs
+        if rollout_size % self.batch_size:
+            warnings.warn(
+                f"batch_size={self.batch_size} does not divide the rollout size n_steps * n_envs = {rollout_size} "
+                f"(n_steps={self.n_steps}, n_envs={self.env.num_envs}): every critic epoch ends with a minibatch of "
+                f"{rollout_size % self.batch_size} samples. Choose a batch_size that divides {rollout_size}.",
+                UserWarning,
+                stacklevel=3,
+            )
+
     def _setup_model(self) -> None:
         if not isinstance(self.action_space, SUPPORTED_ACTION_SPACES):
             raise ValueError(
@@ -305,16 +351,22 @@ class TRPO(OnPolicyAlgorithm):
     ) -> SelfTRPO:
         """
         Load a model saved by this TRPO or by sb3-contrib's (see ``BaseAlgorithm.load``). A file that is not
-        such a model (corrupted, truncated, another algorithm's) raises a ValueError that says so.
+        such a model (corrupted, truncated, another algorithm's) raises a ValueError that says so, and so do
+        hyperparameters the constructor would refuse.
         """
         try:
-            return super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+            missing = sorted(SAVED_BY_A_TRPO - saved_attributes(path))
+            if missing:
+                raise ValueError(f"it was saved by another algorithm (it has no {', '.join(missing)})")
+            model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
         except (AssertionError, ValueError, KeyError, TypeError, AttributeError, RuntimeError, EOFError, zipfile.BadZipFile,
-                pickle.UnpicklingError) as error:
+                pickle.UnpicklingError, json.JSONDecodeError) as error:
             raise ValueError(
                 f"Could not load a TRPO model from {path!r}: {error}. Expected a zip saved by sb3_trpo_ext.TRPO or "
                 "sb3_contrib.TRPO (an actor-critic policy with its optimiser)."
             ) from error
+        model._validate_hyperparameters()
+        return model
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_actor_params", "_critic_params", "_actor_network", "_critic_network",
@@ -338,11 +390,12 @@ class TRPO(OnPolicyAlgorithm):
             params["policy.optimizer"] = self._critic_optimizer_state(params["policy.optimizer"])
         super().set_parameters(params, exact_match=exact_match, device=device)
 
-    def _critic_optimizer_state(self, state: dict[str, Any]) -> dict[str, Any]:
+    def _critic_optimizer_state(self, state: Any) -> Any:
         all_params = list(self.policy.parameters())
+        if not _is_optimizer_state(state) or len(all_params) == len(self._critic_params):
+            return state  # SB3 and torch judge (and refuse) anything else as they would for any algorithm
         groups = state["param_groups"]
-        covers_all_params = len(groups) == 1 and len(groups[0]["params"]) == len(all_params)
-        if not covers_all_params or len(all_params) == len(self._critic_params):
+        if not (len(groups) == 1 and len(groups[0]["params"]) == len(all_params)):
             return state
         position = {id(param): index for index, param in enumerate(all_params)}
         kept = [position[id(param)] for param in self._critic_params]

@@ -1,0 +1,95 @@
+"""
+Train variants of a packaged zoo entry on several seeds and record each run's final deterministic return: the
+tool for trying a few settings by hand, on seeds kept apart from the reporting seeds 0-4.
+
+    python benchmarks/entry_variants.py --env CartPole-v1 --seeds 100 101 102 \\
+        --variant "" --variant "target_kl=0.02" --variant "target_kl=0.02,n_steps=1024" \\
+        --output benchmarks/results/variants/CartPole-v1.jsonl
+
+A variant is a comma-separated list of KEY=VALUE over the entry (values read as Python literals; the empty
+variant is the entry itself; ``n_envs`` and ``n_timesteps`` are accepted too). Each run is one JSON line: the env,
+variant, seed, steps, the final mean return over 10 deterministic episodes on a separate environment, the
+evaluations along the way, and the provenance (commit, versions, code). Lines already in the output are not run
+again, so the command resumes.
+"""
+
+import argparse
+import ast
+import dataclasses
+import json
+import multiprocessing
+from pathlib import Path
+from typing import Any
+
+import torch as th
+from stable_baselines3.common.callbacks import EvalCallback
+
+from sb3_trpo_ext.benchmark.provenance import provenance
+from sb3_trpo_ext.benchmark.run import make_env
+from sb3_trpo_ext.benchmark.settings import settings_for
+from sb3_trpo_ext.zoo import ALGO
+
+
+def parse_variant(text: str) -> dict[str, Any]:
+    changes = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, _, value = item.partition("=")
+        changes[key.strip()] = ast.literal_eval(value.strip())
+    return changes
+
+
+def run(env_id: str, variant: str, seed: int, n_timesteps: int | None, eval_freq: int) -> dict[str, Any]:
+    th.set_num_threads(1)
+    changes = parse_variant(variant)
+    settings = settings_for(ALGO, env_id)
+    settings = dataclasses.replace(
+        settings,
+        n_envs=changes.pop("n_envs", settings.n_envs),
+        n_timesteps=n_timesteps or changes.pop("n_timesteps", settings.n_timesteps),
+        hyperparameters={**settings.hyperparameters, **changes},
+    )
+    env = make_env(settings, env_id, seed)
+    eval_env = make_env(settings, env_id, seed + 10_000, for_evaluation=True)
+    model = settings.model(env, seed)
+    evaluations = EvalCallback(eval_env, n_eval_episodes=10, eval_freq=max(eval_freq // settings.n_envs, 1), verbose=0)
+    model.learn(settings.n_timesteps, callback=evaluations)
+    if not evaluations.evaluations_timesteps or evaluations.evaluations_timesteps[-1] != model.num_timesteps:
+        evaluations.n_calls = 0  # one more evaluation, at the end of training
+        evaluations.eval_freq = 1
+        evaluations.on_step()
+    returns = [float(sum(result) / len(result)) for result in evaluations.evaluations_results]
+    return dict(env=env_id, variant=variant, seed=seed, steps=int(model.num_timesteps), final_return=returns[-1],
+                curve_steps=[int(step) for step in evaluations.evaluations_timesteps], curve_returns=returns,
+                provenance=provenance(ALGO))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", required=True)
+    parser.add_argument("--variant", action="append", default=None, help='KEY=VALUE,... over the entry ("" = as is)')
+    parser.add_argument("--seeds", type=int, nargs="+", default=[100, 101, 102])
+    parser.add_argument("-n", "--n-timesteps", type=int, default=None, help="instead of the entry's n_timesteps")
+    parser.add_argument("--eval-freq", type=int, default=10_000)
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--output", required=True, help="JSON-lines file, appended to")
+    args = parser.parse_args()
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    done = set()
+    if output.exists():
+        done = {(r["variant"], r["seed"]) for r in map(json.loads, output.read_text().splitlines()) if r["env"] == args.env}
+    todo = [(args.env, variant, seed, args.n_timesteps, args.eval_freq)
+            for variant in (args.variant or [""]) for seed in args.seeds if (variant, seed) not in done]
+    with multiprocessing.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
+        for record in pool.imap(_run, todo):
+            with output.open("a") as file:
+                file.write(json.dumps(record) + "\n")
+            print(f"{record['variant'] or '(entry)'} seed {record['seed']}: {record['final_return']:.1f}", flush=True)
+
+
+def _run(arguments: tuple) -> dict[str, Any]:
+    return run(*arguments)
+
+
+if __name__ == "__main__":
+    main()
