@@ -22,10 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import torch as th
-from stable_baselines3.common.callbacks import EvalCallback
-
 from sb3_trpo_ext.benchmark.provenance import provenance
-from sb3_trpo_ext.benchmark.run import make_env
+from sb3_trpo_ext.benchmark.run import LearningCurve, make_env
 from sb3_trpo_ext.benchmark.settings import settings_for
 from sb3_trpo_ext.zoo import ALGO
 
@@ -51,15 +49,12 @@ def run(env_id: str, variant: str, seed: int, n_timesteps: int | None, eval_freq
     env = make_env(settings, env_id, seed)
     eval_env = make_env(settings, env_id, seed + 10_000, for_evaluation=True)
     model = settings.model(env, seed)
-    evaluations = EvalCallback(eval_env, n_eval_episodes=10, eval_freq=max(eval_freq // settings.n_envs, 1), verbose=0)
-    model.learn(settings.n_timesteps, callback=evaluations)
-    if not evaluations.evaluations_timesteps or evaluations.evaluations_timesteps[-1] != model.num_timesteps:
-        evaluations.n_calls = 0  # one more evaluation, at the end of training
-        evaluations.eval_freq = 1
-        evaluations.on_step()
-    returns = [float(sum(result) / len(result)) for result in evaluations.evaluations_results]
-    return dict(env=env_id, variant=variant, seed=seed, steps=int(model.num_timesteps), final_return=returns[-1],
-                curve_steps=[int(step) for step in evaluations.evaluations_timesteps], curve_returns=returns,
+    curve = LearningCurve(eval_env, eval_freq, n_eval_episodes=10)
+    model.learn(settings.n_timesteps, callback=curve)
+    if curve.points[-1][0] != model.num_timesteps:
+        curve.evaluate()
+    return dict(env=env_id, variant=variant, seed=seed, steps=int(model.num_timesteps), final_return=curve.points[-1][1],
+                curve_steps=[step for step, _ in curve.points], curve_returns=[value for _, value in curve.points],
                 provenance=provenance(ALGO))
 
 

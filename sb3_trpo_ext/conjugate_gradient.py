@@ -1,4 +1,4 @@
-"""Conjugate gradient for (F + lambda I) x = g with only matrix-vector products (spec §4)."""
+"""Conjugate gradient for (F + lambda I) x = g with only matrix-vector products (docs/algorithm.md §3)."""
 
 from collections.abc import Callable
 from dataclasses import dataclass

@@ -1,4 +1,4 @@
-"""KL divergence of the action distribution and Fisher-vector products (spec §2 and §4).
+"""KL divergence of the action distribution and Fisher-vector products (docs/algorithm.md §2 and §4).
 
 The KL here is that of the *whole* action distribution: for factorised actions (diagonal Gaussian,
 MultiBinary, MultiDiscrete) it is the sum over action dimensions, so ``target_kl`` is the real trust region.
@@ -46,7 +46,7 @@ FisherVectorProduct = Callable[[th.Tensor], th.Tensor]
 
 def kl_divergence(old: Distribution, new: Distribution) -> th.Tensor:
     """
-    KL(old || new) per state, summed over action dimensions (spec §2).
+    KL(old || new) per state, summed over action dimensions (docs/algorithm.md §2).
 
     :param old: action distribution at theta_old (usually detached)
     :param new: action distribution at theta, for the same states
@@ -82,7 +82,8 @@ def distribution_fisher(
     distribution: Distribution, parameters: Sequence[th.Tensor]
 ) -> Callable[[Sequence[th.Tensor]], tuple[th.Tensor, ...]]:
     """
-    u -> M_n u_n for every state n: the Fisher of the distribution in its own parameters z (spec §4), at theta_old.
+    u -> M_n u_n for every state n: the Fisher of the distribution in its own parameters z, at theta_old
+    (docs/algorithm.md §4).
     What M depends on (1/sigma^2, the probabilities) is computed here once, not at every product of CG.
 
     * diagonal Gaussian (mean mu, log-std l): M_mu = diag(1/sigma^2), M_l = 2 I, no cross terms;

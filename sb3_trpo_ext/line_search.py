@@ -1,4 +1,4 @@
-"""Step size and backtracking line search (spec §5)."""
+"""Step size and backtracking line search (docs/algorithm.md §5 and §6)."""
 
 import math
 from collections.abc import Callable
@@ -65,7 +65,7 @@ def is_acceptable(
     accept_ratio: float,
 ) -> bool:
     """
-    The acceptance test of spec §5: surrogate and KL finite, mean KL <= delta, an actual improvement,
+    The acceptance test of docs/algorithm.md §6: surrogate and KL finite, mean KL <= delta, an actual improvement,
     and an improvement of at least ``accept_ratio`` times what the linear model expected.
     """
     if not candidate.is_finite:

@@ -1,4 +1,4 @@
-"""The surrogate objective L(theta) (spec §1 and §6)."""
+"""The surrogate objective L(theta) (docs/algorithm.md §1)."""
 
 import torch as th
 from stable_baselines3.common.distributions import Distribution

@@ -77,3 +77,34 @@ def test_the_extras_table_lists_every_extra_of_pyproject():
 
     extras = tomllib.loads((README.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert set(EXTRAS) <= set(extras)
+
+
+def readme_python_examples() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+
+
+def test_the_readme_s_first_example_runs_unchanged_and_solves_its_task(capsys):
+    exec(compile(readme_python_examples()[0], "README.md", "exec"), {"__name__": "__readme__"})
+    printed = capsys.readouterr().out
+    mean_return = float(re.search(r"mean return ([-\d.]+)", printed).group(1))
+    assert mean_return >= 475, printed  # CartPole-v1's threshold, as the README says
+
+
+def test_the_readme_is_a_short_front_page_that_links_only_inside_the_repository():
+    text = README.read_text()
+    assert len(text.splitlines()) <= 150
+    assert "shared/" not in text and "spec §" not in text
+    root = README.parent
+    for document in [README, *sorted((root / "docs").glob("*.md")), root / "CHANGELOG.md"]:
+        for target in re.findall(r"\]\(([^)#]+)\)", document.read_text()):
+            if "://" not in target:
+                assert (document.parent / target).exists(), f"{document.name} links to a missing {target}"
+
+
+def test_docstrings_cite_documents_of_the_repository():
+    package = README.parent / "sb3_trpo_ext"
+    for path in package.rglob("*.py"):
+        text = path.read_text()
+        assert "spec §" not in text, path
+        for section in re.findall(r"docs/algorithm\.md (§\d+)", text):
+            assert f"## {section} " in (README.parent / "docs" / "algorithm.md").read_text(), (path, section)

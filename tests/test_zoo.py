@@ -125,6 +125,24 @@ def test_optimize_two_trials_in_a_journal_storage(workdir):
     assert {"target_kl", "cg_damping", "line_search_accept_ratio", "sub_sampling_factor"} <= set(trials[0].params)
 
 
+def test_the_search_space_covers_what_decides_returns():
+    import optuna
+
+    from sb3_trpo_ext.zoo import sample_trpo_ext_params
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    params = sample_trpo_ext_params(trial, n_actions=6, n_envs=2, additional_args={})
+    assert {"n_steps", "batch_size", "gamma", "gae_lambda", "learning_rate", "n_critic_updates", "target_kl",
+            "cg_damping"} <= set(params)
+    assert {"net_arch", "activation_fn", "log_std_init", "ortho_init"} <= set(params["policy_kwargs"])
+    assert params["batch_size"] <= params["n_steps"] and trial.user_attrs["samples_per_update"] == 2 * params["n_steps"]
+    distributions = trial.distributions
+    assert distributions["cg_damping"].high >= 0.8  # sb3-contrib's default damping on 8 action dimensions
+    assert distributions["target_kl"].high >= 0.24  # its HalfCheetah trust region, 6 x 0.04
+    TRPO("MlpPolicy", "Pendulum-v1", **params)  # the sampled settings build a model
+
+
 def test_unknown_env_id_is_a_clear_error(workdir):
     with pytest.raises(ValueError, match="CartPol-v1 not found in gym registry, you maybe meant CartPole-v1"):
         zoo("train", "--env", "CartPol-v1", "-n", 256)
