@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch as th
+
 from sb3_trpo_ext.benchmark.provenance import provenance
 from sb3_trpo_ext.benchmark.run import LearningCurve, make_env
 from sb3_trpo_ext.benchmark.settings import settings_for

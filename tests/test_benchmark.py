@@ -14,7 +14,7 @@ from torch import nn
 
 from sb3_trpo_ext.benchmark.cli import main, parse_args, run_specs, stale
 from sb3_trpo_ext.benchmark.provenance import code_fingerprint, fingerprint
-from sb3_trpo_ext.benchmark.report import markdown_summary
+from sb3_trpo_ext.benchmark.report import aggregate_lines, markdown_summary
 from sb3_trpo_ext.benchmark.run import RunSpec, execute
 from sb3_trpo_ext.benchmark.settings import kl_averaged_dimensions, run_settings, settings_for, zoo_entry
 
@@ -89,6 +89,8 @@ def test_quick_benchmark_writes_every_result(tmp_path, capsys):
     assert all(label in summary for label in ("sb3-trpo-ext TRPO", "sb3-contrib TRPO", "SB3 PPO", "1.00×"))
     assert (tmp_path / "learning_curves.png").stat().st_size > 10_000
     assert (tmp_path / "speed_ratios.png").stat().st_size > 10_000
+    assert (tmp_path / "learning_curves_time.png").stat().st_size > 10_000
+    assert "### Aggregate (rliable)" in summary and "Probability of improvement" in summary
 
     # The same command again reuses the finished runs.
     capsys.readouterr()
@@ -169,3 +171,16 @@ def test_the_summary_reports_the_sample_standard_deviation():
         for algo in ("trpo_ext", "trpo") for seed, value in enumerate((1.0, 3.0))
     ])
     assert "| 2.0 ± 1.4 |" in markdown_summary(runs)  # sqrt(2): ddof=1; ddof=0 would give 1.0
+
+
+def test_the_summary_aggregates_final_returns_with_rliable():
+    runs = pd.DataFrame([
+        dict(env_id=env_id, algo=algo, seed=seed, final_return=float(seed) + (100 if algo == "trpo_ext" else 0))
+        for env_id in ("A-v0", "B-v0") for algo in ("trpo_ext", "trpo") for seed in range(4)
+    ])
+    lines = "\n".join(aggregate_lines(runs, reps=200))
+    # IQM of 0, 1, 2, 3 drops the lowest and highest quarter: 1.5; of 100..103: 101.5.
+    assert "| A-v0 | 101.5 [" in lines and "| 1.5 [" in lines and "(n=4)" in lines
+    assert "sb3-trpo-ext TRPO: 1.00 [1.00, 1.00] (seeds common to all tasks: 4)" in lines
+    reversed_runs = runs.assign(algo=runs["algo"].map({"trpo_ext": "trpo", "trpo": "trpo_ext"}))
+    assert "sb3-trpo-ext TRPO: 0.00 [0.00, 0.00]" in "\n".join(aggregate_lines(reversed_runs, reps=200))

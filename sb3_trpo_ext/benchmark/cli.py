@@ -26,10 +26,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from sb3_trpo_ext.benchmark.provenance import provenance, reproduces
-from sb3_trpo_ext.extras import exits_on_missing_extra, require_env
 from sb3_trpo_ext.benchmark.report import write_report
 from sb3_trpo_ext.benchmark.run import RunSpec, execute
 from sb3_trpo_ext.benchmark.settings import ALGORITHMS, settings_for, settings_record
+from sb3_trpo_ext.extras import exits_on_missing_extra, require_env
 from sb3_trpo_ext.zoo import ALGO
 
 DEFAULT_ENVS = [

@@ -4,6 +4,7 @@ TRPO), learning curves and a bar chart of speed ratios.
 """
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +51,71 @@ def runs_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def curves_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
-    return pd.DataFrame(
-        [dict(env_id=run["env_id"], algo=run["algo"], seed=run["seed"], step=step, mean_return=value)
-         for run in runs for step, value in zip(run["curve_steps"], run["curve_returns"], strict=True)]
-    )
+    """One row per evaluation: its step, return and the seconds spent learning until then (NaN in older runs)."""
+    rows = []
+    for run in runs:
+        seconds = run.get("curve_seconds") or [np.nan] * len(run["curve_steps"])
+        rows += [dict(env_id=run["env_id"], algo=run["algo"], seed=run["seed"], step=step, seconds=second, mean_return=value)
+                 for step, second, value in zip(run["curve_steps"], seconds, run["curve_returns"], strict=True)]
+    return pd.DataFrame(rows)
+
+
+def aggregate_lines(table: pd.DataFrame, reps: int = 2000, seed: int = 0) -> list[str]:
+    """
+    Markdown rows of rliable's estimates over the final returns: per task, each algorithm's interquartile mean with a
+    95% stratified-bootstrap confidence interval; over all tasks, the probability that an algorithm's run beats one of
+    sb3-contrib's TRPO (on the seeds every task has for both).
+    """
+    from rliable import library as rly
+    from rliable import metrics
+
+    algos = [algo for algo in ALGORITHMS if algo in set(table["algo"])]
+
+    def interval(scores: dict[str, Any], function: Any) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        with warnings.catch_warnings():
+            # rliable seeds arch's bootstrap the way arch now deprecates; the estimates are the same.
+            warnings.filterwarnings("ignore", category=FutureWarning, module="arch")
+            return rly.get_interval_estimates(scores, function, reps=reps, random_state=np.random.RandomState(seed))
+
+    def iqm(scores: np.ndarray) -> np.ndarray:
+        return np.array([metrics.aggregate_iqm(scores)])
+
+    lines = ["| task | " + " | ".join(f"{ALGORITHMS[algo]} IQM [95% CI]" for algo in algos) + " |",
+             "|---|" + "---|" * len(algos)]
+    for env_id, runs in table.groupby("env_id", sort=False):
+        cells = []
+        for algo in algos:
+            scores = runs.loc[runs["algo"] == algo, "final_return"].to_numpy(dtype=float)[:, None]
+            if len(scores) == 0:
+                cells.append("–")
+                continue
+            point, ci = interval({algo: scores}, iqm)
+            cells.append(f"{point[algo][0]:.1f} [{ci[algo][0][0]:.1f}, {ci[algo][1][0]:.1f}] (n={len(scores)})")
+        lines.append(f"| {env_id} | " + " | ".join(cells) + " |")
+    if REFERENCE in algos:
+        pairs = {}
+        envs = list(dict.fromkeys(table["env_id"]))
+        for algo in [algo for algo in algos if algo != REFERENCE]:
+            seeds = sorted(set.intersection(*(set(table.loc[(table["env_id"] == env) & (table["algo"] == name), "seed"])
+                                              for env in envs for name in (algo, REFERENCE))))
+            if not seeds:
+                continue
+
+            def matrix(name: str, seeds: list[int] = seeds) -> np.ndarray:
+                rows = table[(table["algo"] == name) & table["seed"].isin(seeds)]
+                return rows.pivot(index="seed", columns="env_id", values="final_return")[envs].to_numpy(dtype=float)
+
+            pairs[algo] = (matrix(algo), matrix(REFERENCE), len(seeds))
+        if pairs:
+            point, ci = interval({algo: [x, y] for algo, (x, y, _) in pairs.items()}, metrics.probability_of_improvement)
+            explained = (f"Probability of improvement over {ALGORITHMS[REFERENCE]} over these {len(envs)} tasks "
+                         "(P(a run of the algorithm beats one of the reference), averaged over tasks; 95% CI):")
+            lines += ["", explained, ""]
+            for algo, (_, _, n) in pairs.items():
+                low, high = np.ravel(ci[algo])
+                lines.append(f"- {ALGORITHMS[algo]}: {float(np.ravel(point[algo])[0]):.2f} [{low:.2f}, {high:.2f}] "
+                             f"(seeds common to all tasks: {n})")
+    return lines
 
 
 def _mean_std(values: pd.Series, digits: int) -> str:
@@ -93,6 +155,7 @@ def markdown_summary(table: pd.DataFrame, command: str = "") -> str:
                 f"| {group['peak_memory_mib'].mean():.0f} |"
             )
         lines += ["", *diagnostics_table(runs), ""]
+    lines += ["### Aggregate (rliable)", "", *aggregate_lines(table), ""]
     return "\n".join(lines)
 
 
@@ -110,8 +173,11 @@ def diagnostics_table(runs: pd.DataFrame) -> list[str]:
     return rows
 
 
-def plot_learning_curves(curves: pd.DataFrame, path: Path) -> None:
-    """Mean deterministic return against steps per algorithm, with a band of ± one std across seeds."""
+def plot_learning_curves(curves: pd.DataFrame, path: Path, x: str = "step") -> None:
+    """
+    Mean deterministic return per algorithm against ``x`` (``"step"``, or ``"seconds"`` of learning), with a band of
+    ± one standard deviation across seeds. Against seconds, each algorithm's curve ends where its shortest seed ends.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,19 +189,20 @@ def plot_learning_curves(curves: pd.DataFrame, path: Path) -> None:
     figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.3 * rows), squeeze=False)
     for ax, env_id in zip(axes.flat, envs, strict=False):
         for algo in [algo for algo in ALGORITHMS if algo in set(curves["algo"])]:
-            runs = curves[(curves["env_id"] == env_id) & (curves["algo"] == algo)]
+            runs = curves[(curves["env_id"] == env_id) & (curves["algo"] == algo)].dropna(subset=[x])
             if runs.empty:
                 continue
-            # Seeds may be evaluated at slightly different steps (rollouts end past a threshold): interpolate.
-            grid = np.unique(runs["step"])
-            values = np.array([np.interp(grid, seed_runs["step"], seed_runs["mean_return"])
+            # Seeds are evaluated at slightly different steps (rollouts end past a threshold) and times: interpolate.
+            grid = np.unique(runs[x])
+            grid = grid[grid <= runs.groupby("seed")[x].max().min()]
+            values = np.array([np.interp(grid, seed_runs[x], seed_runs["mean_return"])
                                for _, seed_runs in runs.groupby("seed")])
             mean = values.mean(axis=0)
             std = values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros_like(mean)
             ax.plot(grid, mean, label=ALGORITHMS[algo])
             ax.fill_between(grid, mean - std, mean + std, alpha=0.2)
         ax.set_title(env_id)
-        ax.set_xlabel("steps")
+        ax.set_xlabel("steps" if x == "step" else "seconds of learning (evaluations excluded)")
         ax.set_ylabel("deterministic return")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(envs):]:
@@ -179,7 +246,10 @@ def plot_speed_ratios(table: pd.DataFrame, path: Path) -> None:
 
 
 def write_report(output_dir: str | Path, command: str = "") -> pd.DataFrame:
-    """Write runs.csv, runs.json, curves.csv, summary.md, learning_curves.png and speed_ratios.png."""
+    """
+    Write runs.csv, runs.json, curves.csv, summary.md, learning_curves.png (and learning_curves_time.png, against
+    seconds of learning) and speed_ratios.png.
+    """
     output_dir = Path(output_dir)
     runs = load_runs(output_dir)
     if not runs:
@@ -191,5 +261,7 @@ def write_report(output_dir: str | Path, command: str = "") -> pd.DataFrame:
     (output_dir / "runs.json").write_text(json.dumps(runs, indent=1))
     (output_dir / "summary.md").write_text(markdown_summary(table, command))
     plot_learning_curves(curves, output_dir / "learning_curves.png")
+    if curves["seconds"].notna().any():
+        plot_learning_curves(curves, output_dir / "learning_curves_time.png", x="seconds")
     plot_speed_ratios(table, output_dir / "speed_ratios.png")
     return table
