@@ -7,7 +7,7 @@ tool for trying a few settings by hand, on seeds kept apart from the reporting s
         --output benchmarks/results/variants/CartPole-v1.jsonl
 
 A variant is a comma-separated list of KEY=VALUE over the entry (values read as Python literals; the empty
-variant is the entry itself; ``n_envs`` and ``n_timesteps`` are accepted too). Each run is one JSON line: the env,
+variant is the entry itself; ``n_envs``, ``n_timesteps`` and ``env_kwargs`` are accepted too). Each run is one JSON line: the env,
 variant, seed, steps, the final mean return over 10 deterministic episodes on a separate environment, the
 evaluations along the way, and the provenance (commit, versions, code). Lines already in the output are not run
 again, so the command resumes.
@@ -30,11 +30,10 @@ from sb3_trpo_ext.zoo import ALGO
 
 
 def parse_variant(text: str) -> dict[str, Any]:
-    changes = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, _, value = item.partition("=")
-        changes[key.strip()] = ast.literal_eval(value.strip())
-    return changes
+    """``"a=1, b={'c': 2}"`` -> {"a": 1, "b": {"c": 2}}: keyword arguments whose values are Python literals."""
+    call = ast.parse(f"variant({text})", mode="eval").body
+    assert isinstance(call, ast.Call) and not call.args, f"not KEY=VALUE,...: {text!r}"
+    return {keyword.arg: ast.literal_eval(keyword.value) for keyword in call.keywords if keyword.arg is not None}
 
 
 def run(env_id: str, variant: str, seed: int, n_timesteps: int | None, eval_freq: int) -> dict[str, Any]:
@@ -45,6 +44,7 @@ def run(env_id: str, variant: str, seed: int, n_timesteps: int | None, eval_freq
         settings,
         n_envs=changes.pop("n_envs", settings.n_envs),
         n_timesteps=n_timesteps or changes.pop("n_timesteps", settings.n_timesteps),
+        env_kwargs={**(settings.env_kwargs or {}), **changes.pop("env_kwargs", {})} or None,
         hyperparameters={**settings.hyperparameters, **changes},
     )
     env = make_env(settings, env_id, seed)

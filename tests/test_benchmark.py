@@ -16,7 +16,7 @@ from sb3_trpo_ext.benchmark.cli import main, parse_args, run_specs, stale
 from sb3_trpo_ext.benchmark.provenance import code_fingerprint, fingerprint
 from sb3_trpo_ext.benchmark.report import aggregate_lines, markdown_summary
 from sb3_trpo_ext.benchmark.run import RunSpec, execute
-from sb3_trpo_ext.benchmark.settings import kl_averaged_dimensions, run_settings, settings_for, zoo_entry
+from sb3_trpo_ext.benchmark.settings import kl_averaged_dimensions, run_settings, settings_for, settings_record, zoo_entry
 
 BENCHMARK_ENVS = ["CartPole-v1", "Pendulum-v1", "Acrobot-v1", "LunarLanderContinuous-v3",
                   "HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Swimmer-v5"]
@@ -184,3 +184,16 @@ def test_the_summary_aggregates_final_returns_with_rliable():
     assert "sb3-trpo-ext TRPO: 1.00 [1.00, 1.00] (seeds common to all tasks: 4)" in lines
     reversed_runs = runs.assign(algo=runs["algo"].map({"trpo_ext": "trpo", "trpo": "trpo_ext"}))
     assert "sb3-trpo-ext TRPO: 0.00 [0.00, 0.00]" in "\n".join(aggregate_lines(reversed_runs, reps=200))
+
+
+def test_an_entry_s_env_kwargs_make_its_environment():
+    from sb3_trpo_ext.benchmark.run import make_env
+
+    plain = run_settings("Ant-v5", {"n_envs": 1}, "trpo_ext")
+    without_contacts = run_settings("Ant-v5", {"n_envs": 1, "env_kwargs": "dict(include_cfrc_ext_in_observation=False)"},
+                                    "trpo_ext")
+    assert without_contacts.hyperparameters == {} and without_contacts.env_kwargs == {"include_cfrc_ext_in_observation": False}
+    assert make_env(plain, "Ant-v5", 0).observation_space.shape == (105,)
+    assert make_env(without_contacts, "Ant-v5", 0).observation_space.shape == (27,)
+    # Runs recorded before entries could carry env_kwargs have none: they still match an entry without them.
+    assert settings_record(plain)["env_kwargs"] is None

@@ -45,8 +45,8 @@ class RunSpec:
 
 
 def make_env(settings: RunSettings, env_id: str, seed: int, for_evaluation: bool = False) -> VecEnv:
-    """The run's vectorised environment (Monitor-wrapped, normalised as its zoo entry says)."""
-    env = make_vec_env(env_id, n_envs=1 if for_evaluation else settings.n_envs, seed=seed)
+    """The run's vectorised environment (Monitor-wrapped, made and normalised as its zoo entry says)."""
+    env = make_vec_env(env_id, n_envs=1 if for_evaluation else settings.n_envs, seed=seed, env_kwargs=settings.env_kwargs)
     if settings.normalize_kwargs is not None:
         kwargs = dict(settings.normalize_kwargs)
         if for_evaluation:

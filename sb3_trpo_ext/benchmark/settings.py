@@ -31,7 +31,7 @@ ALGORITHMS = {
 REFERENCE = "trpo"
 
 #: Zoo keys that shape the environment or the run rather than the algorithm.
-ENV_KEYS = ("n_envs", "n_timesteps", "normalize", "policy")
+ENV_KEYS = ("n_envs", "n_timesteps", "normalize", "policy", "env_kwargs")
 
 #: Zoo keys that need rl_zoo3's wrappers or callbacks; the benchmark does not rebuild those.
 UNSUPPORTED_KEYS = ("env_wrapper", "vec_env_wrapper", "frame_stack", "callback", "normalize_kwargs", "monitor_kwargs")
@@ -99,6 +99,7 @@ class RunSettings:
     policy: str
     normalize_kwargs: dict[str, Any] | None
     hyperparameters: dict[str, Any] = field(default_factory=dict)
+    env_kwargs: dict[str, Any] | None = None
 
     def model(self, env: Any, seed: int) -> BaseAlgorithm:
         return algorithm_class(self.algo)(self.policy, env, seed=seed, verbose=0, **self.hyperparameters)
@@ -113,6 +114,8 @@ def settings_record(settings: RunSettings) -> dict[str, Any]:
         n_envs=settings.n_envs,
         normalize=settings.normalize_kwargs is not None,
         normalize_kwargs=repr(settings.normalize_kwargs),
+        # None when the entry has none, as in records written before entries could have them
+        env_kwargs=settings.env_kwargs,
     )
 
 
@@ -142,8 +145,10 @@ def run_settings(entry_name: str, entry: dict[str, Any], algo: str) -> RunSettin
         normalize_kwargs = _evaluated(normalize) if isinstance(normalize, str) else {}
         if "gamma" in hyperparameters:
             normalize_kwargs["gamma"] = hyperparameters["gamma"]
+    env_kwargs = entry.get("env_kwargs")
     return RunSettings(
         algo=algo,
+        env_kwargs=_evaluated(env_kwargs) if isinstance(env_kwargs, str) else env_kwargs,
         entry_name=entry_name,
         n_envs=int(entry.get("n_envs", 1)),
         n_timesteps=int(entry.get("n_timesteps", 1_000_000)),
