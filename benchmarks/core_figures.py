@@ -33,8 +33,9 @@ def final_return(algorithm: str, env_id: str, seed: int, timesteps: int) -> dict
     eval_env = gym.make(env_id)
     eval_env.reset(seed=10_000 + seed)
     mean, std = evaluate_policy(model, eval_env, n_eval_episodes=10, deterministic=True)
-    return dict(algorithm=algorithm, env=env_id, seed=seed, steps=timesteps, mean_return=mean, std_return=std,
-                wall_s=round(wall, 1))
+    return dict(
+        algorithm=algorithm, env=env_id, seed=seed, steps=timesteps, mean_return=mean, std_return=std, wall_s=round(wall, 1)
+    )
 
 
 def main() -> None:

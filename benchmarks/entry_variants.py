@@ -7,10 +7,10 @@ tool for trying a few settings by hand, on seeds kept apart from the reporting s
         --output benchmarks/results/variants/CartPole-v1.jsonl
 
 A variant is a comma-separated list of KEY=VALUE over the entry (values read as Python literals; the empty
-variant is the entry itself; ``n_envs``, ``n_timesteps`` and ``env_kwargs`` are accepted too). Each run is one JSON line: the env,
-variant, seed, steps, the final mean return over 10 deterministic episodes on a separate environment, the
-evaluations along the way, and the provenance (commit, versions, code). Lines already in the output are not run
-again, so the command resumes.
+variant is the entry itself; ``n_envs``, ``n_timesteps`` and ``env_kwargs`` are accepted too). Each run is one
+JSON line: the env, variant, seed, steps, the final mean return over 10 deterministic episodes on a separate
+environment, the evaluations along the way, and the provenance (commit, versions, code). Lines already in the
+output are not run again, so the command resumes.
 """
 
 import argparse
@@ -54,9 +54,16 @@ def run(env_id: str, variant: str, seed: int, n_timesteps: int | None, eval_freq
     model.learn(settings.n_timesteps, callback=curve)
     if curve.points[-1][0] != model.num_timesteps:
         curve.evaluate()
-    return dict(env=env_id, variant=variant, seed=seed, steps=int(model.num_timesteps), final_return=curve.points[-1][1],
-                curve_steps=[step for step, _ in curve.points], curve_returns=[value for _, value in curve.points],
-                provenance=provenance(ALGO))
+    return dict(
+        env=env_id,
+        variant=variant,
+        seed=seed,
+        steps=int(model.num_timesteps),
+        final_return=curve.points[-1][1],
+        curve_steps=[step for step, _ in curve.points],
+        curve_returns=[value for _, value in curve.points],
+        provenance=provenance(ALGO),
+    )
 
 
 def main() -> None:
@@ -74,8 +81,12 @@ def main() -> None:
     done = set()
     if output.exists():
         done = {(r["variant"], r["seed"]) for r in map(json.loads, output.read_text().splitlines()) if r["env"] == args.env}
-    todo = [(args.env, variant, seed, args.n_timesteps, args.eval_freq)
-            for variant in (args.variant or [""]) for seed in args.seeds if (variant, seed) not in done]
+    todo = [
+        (args.env, variant, seed, args.n_timesteps, args.eval_freq)
+        for variant in (args.variant or [""])
+        for seed in args.seeds
+        if (variant, seed) not in done
+    ]
     with multiprocessing.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
         for record in pool.imap(_run, todo):
             with output.open("a") as file:

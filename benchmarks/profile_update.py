@@ -54,8 +54,10 @@ def main() -> None:
     print(f"{args.env}, {steps} steps per rollout, medians over {args.updates} interleaved updates (ms):")
     for phase in ("train", "rollout"):
         ours, theirs = (1000 * statistics.median(times[algo, phase]) for algo in models)
-        print(f"  {phase:8s} {ALGORITHMS['trpo_ext']}: {ours:8.1f}   {ALGORITHMS['trpo']}: {theirs:8.1f}   "
-              f"ratio {ours / theirs:.2f}")
+        print(
+            f"  {phase:8s} {ALGORITHMS['trpo_ext']}: {ours:8.1f}   {ALGORITHMS['trpo']}: {theirs:8.1f}   "
+            f"ratio {ours / theirs:.2f}"
+        )
     for algo, model in models.items():
         for phase, call in (("train", model.train), ("rollout", lambda model=model: rollout(model))):
             profile = cProfile.Profile()

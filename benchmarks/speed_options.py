@@ -54,13 +54,15 @@ def cg_precision(model) -> None:
     # SB3 casts observations to float32 before the features extractor; keep float64 ones as they are.
     preprocess = sb3_policies.preprocess_obs
     sb3_policies.preprocess_obs = lambda obs, space, normalize_images=True: (
-        obs if obs.dtype == th.float64 else preprocess(obs, space, normalize_images))
+        obs if obs.dtype == th.float64 else preprocess(obs, space, normalize_images)
+    )
     observations64, g64 = policy_gradient(model, policy64, params64, th.float64)
     fvp64 = fisher_vector_product(policy64, observations64, params64, "analytic", model.cg_damping)
     variants = {
         "float32 (taken)": lambda: conjugate_gradient(fvp, g, model.cg_max_steps, model.cg_residual_tol),
         "float64 CG, float32 products": lambda: conjugate_gradient(
-            lambda v: fvp(v.float()).double(), g.double(), model.cg_max_steps, model.cg_residual_tol),
+            lambda v: fvp(v.float()).double(), g.double(), model.cg_max_steps, model.cg_residual_tol
+        ),
         "float64 policy and CG": lambda: conjugate_gradient(fvp64, g64, model.cg_max_steps, model.cg_residual_tol),
     }
     results = {}

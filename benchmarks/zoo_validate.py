@@ -34,16 +34,45 @@ def main() -> None:
     if not args.summarize_only:
         budget = [] if args.n_timesteps is None else ["-n", str(args.n_timesteps)]
         for seed in args.seeds:
-            subprocess.run([sys.executable, "-m", "sb3_trpo_ext.zoo", "train", "--env", args.env, "--seed", str(seed),
-                            "--eval-freq", str(args.eval_freq), "--eval-episodes", "10", "--num-threads", "1",
-                            "-f", args.log_folder,
-                            *budget], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "sb3_trpo_ext.zoo",
+                    "train",
+                    "--env",
+                    args.env,
+                    "--seed",
+                    str(seed),
+                    "--eval-freq",
+                    str(args.eval_freq),
+                    "--eval-episodes",
+                    "10",
+                    "--num-threads",
+                    "1",
+                    "-f",
+                    args.log_folder,
+                    *budget,
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
         runs = sorted(Path(args.log_folder, ALGO).glob(f"{args.env}_*"), key=lambda p: int(p.name.rsplit("_", 1)[1]))
-        runs = runs[-len(args.seeds):]
+        runs = runs[-len(args.seeds) :]
     for seed, run in zip(args.seeds, runs, strict=False):
         evaluations = np.load(run / "evaluations.npz")
-        print(json.dumps(dict(env=args.env, seed=seed, run=run.name, steps=int(evaluations["timesteps"][-1]),
-                              mean_return=float(evaluations["results"][-1].mean()))), flush=True)
+        print(
+            json.dumps(
+                dict(
+                    env=args.env,
+                    seed=seed,
+                    run=run.name,
+                    steps=int(evaluations["timesteps"][-1]),
+                    mean_return=float(evaluations["results"][-1].mean()),
+                )
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -3,5 +3,5 @@
 from sb3_trpo_ext.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 from sb3_trpo_ext.trpo import TRPO
 
-__all__ = ["TRPO", "MlpPolicy", "CnnPolicy", "MultiInputPolicy"]
+__all__ = ["TRPO", "CnnPolicy", "MlpPolicy", "MultiInputPolicy"]
 __version__ = "0.1.0"

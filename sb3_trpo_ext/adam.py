@@ -6,14 +6,13 @@ from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import torch as th
-from torch import nn
 from torch.optim import optimizer as torch_optimizer
 
 OptimizerStep = Callable[[Sequence[th.Tensor]], None]
 
 
 @contextmanager
-def optimizer_steps(optimizer: th.optim.Optimizer, params: Sequence[nn.Parameter]) -> Iterator[OptimizerStep]:
+def optimizer_steps(optimizer: th.optim.Optimizer, params: Sequence[th.Tensor]) -> Iterator[OptimizerStep]:
     """
     A function that takes the gradients of ``params`` and makes ``optimizer``'s step with them, for the steps of one
     critic fit (nothing else may touch the optimiser's state meanwhile).
@@ -68,14 +67,14 @@ def optimizer_steps(optimizer: th.optim.Optimizer, params: Sequence[nn.Parameter
 class FusedAdamState(NamedTuple):
     kernel: Callable[..., Any]
     hyperparameters: dict[str, Any]
-    params: list[nn.Parameter]
+    params: list[th.Tensor]
     exp_avgs: list[th.Tensor]
     exp_avg_sqs: list[th.Tensor]
     max_exp_avg_sqs: list[th.Tensor]
     steps: list[th.Tensor]
 
 
-def _fused_adam_state(optimizer: th.optim.Optimizer, params: Sequence[nn.Parameter]) -> FusedAdamState | None:
+def _fused_adam_state(optimizer: th.optim.Optimizer, params: Sequence[th.Tensor]) -> FusedAdamState | None:
     """
     The fused kernel, its hyperparameters (read once per fit: nothing changes them meanwhile) and the state tensors it
     updates; None where the kernel cannot stand for ``step()``.
@@ -115,8 +114,17 @@ def _fused_adam_state(optimizer: th.optim.Optimizer, params: Sequence[nn.Paramet
     beta1, beta2 = group["betas"]
     return FusedAdamState(
         th._fused_adamw_ if group["decoupled_weight_decay"] else th._fused_adam_,
-        dict(amsgrad=group["amsgrad"], lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
-             eps=group["eps"], maximize=group["maximize"], grad_scale=None, found_inf=None),
+        dict(
+            amsgrad=group["amsgrad"],
+            lr=group["lr"],
+            beta1=beta1,
+            beta2=beta2,
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            maximize=group["maximize"],
+            grad_scale=None,
+            found_inf=None,
+        ),
         list(params),
         [state["exp_avg"] for state in states],
         [state["exp_avg_sq"] for state in states],

@@ -26,7 +26,7 @@ from stable_baselines3.common.distributions import (
     MultiCategoricalDistribution,
 )
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
-from stable_baselines3.common.torch_layers import FlattenExtractor, MlpExtractor
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor, MlpExtractor
 from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
 from torch.nn import functional as F
@@ -54,8 +54,8 @@ OUTPUT_DISTRIBUTIONS = (
 class DenseLayer:
     """x -> act(W x + b); ``activation`` and its ``chain_rule`` are None for no activation."""
 
-    weight: nn.Parameter
-    bias: nn.Parameter | None
+    weight: th.Tensor
+    bias: th.Tensor | None
     activation: Activation | None
     chain_rule: ActivationChainRule | None
 
@@ -73,7 +73,7 @@ class DenseNetwork:
         self.layers = tuple(layers)
 
     @property
-    def parameters(self) -> list[nn.Parameter]:
+    def parameters(self) -> list[th.Tensor]:
         """W_1, b_1, ..., W_L, b_L (absent biases left out): the order of every gradient returned here."""
         return [param for layer in self.layers for param in (layer.weight, layer.bias) if param is not None]
 
@@ -187,7 +187,7 @@ def action_distribution(policy: ActorCriticPolicy, output: th.Tensor) -> Distrib
     """The policy's action distribution from :func:`actor_network`'s output, as ActorCriticPolicy builds it."""
     if isinstance(policy.action_dist, DiagGaussianDistribution):
         return policy.action_dist.proba_distribution(output, policy.log_std)
-    return policy.action_dist.proba_distribution(action_logits=output)  # type: ignore[call-arg]
+    return policy.action_dist.proba_distribution(action_logits=output)
 
 
 def actor_features(policy: ActorCriticPolicy, observations: PyTorchObs) -> th.Tensor:
@@ -200,7 +200,7 @@ def critic_features(policy: ActorCriticPolicy, observations: PyTorchObs) -> th.T
     return _features(policy, observations, policy.vf_features_extractor)
 
 
-def _features(policy: ActorCriticPolicy, observations: PyTorchObs, extractor: nn.Module) -> th.Tensor:
+def _features(policy: ActorCriticPolicy, observations: PyTorchObs, extractor: BaseFeaturesExtractor) -> th.Tensor:
     if (
         type(extractor) is FlattenExtractor
         and isinstance(policy.observation_space, spaces.Box)

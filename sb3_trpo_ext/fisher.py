@@ -54,9 +54,7 @@ def kl_divergence(old: Distribution, new: Distribution) -> th.Tensor:
     """
     if isinstance(old, MultiCategoricalDistribution):
         assert isinstance(new, MultiCategoricalDistribution)
-        return sum(
-            th.distributions.kl_divergence(p, q) for p, q in zip(old.distribution, new.distribution, strict=True)
-        )  # type: ignore[return-value]
+        return sum(th.distributions.kl_divergence(p, q) for p, q in zip(old.distribution, new.distribution, strict=True))  # type: ignore[return-value]
     kl = th.distributions.kl_divergence(old.distribution, new.distribution)  # type: ignore[arg-type]
     # Categorical gives one value per state; factorised distributions one per action dimension.
     return kl.sum(dim=-1) if kl.dim() > 1 else kl
@@ -106,8 +104,7 @@ def distribution_fisher(
         probabilities = [th.softmax(logits, dim=-1) for logits in parameters]
 
         def categorical(tangent: Sequence[th.Tensor]) -> tuple[th.Tensor, ...]:
-            return tuple(p * u - p * (p * u).sum(dim=-1, keepdim=True)
-                         for p, u in zip(probabilities, tangent, strict=True))
+            return tuple(p * u - p * (p * u).sum(dim=-1, keepdim=True) for p, u in zip(probabilities, tangent, strict=True))
 
         return categorical
     if isinstance(distribution, BernoulliDistribution):
@@ -188,7 +185,7 @@ def _parameter_slots(policy: nn.Module, params: Sequence[nn.Parameter]) -> list[
 def _substituted(slots: Sequence[ParameterSlot], tensors: Sequence[th.Tensor]) -> Iterator[None]:
     """Run the policy with ``tensors`` (dual numbers, for forward-mode products) in place of its parameters."""
     for module, name, _, index in slots:
-        module._parameters[name] = tensors[index]
+        module._parameters[name] = tensors[index]  # type: ignore[assignment]  # a dual tensor where a Parameter was
     try:
         yield
     finally:
@@ -215,8 +212,7 @@ def _gauss_newton_product(
                 z_dual = distribution_parameters(policy.get_distribution(observations))
             jacobian_vector = tuple(forward_ad.unpack_dual(z).tangent for z in z_dual)
         fisher_jv = fisher(jacobian_vector)
-        grads = th.autograd.grad(z_old, params, [u / n_states for u in fisher_jv], retain_graph=True,
-                                 materialize_grads=True)
+        grads = th.autograd.grad(z_old, params, [u / n_states for u in fisher_jv], retain_graph=True, materialize_grads=True)
         return th.cat([grad.reshape(-1) for grad in grads])
 
     return product

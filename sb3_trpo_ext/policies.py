@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import cast
 
 import torch as th
 from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, MultiInputActorCriticPolicy
@@ -14,7 +15,8 @@ MultiInputPolicy = MultiInputActorCriticPolicy
 
 def _parameters_reached_by(outputs: Sequence[th.Tensor], policy: nn.Module) -> list[nn.Parameter]:
     params = [param for param in policy.parameters() if param.requires_grad]
-    grads = th.autograd.grad(sum(out.sum() for out in outputs), params, allow_unused=True)
+    total = cast(th.Tensor, sum(out.sum() for out in outputs))
+    grads = th.autograd.grad(total, params, allow_unused=True)
     return [param for param, grad in zip(params, grads, strict=True) if grad is not None]
 
 

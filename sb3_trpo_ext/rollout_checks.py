@@ -1,7 +1,7 @@
 """Checks of a collected rollout before an update uses it."""
 
 import numpy as np
-from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
+from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.type_aliases import TensorDict
 
 
@@ -11,12 +11,16 @@ def describe_nonfinite(buffer: RolloutBuffer) -> str | None:
     looking at observations, rewards, values, advantages and returns in that order; None when all are finite.
     """
     observations = buffer.observations
-    if isinstance(buffer, DictRolloutBuffer):
+    if isinstance(observations, dict):
         fields = [(f"observations[{key!r}]", value) for key, value in observations.items()]
     else:
         fields = [("observations", observations)]
-    fields += [("rewards", buffer.rewards), ("values", buffer.values), ("advantages", buffer.advantages),
-               ("returns", buffer.returns)]
+    fields += [
+        ("rewards", buffer.rewards),
+        ("values", buffer.values),
+        ("advantages", buffer.advantages),
+        ("returns", buffer.returns),
+    ]
     for name, array in fields:
         if array is None or np.isfinite(array).all():
             continue

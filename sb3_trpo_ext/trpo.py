@@ -11,7 +11,7 @@ import zipfile
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import numpy as np
 import torch as th
@@ -64,8 +64,15 @@ def numerical_fault(policy_gradient: th.Tensor, beta: float | None, search: Line
 
 #: Hyperparameters that both this TRPO and sb3-contrib's save, and no other algorithm does together.
 SAVED_BY_A_TRPO = frozenset(
-    {"target_kl", "cg_max_steps", "cg_damping", "line_search_shrinking_factor", "line_search_max_iter",
-     "n_critic_updates", "sub_sampling_factor"}
+    {
+        "target_kl",
+        "cg_max_steps",
+        "cg_damping",
+        "line_search_shrinking_factor",
+        "line_search_max_iter",
+        "n_critic_updates",
+        "sub_sampling_factor",
+    }
 )
 
 
@@ -257,7 +264,7 @@ class TRPO(OnPolicyAlgorithm):
             return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
         def is_count(value: Any, minimum: int) -> bool:
-            return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= minimum
+            return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and bool(value >= minimum)
 
         require(is_real(self.target_kl) and self.target_kl > 0, "target_kl", "a finite number > 0")
         require(
@@ -315,8 +322,7 @@ class TRPO(OnPolicyAlgorithm):
     def _setup_model(self) -> None:
         if not isinstance(self.action_space, SUPPORTED_ACTION_SPACES):
             raise ValueError(
-                f"action space must be one of {[space.__name__ for space in SUPPORTED_ACTION_SPACES]}, "
-                f"got {self.action_space}"
+                f"action space must be one of {[space.__name__ for space in SUPPORTED_ACTION_SPACES]}, got {self.action_space}"
             )
         if not (isinstance(self.policy_class, type) and issubclass(self.policy_class, ActorCriticPolicy)):
             raise ValueError(f"policy must be an ActorCriticPolicy subclass (or an alias of one), got {self.policy_class}")
@@ -336,10 +342,12 @@ class TRPO(OnPolicyAlgorithm):
             # One fused kernel per step instead of a dozen small ones: the critic takes hundreds of small steps
             # per update (measured: about a quarter less time in the critic fit).
             optimizer_kwargs["fused"] = True
-        self.policy.optimizer = self.policy.optimizer_class(self._critic_params, lr=self.lr_schedule(1), **optimizer_kwargs)
+        self.policy.optimizer = self.policy.optimizer_class(  # type: ignore[call-arg]  # every torch optimiser takes lr
+            self._critic_params, lr=self.lr_schedule(1), **optimizer_kwargs
+        )
 
     @classmethod
-    def load(  # type: ignore[override]
+    def load(
         cls: type[SelfTRPO],
         path: str | pathlib.Path | io.BufferedIOBase,
         env: GymEnv | None = None,
@@ -359,8 +367,18 @@ class TRPO(OnPolicyAlgorithm):
             if missing:
                 raise ValueError(f"it was saved by another algorithm (it has no {', '.join(missing)})")
             model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
-        except (AssertionError, ValueError, KeyError, TypeError, AttributeError, RuntimeError, EOFError, zipfile.BadZipFile,
-                pickle.UnpicklingError, json.JSONDecodeError) as error:
+        except (
+            AssertionError,
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            RuntimeError,
+            EOFError,
+            zipfile.BadZipFile,
+            pickle.UnpicklingError,
+            json.JSONDecodeError,
+        ) as error:
             raise ValueError(
                 f"Could not load a TRPO model from {path!r}: {error}. Expected a zip saved by sb3_trpo_ext.TRPO or "
                 "sb3_contrib.TRPO (an actor-critic policy with its optimiser)."
@@ -369,8 +387,15 @@ class TRPO(OnPolicyAlgorithm):
         return model
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_actor_params", "_critic_params", "_actor_network", "_critic_network",
-                "_act", "_reported_faults"]
+        return [
+            *super()._excluded_save_params(),
+            "_actor_params",
+            "_critic_params",
+            "_actor_network",
+            "_critic_network",
+            "_act",
+            "_reported_faults",
+        ]
 
     def set_parameters(
         self,
@@ -431,9 +456,7 @@ class TRPO(OnPolicyAlgorithm):
         kl_before = kl_divergence(old_distribution, distribution).mean().item()
 
         # Natural gradient d = (F + lambda I)^-1 g by conjugate gradient on Fisher-vector products.
-        fvp = fisher_vector_product(
-            self.policy, self._subsample(observations), params, self.fvp_method, self.cg_damping
-        )
+        fvp = fisher_vector_product(self.policy, self._subsample(observations), params, self.fvp_method, self.cg_damping)
         cg = conjugate_gradient(fvp, policy_gradient, self.cg_max_steps, self.cg_residual_tol)
 
         # Step size beta = sqrt(2 delta / d^T (F + lambda I) d), then the backtracking line search.
@@ -504,7 +527,9 @@ class TRPO(OnPolicyAlgorithm):
             steps = optimizer_steps(self.policy.optimizer, self._critic_network.parameters)
             # Inference mode: no autograd bookkeeping on the hundreds of small tensors a fit makes.
             with steps as take_step, th.inference_mode():
-                losses = [self._dense_critic_step(features, returns, take_step) for features, returns in minibatches]
+                losses = [
+                    self._dense_critic_step(cast(th.Tensor, features), returns, take_step) for features, returns in minibatches
+                ]
         return th.stack(losses).mean().item() if losses else None
 
     def _critic_step(self, observations: PyTorchObs, returns: th.Tensor) -> th.Tensor:
@@ -617,6 +642,8 @@ class TRPO(OnPolicyAlgorithm):
         """
         assert self._last_obs is not None, "No previous observation was provided"
         self.policy.set_training_mode(False)
+        # The policy's tensor, then SB3's numpy array under the same name: callbacks read the loop's locals.
+        actions: Any
         n_steps = 0
         rollout_buffer.reset()
         if self.use_sde:
@@ -661,7 +688,7 @@ class TRPO(OnPolicyAlgorithm):
                 ):
                     terminal_obs = self.policy.obs_to_tensor(infos[idx]["terminal_observation"])[0]
                     with th.inference_mode():
-                        terminal_value = self.policy.predict_values(terminal_obs)[0]  # type: ignore[arg-type]
+                        terminal_value = self.policy.predict_values(terminal_obs)[0]
                     rewards[idx] += self.gamma * terminal_value
 
             add_to_buffer(

@@ -18,8 +18,16 @@ from sb3_trpo_ext.benchmark.report import aggregate_lines, markdown_summary
 from sb3_trpo_ext.benchmark.run import RunSpec, execute
 from sb3_trpo_ext.benchmark.settings import kl_averaged_dimensions, run_settings, settings_for, settings_record, zoo_entry
 
-BENCHMARK_ENVS = ["CartPole-v1", "Pendulum-v1", "Acrobot-v1", "LunarLanderContinuous-v3",
-                  "HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Swimmer-v5"]
+BENCHMARK_ENVS = [
+    "CartPole-v1",
+    "Pendulum-v1",
+    "Acrobot-v1",
+    "LunarLanderContinuous-v3",
+    "HalfCheetah-v5",
+    "Hopper-v5",
+    "Walker2d-v5",
+    "Swimmer-v5",
+]
 
 
 def test_zoo_entry_falls_back_to_the_newest_version_of_the_same_task():
@@ -57,7 +65,10 @@ def test_same_settings_give_sb3_contrib_the_same_true_trust_region(env_id):
 def test_runs_are_interleaved_seed_by_seed_and_algorithm_by_algorithm():
     specs = run_specs(parse_args(["--envs", "CartPole-v1", "Pendulum-v1", "--seeds", "0", "1", "-n", "1000"]))
     assert [(s.seed, s.env_id, s.algo) for s in specs[:4]] == [
-        (0, "CartPole-v1", "trpo_ext"), (0, "CartPole-v1", "trpo"), (0, "CartPole-v1", "ppo"), (0, "Pendulum-v1", "trpo_ext")
+        (0, "CartPole-v1", "trpo_ext"),
+        (0, "CartPole-v1", "trpo"),
+        (0, "CartPole-v1", "ppo"),
+        (0, "Pendulum-v1", "trpo_ext"),
     ]
     assert len(specs) == 12 and {s.n_timesteps for s in specs} == {1000}
 
@@ -135,8 +146,10 @@ def test_finished_runs_are_reused_only_with_the_same_settings_versions_and_code(
     assert stale(spec, tmp_path) is None
     path = tmp_path / "runs" / f"{spec.name}.json"
     record = json.loads(path.read_text())
-    assert record["provenance"]["versions"]["torch"] == torch.__version__.split("+")[0] or record["provenance"][
-        "versions"]["torch"] == torch.__version__
+    assert (
+        record["provenance"]["versions"]["torch"] == torch.__version__.split("+")[0]
+        or record["provenance"]["versions"]["torch"] == torch.__version__
+    )
     assert record["provenance"]["code"] == code_fingerprint()
 
     def tampered(change):
@@ -160,24 +173,41 @@ def test_the_code_fingerprint_ignores_comments_docstrings_and_layout(tmp_path):
     before = fingerprint(tmp_path)
     (tmp_path / "core.py").write_text('"""Other doc."""\ndef f(x):\n    # a comment\n    return (x +\n            1)\n')
     assert fingerprint(tmp_path) == before
-    (tmp_path / "core.py").write_text('def f(x):\n    return x + 2\n')
+    (tmp_path / "core.py").write_text("def f(x):\n    return x + 2\n")
     assert fingerprint(tmp_path) != before
 
 
 def test_the_summary_reports_the_sample_standard_deviation():
-    runs = pd.DataFrame([
-        dict(env_id="E-v0", algo=algo, seed=seed, timesteps_done=10, final_return=value, train_ms_per_update=1.0,
-             steps_per_second=1.0, fraction_of_env_rate=0.5, fisher_products_per_update=1.0, peak_memory_mib=1.0)
-        for algo in ("trpo_ext", "trpo") for seed, value in enumerate((1.0, 3.0))
-    ])
+    runs = pd.DataFrame(
+        [
+            dict(
+                env_id="E-v0",
+                algo=algo,
+                seed=seed,
+                timesteps_done=10,
+                final_return=value,
+                train_ms_per_update=1.0,
+                steps_per_second=1.0,
+                fraction_of_env_rate=0.5,
+                fisher_products_per_update=1.0,
+                peak_memory_mib=1.0,
+            )
+            for algo in ("trpo_ext", "trpo")
+            for seed, value in enumerate((1.0, 3.0))
+        ]
+    )
     assert "| 2.0 ± 1.4 |" in markdown_summary(runs)  # sqrt(2): ddof=1; ddof=0 would give 1.0
 
 
 def test_the_summary_aggregates_final_returns_with_rliable():
-    runs = pd.DataFrame([
-        dict(env_id=env_id, algo=algo, seed=seed, final_return=float(seed) + (100 if algo == "trpo_ext" else 0))
-        for env_id in ("A-v0", "B-v0") for algo in ("trpo_ext", "trpo") for seed in range(4)
-    ])
+    runs = pd.DataFrame(
+        [
+            dict(env_id=env_id, algo=algo, seed=seed, final_return=float(seed) + (100 if algo == "trpo_ext" else 0))
+            for env_id in ("A-v0", "B-v0")
+            for algo in ("trpo_ext", "trpo")
+            for seed in range(4)
+        ]
+    )
     lines = "\n".join(aggregate_lines(runs, reps=200))
     # IQM of 0, 1, 2, 3 drops the lowest and highest quarter: 1.5; of 100..103: 101.5.
     assert "| A-v0 | 101.5 [" in lines and "| 1.5 [" in lines and "(n=4)" in lines
@@ -190,8 +220,9 @@ def test_an_entry_s_env_kwargs_make_its_environment():
     from sb3_trpo_ext.benchmark.run import make_env
 
     plain = run_settings("Ant-v5", {"n_envs": 1}, "trpo_ext")
-    without_contacts = run_settings("Ant-v5", {"n_envs": 1, "env_kwargs": "dict(include_cfrc_ext_in_observation=False)"},
-                                    "trpo_ext")
+    without_contacts = run_settings(
+        "Ant-v5", {"n_envs": 1, "env_kwargs": "dict(include_cfrc_ext_in_observation=False)"}, "trpo_ext"
+    )
     assert without_contacts.hyperparameters == {} and without_contacts.env_kwargs == {"include_cfrc_ext_in_observation": False}
     assert make_env(plain, "Ant-v5", 0).observation_space.shape == (105,)
     assert make_env(without_contacts, "Ant-v5", 0).observation_space.shape == (27,)

@@ -70,7 +70,10 @@ SYSTEMS = {
     "truncated": (lambda: random_spd(30, condition=1e4, seed=3), 8, 0.0),
     "negative curvature": (lambda: (-th.eye(3, dtype=th.float64), th.ones(3, dtype=th.float64)), 10, 1e-10),
     "indefinite after a few steps": (
-        lambda: (th.diag(th.tensor([1.0, 2.0, 3.0, -1.0], dtype=th.float64)), th.ones(4, dtype=th.float64)), 10, 0.0),
+        lambda: (th.diag(th.tensor([1.0, 2.0, 3.0, -1.0], dtype=th.float64)), th.ones(4, dtype=th.float64)),
+        10,
+        0.0,
+    ),
 }
 
 
@@ -85,7 +88,10 @@ def test_the_result_does_not_depend_on_how_often_the_host_looks(system, interval
     sparse = conjugate_gradient(lambda v: products.append(1) or a @ v, b, max_steps=max_steps, residual_tol=tol)
     assert th.equal(sparse.solution, every_step.solution)
     assert (sparse.iterations, sparse.curvature, sparse.residual) == (
-        every_step.iterations, every_step.curvature, every_step.residual)
+        every_step.iterations,
+        every_step.curvature,
+        every_step.residual,
+    )
     # A stopped CG runs on at most to the next look (a rejected direction costs a product, not an iteration).
     assert every_step.iterations <= len(products) <= min(max_steps, every_step.iterations + interval)
 

@@ -32,13 +32,20 @@ def test_products_equal_the_dense_jacobian(activation, bias):
     sizes = [p.numel() for p in network.parameters]
 
     def output_of(vector):
-        return th.func.functional_call(module, {
-            name: chunk.view_as(param) for (name, param), chunk in zip(module.named_parameters(), vector.split(sizes))
-        }, (x,))
+        return th.func.functional_call(
+            module,
+            {
+                name: chunk.view_as(param)
+                for (name, param), chunk in zip(module.named_parameters(), vector.split(sizes), strict=True)
+            },
+            (x,),
+        )
 
     jacobian = th.autograd.functional.jacobian(output_of, theta).reshape(-1, theta.numel())  # (9 * 3, P)
     v = th.randn(theta.numel(), dtype=th.float64)
-    jv = network.jacobian_vector_product(outputs, [c.view_as(p) for c, p in zip(v.split(sizes), network.parameters)])
+    jv = network.jacobian_vector_product(
+        outputs, [c.view_as(p) for c, p in zip(v.split(sizes), network.parameters, strict=True)]
+    )
     assert th.allclose(jv.reshape(-1), jacobian @ v, rtol=1e-10, atol=1e-12)
     u = th.randn(9, 3, dtype=th.float64)
     vjp = th.cat([g.reshape(-1) for g in network.vector_jacobian_product(outputs, u)])
@@ -52,13 +59,16 @@ class ShiftedLinear(nn.Linear):
         return super().forward(x) + 1.0
 
 
-@pytest.mark.parametrize("modules", [
-    [nn.Linear(3, 4), nn.ELU(), nn.Linear(4, 2)],  # an activation without a rule here
-    [nn.Linear(3, 4), nn.LayerNorm(4)],
-    [ShiftedLinear(3, 4)],  # a subclass may compute something else
-    [nn.Tanh()],  # an activation with no layer before it
-    [],
-])
+@pytest.mark.parametrize(
+    "modules",
+    [
+        [nn.Linear(3, 4), nn.ELU(), nn.Linear(4, 2)],  # an activation without a rule here
+        [nn.Linear(3, 4), nn.LayerNorm(4)],
+        [ShiftedLinear(3, 4)],  # a subclass may compute something else
+        [nn.Tanh()],  # an activation with no layer before it
+        [],
+    ],
+)
 def test_anything_but_linear_layers_and_known_activations_is_refused(modules):
     assert dense_network(modules) is None
 
@@ -96,17 +106,17 @@ def test_optimizer_steps_are_optimizer_step(optimizer_class, kwargs):
     for fit in range(3):  # a critic fit at a time, the learning rate changed between fits as a schedule does
         with optimizer_steps(optimizers[0], params) as take_step:
             for _ in range(3):
-                for m, optimizer in zip((module, twin), optimizers):
+                for m, optimizer in zip((module, twin), optimizers, strict=True):
                     grads = th.autograd.grad(m(x).square().mean(), list(m.parameters()))
                     if m is module:
                         take_step(grads)
                     else:
-                        for param, grad in zip(m.parameters(), grads):
+                        for param, grad in zip(m.parameters(), grads, strict=True):
                             param.grad = grad
                         optimizer.step()
         for optimizer in optimizers:
             optimizer.param_groups[0]["lr"] = 1e-2 / (fit + 2)
-    for a, b in zip(module.parameters(), twin.parameters()):
+    for a, b in zip(module.parameters(), twin.parameters(), strict=True):
         assert th.equal(a, b)
     assert str(optimizers[0].state_dict()) == str(optimizers[1].state_dict())
     assert (_fused_adam_state(optimizers[0], params) is not None) == bool(kwargs.get("fused"))
@@ -119,17 +129,17 @@ def test_optimizer_steps_keep_unequal_step_counts():
     twin = copy.deepcopy(module)
     optimizers = [th.optim.Adam(m.parameters(), lr=1e-2, fused=True) for m in (module, twin)]
     x = th.randn(16, 5)
-    for m, optimizer in zip((module, twin), optimizers):
-        for param, grad in zip(m.parameters(), th.autograd.grad(m(x).square().mean(), list(m.parameters()))):
+    for m, optimizer in zip((module, twin), optimizers, strict=True):
+        for param, grad in zip(m.parameters(), th.autograd.grad(m(x).square().mean(), list(m.parameters())), strict=True):
             param.grad = grad
         optimizer.step()
         optimizer.state[next(m.parameters())]["step"].fill_(7.0)
     with optimizer_steps(optimizers[0], list(module.parameters())) as take_step:
         take_step(th.autograd.grad(module(x).square().mean(), list(module.parameters())))
-    for param, grad in zip(twin.parameters(), th.autograd.grad(twin(x).square().mean(), list(twin.parameters()))):
+    for param, grad in zip(twin.parameters(), th.autograd.grad(twin(x).square().mean(), list(twin.parameters())), strict=True):
         param.grad = grad
     optimizers[1].step()
-    for a, b in zip(module.parameters(), twin.parameters()):
+    for a, b in zip(module.parameters(), twin.parameters(), strict=True):
         assert th.equal(a, b)
     assert str(optimizers[0].state_dict()) == str(optimizers[1].state_dict())
     assert [float(state["step"]) for state in optimizers[0].state.values()][:2] == [8.0, 2.0]
@@ -156,13 +166,16 @@ def test_the_default_critic_takes_the_fused_kernel():
 def test_the_critic_fit_leaves_tensors_autograd_can_use(optimizer_class):
     # The dense fit runs in inference mode; the optimiser's state it creates and the parameters it updates must
     # remain ordinary tensors, usable by a later autograd step.
-    kwargs = dict(optimizer_class=optimizer_class, optimizer_kwargs=dict(momentum=0.9) if optimizer_class is th.optim.SGD else {})
-    model = TRPO("MlpPolicy", ToyEnv(ACTION_SPACES["box3"]), n_steps=32, batch_size=16, n_critic_updates=2,
-                 policy_kwargs=kwargs)
+    optimizer_kwargs = dict(momentum=0.9) if optimizer_class is th.optim.SGD else {}
+    kwargs = dict(optimizer_class=optimizer_class, optimizer_kwargs=optimizer_kwargs)
+    model = TRPO(
+        "MlpPolicy", ToyEnv(ACTION_SPACES["box3"]), n_steps=32, batch_size=16, n_critic_updates=2, policy_kwargs=kwargs
+    )
     model.learn(64)
     assert model._critic_network is not None
-    tensors = [value for state in model.policy.optimizer.state.values() for value in state.values()
-               if isinstance(value, th.Tensor)]
+    tensors = [
+        value for state in model.policy.optimizer.state.values() for value in state.values() if isinstance(value, th.Tensor)
+    ]
     assert tensors and not any(tensor.is_inference() for tensor in tensors)
     assert not any(param.is_inference() for param in model.policy.parameters())
     model.policy.optimizer.zero_grad()
@@ -174,8 +187,16 @@ def test_the_critic_fit_leaves_tensors_autograd_can_use(optimizer_class):
 def test_the_dense_critic_takes_autograd_s_steps(space, optimizer_class):
     # SGD's steps are proportional to the gradient, so a wrong scale of it shows (Adam's steps would not).
     kwargs = dict(net_arch=dict(pi=[8], vf=[8, 8]), activation_fn=nn.ReLU, optimizer_class=optimizer_class)
-    model = TRPO("MlpPolicy", ToyEnv(ACTION_SPACES[space]), n_steps=64, batch_size=16, n_critic_updates=3,
-                 learning_rate=1e-2, policy_kwargs=kwargs, seed=2)
+    model = TRPO(
+        "MlpPolicy",
+        ToyEnv(ACTION_SPACES[space]),
+        n_steps=64,
+        batch_size=16,
+        n_critic_updates=3,
+        learning_rate=1e-2,
+        policy_kwargs=kwargs,
+        seed=2,
+    )
     collect_rollout(model)
     next(model.rollout_buffer.get(batch_size=None))
     reference = copy.deepcopy(model)
@@ -190,5 +211,5 @@ def test_the_dense_critic_takes_autograd_s_steps(space, optimizer_class):
     for a, b in zip(model._critic_params, reference._critic_params, strict=True):
         assert th.allclose(a, b, rtol=1e-5, atol=1e-6)
     start = TRPO("MlpPolicy", ToyEnv(ACTION_SPACES[space]), n_steps=64, batch_size=16, policy_kwargs=kwargs, seed=2)
-    moved = sum((a - b).abs().sum() for a, b in zip(model._critic_params, start._critic_params))
+    moved = sum((a - b).abs().sum() for a, b in zip(model._critic_params, start._critic_params, strict=True))
     assert moved > 1e-3  # 12 steps of lr 1e-2 moved the critic

@@ -51,8 +51,9 @@ def edited(source, target, **changes):
     return target
 
 
-@pytest.mark.parametrize("name, value", [("target_kl", None), ("target_kl", -0.1), ("cg_max_steps", 0),
-                                         ("line_search_shrinking_factor", 1.5)])
+@pytest.mark.parametrize(
+    "name, value", [("target_kl", None), ("target_kl", -0.1), ("cg_max_steps", 0), ("line_search_shrinking_factor", 1.5)]
+)
 def test_loaded_hyperparameters_are_validated_as_the_constructor_validates_them(tmp_path, name, value):
     TRPO("MlpPolicy", "CartPole-v1", **SMALL).save(tmp_path / "model.zip")
     with pytest.raises(ValueError) as constructor_error:

@@ -15,8 +15,9 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 def run_without(modules: list[str], code: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh interpreter in which ``modules`` cannot be imported, as without their extra."""
     blocked = "; ".join(f"sys.modules[{module!r}] = None" for module in modules)
-    return subprocess.run([sys.executable, "-c", f"import sys; {blocked}\n{code}"], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", f"import sys; {blocked}\n{code}"], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def assert_one_line_naming(result: subprocess.CompletedProcess, extra: str) -> None:
@@ -44,8 +45,10 @@ def test_the_benchmark_without_the_bench_extra_names_it():
 
 
 def test_the_benchmark_checks_its_tasks_dependencies_before_it_starts():
-    code = ("import sys; sys.argv = ['b', '--quick', '--envs', 'CartPole-v1', 'HalfCheetah-v5', '--output', 'unused'];"
-            "import runpy; runpy.run_module('sb3_trpo_ext.benchmark', run_name='__main__')")
+    code = (
+        "import sys; sys.argv = ['b', '--quick', '--envs', 'CartPole-v1', 'HalfCheetah-v5', '--output', 'unused'];"
+        "import runpy; runpy.run_module('sb3_trpo_ext.benchmark', run_name='__main__')"
+    )
     result = run_without(["mujoco"], code, timeout=60)
     assert_one_line_naming(result, "mujoco")
     assert "HalfCheetah-v5" in result.stderr and "runs," not in result.stdout  # nothing ran

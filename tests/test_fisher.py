@@ -57,8 +57,9 @@ ACTORS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
 
 
 @pytest.mark.parametrize("space,use_sde", CASES)
-@pytest.mark.parametrize("method,actor", [("analytic", "tanh"), ("analytic", "relu"), ("analytic", "elu"),
-                                          ("autograd", "tanh")])
+@pytest.mark.parametrize(
+    "method,actor", [("analytic", "tanh"), ("analytic", "relu"), ("analytic", "elu"), ("autograd", "tanh")]
+)
 def test_fisher_vector_product_equals_dense_hessian_of_mean_kl(space, use_sde, method, actor):
     if use_sde and method == "analytic":
         pytest.skip("gSDE uses double backprop")

@@ -18,8 +18,9 @@ def test_cartpole_reaches_475_within_100k_steps():
     eval_env = Monitor(gym.make("CartPole-v1"))
     eval_env.reset(seed=123)
     stop = StopTrainingOnRewardThreshold(reward_threshold=475, verbose=0)
-    evaluate = EvalCallback(eval_env, callback_on_new_best=stop, eval_freq=5_000, n_eval_episodes=10,
-                            deterministic=True, verbose=0)
+    evaluate = EvalCallback(
+        eval_env, callback_on_new_best=stop, eval_freq=5_000, n_eval_episodes=10, deterministic=True, verbose=0
+    )
     model.learn(100_000, callback=evaluate)
     assert evaluate.best_mean_reward >= 475
     assert model.num_timesteps <= 100_000

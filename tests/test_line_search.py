@@ -29,9 +29,7 @@ def quadratic_problem(kl_scale=1.0, gain=1.0):
 
 
 def search(evaluate, full_step=1.0, expected=1.0, target_kl=0.1, ratio=0.1, max_iter=10, alpha=0.5):
-    return backtracking_line_search(
-        evaluate, th.tensor([full_step]), 0.0, expected, target_kl, alpha, max_iter, ratio
-    )
+    return backtracking_line_search(evaluate, th.tensor([full_step]), 0.0, expected, target_kl, alpha, max_iter, ratio)
 
 
 def test_rejects_candidates_above_the_kl_bound_and_takes_the_first_inside():

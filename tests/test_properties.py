@@ -33,8 +33,13 @@ def advantages(draw):
     return values.astype(np.float32).reshape(N_STEPS, 1)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True,
-          phases=[Phase.explicit, Phase.generate, Phase.shrink])
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True,
+    phases=[Phase.explicit, Phase.generate, Phase.shrink],
+)
 @given(
     space=st.sampled_from(sorted(ACTION_SPACES)),
     hidden=st.lists(st.integers(1, 12), max_size=2),
@@ -48,9 +53,18 @@ def advantages(draw):
 def test_update_is_finite_and_keeps_the_trust_region(
     space, hidden, regime, batch_advantages, normalize_advantage, target_kl, fvp_method, seed
 ):
-    model = TRPO("MlpPolicy", ToyEnv(ACTION_SPACES[space]), n_steps=N_STEPS, batch_size=N_STEPS,
-                 n_critic_updates=1, target_kl=target_kl, fvp_method=fvp_method,
-                 normalize_advantage=normalize_advantage, policy_kwargs=dict(net_arch=hidden), seed=seed)
+    model = TRPO(
+        "MlpPolicy",
+        ToyEnv(ACTION_SPACES[space]),
+        n_steps=N_STEPS,
+        batch_size=N_STEPS,
+        n_critic_updates=1,
+        target_kl=target_kl,
+        fvp_method=fvp_method,
+        normalize_advantage=normalize_advantage,
+        policy_kwargs=dict(net_arch=hidden),
+        seed=seed,
+    )
     if regime == "near_deterministic":
         with th.no_grad():
             # tiny standard deviations for Gaussians, sharply peaked logits for the others

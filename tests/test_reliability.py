@@ -22,8 +22,7 @@ SMALL = dict(n_steps=32, batch_size=16, n_critic_updates=2, policy_kwargs=dict(n
 
 
 def snapshot(model):
-    return (copy.deepcopy(model.policy.state_dict()), copy.deepcopy(model.policy.optimizer.state_dict()),
-            model._n_updates)
+    return (copy.deepcopy(model.policy.state_dict()), copy.deepcopy(model.policy.optimizer.state_dict()), model._n_updates)
 
 
 def assert_unchanged(model, before):

@@ -24,24 +24,35 @@ def toy(space, observation="vector"):
 
 CASES = {
     # CartPole ends episodes both ways: by failure and (at 30 steps) by the time limit, which bootstraps.
-    "discrete": (lambda: make_vec_env(gym.make, n_envs=2, env_kwargs=dict(id="CartPole-v1", max_episode_steps=30)),
-                 "MlpPolicy", {}),
+    "discrete": (
+        lambda: make_vec_env(gym.make, n_envs=2, env_kwargs=dict(id="CartPole-v1", max_episode_steps=30)),
+        "MlpPolicy",
+        {},
+    ),
     "box3": (toy("box3"), "MlpPolicy", {}),
     "box3, ReLU, separate features extractors": (
-        toy("box3"), "MlpPolicy", dict(policy_kwargs=dict(activation_fn=nn.ReLU, share_features_extractor=False))),
+        toy("box3"),
+        "MlpPolicy",
+        dict(policy_kwargs=dict(activation_fn=nn.ReLU, share_features_extractor=False)),
+    ),
     "multidiscrete": (toy("multidiscrete"), "MlpPolicy", {}),
     "multibinary": (toy("multibinary"), "MlpPolicy", {}),
     "dict observations": (toy("box3", "dict"), "MultiInputPolicy", {}),
     "discrete observations": (toy("discrete", "index"), "MlpPolicy", {}),
-    "gSDE, squashed": (lambda: make_vec_env("Pendulum-v1", n_envs=2), "MlpPolicy",
-                       dict(use_sde=True, sde_sample_freq=4, policy_kwargs=dict(squash_output=True))),
+    "gSDE, squashed": (
+        lambda: make_vec_env("Pendulum-v1", n_envs=2),
+        "MlpPolicy",
+        dict(use_sde=True, sde_sample_freq=4, policy_kwargs=dict(squash_output=True)),
+    ),
 }
 
 
 def untimed(infos):
     """The infos without Monitor's wall-clock episode time, the one entry two runs cannot share."""
-    return [{key: ({k: v for k, v in value.items() if k != "t"} if key == "episode" else value)
-             for key, value in info.items()} for info in infos]
+    return [
+        {key: ({k: v for k, v in value.items() if k != "t"} if key == "episode" else value) for key, value in info.items()}
+        for info in infos
+    ]
 
 
 class Recorder(BaseCallback):

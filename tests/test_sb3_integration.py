@@ -20,9 +20,23 @@ from sb3_trpo_ext import TRPO
 SMALL = dict(n_steps=64, batch_size=32, n_critic_updates=2, policy_kwargs=dict(net_arch=[16]), seed=0)
 
 LOGGED = [
-    "policy_objective", "surrogate_improvement", "expected_improvement", "kl_divergence", "max_kl", "kl_before",
-    "step_size", "line_search_steps", "is_line_search_success", "cg_iterations", "cg_residual", "grad_norm",
-    "entropy", "value_loss", "explained_variance", "skipped_policy_steps", "n_updates",
+    "policy_objective",
+    "surrogate_improvement",
+    "expected_improvement",
+    "kl_divergence",
+    "max_kl",
+    "kl_before",
+    "step_size",
+    "line_search_steps",
+    "is_line_search_success",
+    "cg_iterations",
+    "cg_residual",
+    "grad_norm",
+    "entropy",
+    "value_loss",
+    "explained_variance",
+    "skipped_policy_steps",
+    "n_updates",
 ]
 
 
@@ -94,8 +108,9 @@ def test_subproc_vec_env_and_wrappers():
 
 def test_callbacks_eval_checkpoint_and_early_stop(tmp_path):
     eval_env = Monitor(gym.make("CartPole-v1"))
-    evaluate = EvalCallback(eval_env, eval_freq=64, n_eval_episodes=2, best_model_save_path=str(tmp_path),
-                            log_path=str(tmp_path))
+    evaluate = EvalCallback(
+        eval_env, eval_freq=64, n_eval_episodes=2, best_model_save_path=str(tmp_path), log_path=str(tmp_path)
+    )
     checkpoint = CheckpointCallback(save_freq=128, save_path=str(tmp_path / "ckpt"), name_prefix="trpo")
     model = TRPO("MlpPolicy", "CartPole-v1", **SMALL)
     model.learn(256, callback=[evaluate, checkpoint])
@@ -127,14 +142,30 @@ def same_parameters(a, b):
 
 def test_save_load_round_trip(tmp_path):
     env = ToyEnv(ACTION_SPACES["box3"])
-    model = TRPO("MlpPolicy", env, target_kl=0.003, line_search_accept_ratio=0.2, fvp_method="autograd",
-                 cg_residual_tol=1e-6, ent_coef=0.01, **SMALL)
+    model = TRPO(
+        "MlpPolicy",
+        env,
+        target_kl=0.003,
+        line_search_accept_ratio=0.2,
+        fvp_method="autograd",
+        cg_residual_tol=1e-6,
+        ent_coef=0.01,
+        **SMALL,
+    )
     model.learn(128)
     model.save(tmp_path / "model")
     loaded = TRPO.load(tmp_path / "model", env=env)
     assert same_parameters(model, loaded)
-    for name in ("target_kl", "line_search_accept_ratio", "fvp_method", "cg_residual_tol", "ent_coef",
-                 "cg_max_steps", "n_critic_updates", "batch_size"):
+    for name in (
+        "target_kl",
+        "line_search_accept_ratio",
+        "fvp_method",
+        "cg_residual_tol",
+        "ent_coef",
+        "cg_max_steps",
+        "n_critic_updates",
+        "batch_size",
+    ):
         assert getattr(loaded, name) == getattr(model, name), name
     optimizer_state = model.policy.optimizer.state_dict()["state"]
     loaded_state = loaded.policy.optimizer.state_dict()["state"]
@@ -151,8 +182,9 @@ def test_save_load_round_trip(tmp_path):
 
 
 def test_loads_an_sb3_contrib_model_and_keeps_learning(tmp_path):
-    contrib = sb3_contrib.TRPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, n_critic_updates=2, seed=0,
-                               target_kl=0.02)
+    contrib = sb3_contrib.TRPO(
+        "MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, n_critic_updates=2, seed=0, target_kl=0.02
+    )
     contrib.learn(128)
     contrib.save(tmp_path / "contrib")
     model = TRPO.load(tmp_path / "contrib", env=make_vec_env("Pendulum-v1"))

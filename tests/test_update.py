@@ -69,10 +69,15 @@ def test_update_is_the_dense_trpo_step(space):
 
 def contrib_and_own_step(space, damping, target_kl, contrib_damping=0.1, contrib_target_kl=0.01):
     """One update by sb3-contrib's TRPO and one by this TRPO from the same parameters and the same rollout."""
-    settings = dict(n_steps=256, batch_size=256, policy_kwargs=dict(net_arch=dict(pi=[16], vf=[16])), cg_max_steps=300,
-                    n_critic_updates=1, seed=3)
-    contrib = sb3_contrib.TRPO("MlpPolicy", ToyEnv(space), cg_damping=contrib_damping, target_kl=contrib_target_kl,
-                               **settings)
+    settings = dict(
+        n_steps=256,
+        batch_size=256,
+        policy_kwargs=dict(net_arch=dict(pi=[16], vf=[16])),
+        cg_max_steps=300,
+        n_critic_updates=1,
+        seed=3,
+    )
+    contrib = sb3_contrib.TRPO("MlpPolicy", ToyEnv(space), cg_damping=contrib_damping, target_kl=contrib_target_kl, **settings)
     ours = TRPO("MlpPolicy", ToyEnv(space), cg_damping=damping, target_kl=target_kl, cg_residual_tol=1e-12, **settings)
     ours.policy.load_state_dict(contrib.policy.state_dict())
     collect_rollout(contrib)
@@ -201,8 +206,17 @@ def twin_models(space):
     The actor is linear in the observation (no hidden layer), so its Fisher is well conditioned and a small
     damping leaves the natural gradient exact: damping is the one part of TRPO that is not covariant.
     """
-    settings = dict(policy_kwargs=dict(net_arch=dict(pi=[], vf=[8])), n_steps=128, batch_size=128, cg_damping=1e-5,
-                    cg_max_steps=500, cg_residual_tol=1e-12, target_kl=TARGET_KL, n_critic_updates=0, seed=1)
+    settings = dict(
+        policy_kwargs=dict(net_arch=dict(pi=[], vf=[8])),
+        n_steps=128,
+        batch_size=128,
+        cg_damping=1e-5,
+        cg_max_steps=500,
+        cg_residual_tol=1e-12,
+        target_kl=TARGET_KL,
+        n_critic_updates=0,
+        seed=1,
+    )
     plain = TRPO(Float64Policy, ToyEnv(space), **settings)
     collect_rollout(plain)
     twin = TRPO(ReparameterisedPolicy, ToyEnv(space), **settings)
@@ -240,8 +254,9 @@ def euclidean_step(model):
         return Candidate(value.item(), kl.mean().item(), kl.max().item())
 
     full_step = max_step_size(float(g @ g), model.target_kl) * g
-    result = backtracking_line_search(evaluate, full_step, surrogate.item(), float(g @ full_step),
-                                      model.target_kl, 0.8, 10, 0.1)
+    result = backtracking_line_search(
+        evaluate, full_step, surrogate.item(), float(g @ full_step), model.target_kl, 0.8, 10, 0.1
+    )
     set_flat_parameters(params, theta_old + result.step)
 
 
@@ -268,8 +283,9 @@ def distribution_tensors(model, observations):
 
 @pytest.mark.parametrize("policy,observation", [("MlpPolicy", "vector"), ("CnnPolicy", "image")])
 def test_critic_step_leaves_the_action_distribution_unchanged(policy, observation):
-    model = model_with_rollout(ACTION_SPACES["box3"], policy, observation, n_critic_updates=3, batch_size=16,
-                               learning_rate=1e-2, policy_kwargs=None)
+    model = model_with_rollout(
+        ACTION_SPACES["box3"], policy, observation, n_critic_updates=3, batch_size=16, learning_rate=1e-2, policy_kwargs=None
+    )
     if policy == "CnnPolicy":
         assert model.policy.share_features_extractor
         shared = set(map(id, model.policy.features_extractor.parameters()))
@@ -321,8 +337,11 @@ def test_critic_fits_the_minibatches_the_rollout_buffer_yields(observation, crit
 def test_the_critic_takes_fused_adam_steps_unless_told_otherwise():
     model = model_with_rollout(ACTION_SPACES["box3"], n_critic_updates=2)
     assert model.policy.optimizer.defaults["fused"] is True
-    told = model_with_rollout(ACTION_SPACES["box3"], n_critic_updates=2, policy_kwargs=dict(
-        net_arch=dict(pi=[8], vf=[8]), optimizer_kwargs=dict(foreach=False)))
+    told = model_with_rollout(
+        ACTION_SPACES["box3"],
+        n_critic_updates=2,
+        policy_kwargs=dict(net_arch=dict(pi=[8], vf=[8]), optimizer_kwargs=dict(foreach=False)),
+    )
     assert not told.policy.optimizer.defaults.get("fused")
     # The same Adam: from the same parameters and minibatches both critics take the same two steps of about lr
     # (1e-3) per weight, up to rounding where a gradient is as small as Adam's epsilon.

@@ -16,9 +16,26 @@ from sb3_trpo_ext.zoo import ALGO, ZOO_KEYS, config_path, register, unknown_hype
 from sb3_trpo_ext.zoo.cli import main
 
 ENTRIES = yaml.safe_load(config_path().read_text())
-REQUIRED = ["CartPole-v1", "Acrobot-v1", "MountainCar-v0", "Pendulum-v1", "MountainCarContinuous-v0", "LunarLander-v3",
-            "LunarLanderContinuous-v3", "BipedalWalker-v3", "HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5",
-            "Swimmer-v5", "Humanoid-v5", "Reacher-v5", "InvertedPendulum-v5", "InvertedDoublePendulum-v5", "default"]
+REQUIRED = [
+    "CartPole-v1",
+    "Acrobot-v1",
+    "MountainCar-v0",
+    "Pendulum-v1",
+    "MountainCarContinuous-v0",
+    "LunarLander-v3",
+    "LunarLanderContinuous-v3",
+    "BipedalWalker-v3",
+    "HalfCheetah-v5",
+    "Hopper-v5",
+    "Walker2d-v5",
+    "Ant-v5",
+    "Swimmer-v5",
+    "Humanoid-v5",
+    "Reacher-v5",
+    "InvertedPendulum-v5",
+    "InvertedDoublePendulum-v5",
+    "default",
+]
 
 
 def test_the_source_tree_config_is_the_packaged_one():
@@ -55,13 +72,14 @@ def test_every_key_is_accepted_and_the_values_construct_a_model(env_id):
 
 def test_unknown_hyperparameters_are_named():
     assert unknown_hyperparameters({"target_kll": 0.1, "n_envs": 2, "ent_coef": 0.0, "n_epochs": 3}) == [
-        "n_epochs", "target_kll"]
+        "n_epochs",
+        "target_kll",
+    ]
 
 
 def test_configs_ship_inside_the_wheel(tmp_path):
     root = Path(__file__).parents[1]
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
-                    str(tmp_path), str(root)], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(root)], check=True)
     (wheel,) = tmp_path.glob("sb3_trpo_ext-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "sb3_trpo_ext/zoo/trpo_ext.yml" in names
@@ -95,8 +113,7 @@ def zoo(*args):
 
 @pytest.mark.parametrize("env_id,extra", [("CartPole-v1", []), ("Pendulum-v1", ["-params", "normalize:True"])])
 def test_train_writes_the_zoo_layout_and_enjoy_loads_it(workdir, env_id, extra):
-    zoo("train", "--env", env_id, "-n", 2048, "--eval-freq", 1024, "--eval-episodes", 2, "--seed", 0, "-f", "logs",
-        *extra)
+    zoo("train", "--env", env_id, "-n", 2048, "--eval-freq", 1024, "--eval-episodes", 2, "--seed", 0, "-f", "logs", *extra)
     run = workdir / "logs" / ALGO / f"{env_id}_1"
     for name in (f"{env_id}.zip", "best_model.zip", "evaluations.npz", f"{env_id}/config.yml"):
         assert (run / name).exists(), name
@@ -116,9 +133,31 @@ def test_plot_writes_learning_curves(workdir):
 
 
 def test_optimize_two_trials_in_a_journal_storage(workdir):
-    zoo("optimize", "--env", "CartPole-v1", "-n", 1024, "--n-trials", 2, "--n-jobs", 1, "--sampler", "random",
-        "--pruner", "none", "--n-evaluations", 1, "--eval-episodes", 2, "--storage", "study.log",
-        "--study-name", "shared", "-f", "logs")
+    zoo(
+        "optimize",
+        "--env",
+        "CartPole-v1",
+        "-n",
+        1024,
+        "--n-trials",
+        2,
+        "--n-jobs",
+        1,
+        "--sampler",
+        "random",
+        "--pruner",
+        "none",
+        "--n-evaluations",
+        1,
+        "--eval-episodes",
+        2,
+        "--storage",
+        "study.log",
+        "--study-name",
+        "shared",
+        "-f",
+        "logs",
+    )
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend("study.log"))
     trials = optuna.load_study(study_name="shared", storage=storage).trials
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
@@ -133,8 +172,16 @@ def test_the_search_space_covers_what_decides_returns():
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     trial = study.ask()
     params = sample_trpo_ext_params(trial, n_actions=6, n_envs=2, additional_args={})
-    assert {"n_steps", "batch_size", "gamma", "gae_lambda", "learning_rate", "n_critic_updates", "target_kl",
-            "cg_damping"} <= set(params)
+    assert {
+        "n_steps",
+        "batch_size",
+        "gamma",
+        "gae_lambda",
+        "learning_rate",
+        "n_critic_updates",
+        "target_kl",
+        "cg_damping",
+    } <= set(params)
     assert {"net_arch", "activation_fn", "log_std_init", "ortho_init"} <= set(params["policy_kwargs"])
     assert params["batch_size"] <= params["n_steps"] and trial.user_attrs["samples_per_update"] == 2 * params["n_steps"]
     distributions = trial.distributions
@@ -162,8 +209,9 @@ def test_help_goes_to_stdout_with_exit_status_0(capsys):
     assert "``" not in out
 
 
-@pytest.mark.parametrize("argv, message", [(["fly"], "unknown command 'fly'"), (["tran"], "did you mean 'train'"),
-                                           ([], "a command is needed")])
+@pytest.mark.parametrize(
+    "argv, message", [(["fly"], "unknown command 'fly'"), (["tran"], "did you mean 'train'"), ([], "a command is needed")]
+)
 def test_an_unknown_command_says_so(capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)

@@ -33,8 +33,14 @@ from sb3_trpo_ext.extras import exits_on_missing_extra, require_env
 from sb3_trpo_ext.zoo import ALGO
 
 DEFAULT_ENVS = [
-    "CartPole-v1", "Pendulum-v1", "Acrobot-v1", "LunarLanderContinuous-v3",
-    "HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Swimmer-v5",
+    "CartPole-v1",
+    "Pendulum-v1",
+    "Acrobot-v1",
+    "LunarLanderContinuous-v3",
+    "HalfCheetah-v5",
+    "Hopper-v5",
+    "Walker2d-v5",
+    "Swimmer-v5",
 ]
 
 QUICK_TIMESTEPS = 10_000
@@ -47,14 +53,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--envs", nargs="+", default=DEFAULT_ENVS, help="gymnasium ids (default: %(default)s)")
     parser.add_argument("--algos", nargs="+", default=list(ALGORITHMS), choices=list(ALGORITHMS))
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 0 1 2 (0 with --quick)")
-    parser.add_argument("-n", "--n-timesteps", type=int, default=None,
-                        help="steps per run (default: the sb3-trpo-ext zoo entry's n_timesteps; 10000 with --quick)")
-    parser.add_argument("--same-settings", action="store_true",
-                        help="both TRPOs get this TRPO's zoo entry and the same true trust region")
+    parser.add_argument(
+        "-n",
+        "--n-timesteps",
+        type=int,
+        default=None,
+        help="steps per run (default: the sb3-trpo-ext zoo entry's n_timesteps; 10000 with --quick)",
+    )
+    parser.add_argument(
+        "--same-settings", action="store_true", help="both TRPOs get this TRPO's zoo entry and the same true trust region"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, one process each")
     parser.add_argument("--eval-freq", type=int, default=None, help="steps between evaluations (default: budget / 10)")
-    parser.add_argument("--eval-episodes", type=int, default=None, help="deterministic episodes per evaluation "
-                        "(default: 10; 3 with --quick)")
+    parser.add_argument(
+        "--eval-episodes", type=int, default=None, help="deterministic episodes per evaluation (default: 10; 3 with --quick)"
+    )
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_TIMESTEPS} steps, seed 0, short evaluations")
     parser.add_argument("--output", default="benchmark_results", help="directory for the results")
     args = parser.parse_args(argv)
@@ -73,16 +86,18 @@ def run_specs(args: argparse.Namespace) -> list[RunSpec]:
         for env_id in args.envs:
             budget = args.n_timesteps or (QUICK_TIMESTEPS if args.quick else settings_for(ALGO, env_id).n_timesteps)
             for algo in args.algos:
-                specs.append(RunSpec(
-                    env_id=env_id,
-                    algo=algo,
-                    seed=seed,
-                    n_timesteps=budget,
-                    eval_freq=args.eval_freq or max(budget // (4 if args.quick else 10), 1),
-                    n_eval_episodes=args.eval_episodes or (3 if args.quick else 10),
-                    env_rate_steps=2_000 if args.quick else 20_000,
-                    same_settings=args.same_settings,
-                ))
+                specs.append(
+                    RunSpec(
+                        env_id=env_id,
+                        algo=algo,
+                        seed=seed,
+                        n_timesteps=budget,
+                        eval_freq=args.eval_freq or max(budget // (4 if args.quick else 10), 1),
+                        n_eval_episodes=args.eval_episodes or (3 if args.quick else 10),
+                        env_rate_steps=2_000 if args.quick else 20_000,
+                        same_settings=args.same_settings,
+                    )
+                )
     return specs
 
 
@@ -130,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         for done, (spec, result) in enumerate(pending, start=1):
             try:
                 run = result.get()
-            except Exception as error:  # noqa: BLE001 - one failed run must not lose the others
+            except Exception as error:
                 failures.append((spec, error))
                 print(f"[{done}/{len(todo)}] {spec.name} FAILED: {error!r}", flush=True)
                 continue

@@ -28,9 +28,26 @@ DIAGNOSTICS = {
 }
 
 SCALARS = [
-    "env_id", "algo", "label", "seed", "same_settings", "entry", "n_envs", "normalize", "n_timesteps", "timesteps_done",
-    "final_return", "wall_seconds", "eval_seconds", "rollout_seconds", "train_seconds", "n_updates",
-    "train_ms_per_update", "steps_per_second", "env_only_steps_per_second", "fisher_products_per_update",
+    "env_id",
+    "algo",
+    "label",
+    "seed",
+    "same_settings",
+    "entry",
+    "n_envs",
+    "normalize",
+    "n_timesteps",
+    "timesteps_done",
+    "final_return",
+    "wall_seconds",
+    "eval_seconds",
+    "rollout_seconds",
+    "train_seconds",
+    "n_updates",
+    "train_ms_per_update",
+    "steps_per_second",
+    "env_only_steps_per_second",
+    "fisher_products_per_update",
     "peak_memory_mib",
 ]
 
@@ -55,8 +72,10 @@ def curves_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
     rows = []
     for run in runs:
         seconds = run.get("curve_seconds") or [np.nan] * len(run["curve_steps"])
-        rows += [dict(env_id=run["env_id"], algo=run["algo"], seed=run["seed"], step=step, seconds=second, mean_return=value)
-                 for step, second, value in zip(run["curve_steps"], seconds, run["curve_returns"], strict=True)]
+        rows += [
+            dict(env_id=run["env_id"], algo=run["algo"], seed=run["seed"], step=step, seconds=second, mean_return=value)
+            for step, second, value in zip(run["curve_steps"], seconds, run["curve_returns"], strict=True)
+        ]
     return pd.DataFrame(rows)
 
 
@@ -80,8 +99,10 @@ def aggregate_lines(table: pd.DataFrame, reps: int = 2000, seed: int = 0) -> lis
     def iqm(scores: np.ndarray) -> np.ndarray:
         return np.array([metrics.aggregate_iqm(scores)])
 
-    lines = ["| task | " + " | ".join(f"{ALGORITHMS[algo]} IQM [95% CI]" for algo in algos) + " |",
-             "|---|" + "---|" * len(algos)]
+    lines = [
+        "| task | " + " | ".join(f"{ALGORITHMS[algo]} IQM [95% CI]" for algo in algos) + " |",
+        "|---|" + "---|" * len(algos),
+    ]
     for env_id, runs in table.groupby("env_id", sort=False):
         cells = []
         for algo in algos:
@@ -96,8 +117,15 @@ def aggregate_lines(table: pd.DataFrame, reps: int = 2000, seed: int = 0) -> lis
         pairs = {}
         envs = list(dict.fromkeys(table["env_id"]))
         for algo in [algo for algo in algos if algo != REFERENCE]:
-            seeds = sorted(set.intersection(*(set(table.loc[(table["env_id"] == env) & (table["algo"] == name), "seed"])
-                                              for env in envs for name in (algo, REFERENCE))))
+            seeds = sorted(
+                set.intersection(
+                    *(
+                        set(table.loc[(table["env_id"] == env) & (table["algo"] == name), "seed"])
+                        for env in envs
+                        for name in (algo, REFERENCE)
+                    )
+                )
+            )
             if not seeds:
                 continue
 
@@ -108,13 +136,17 @@ def aggregate_lines(table: pd.DataFrame, reps: int = 2000, seed: int = 0) -> lis
             pairs[algo] = (matrix(algo), matrix(REFERENCE), len(seeds))
         if pairs:
             point, ci = interval({algo: [x, y] for algo, (x, y, _) in pairs.items()}, metrics.probability_of_improvement)
-            explained = (f"Probability of improvement over {ALGORITHMS[REFERENCE]} over these {len(envs)} tasks "
-                         "(P(a run of the algorithm beats one of the reference), averaged over tasks; 95% CI):")
+            explained = (
+                f"Probability of improvement over {ALGORITHMS[REFERENCE]} over these {len(envs)} tasks "
+                "(P(a run of the algorithm beats one of the reference), averaged over tasks; 95% CI):"
+            )
             lines += ["", explained, ""]
             for algo, (_, _, n) in pairs.items():
                 low, high = np.ravel(ci[algo])
-                lines.append(f"- {ALGORITHMS[algo]}: {float(np.ravel(point[algo])[0]):.2f} [{low:.2f}, {high:.2f}] "
-                             f"(seeds common to all tasks: {n})")
+                lines.append(
+                    f"- {ALGORITHMS[algo]}: {float(np.ravel(point[algo])[0]):.2f} [{low:.2f}, {high:.2f}] "
+                    f"(seeds common to all tasks: {n})"
+                )
     return lines
 
 
@@ -165,8 +197,10 @@ def diagnostics_table(runs: pd.DataFrame) -> list[str]:
     keys = [key for key in DIAGNOSTICS if key in runs and runs.loc[runs["algo"].isin(algos), key].notna().any()]
     if not algos or not keys:
         return []
-    rows = ["| update statistic (mean) | " + " | ".join(ALGORITHMS[algo] for algo in algos) + " |",
-            "|---|" + "---|" * len(algos)]
+    rows = [
+        "| update statistic (mean) | " + " | ".join(ALGORITHMS[algo] for algo in algos) + " |",
+        "|---|" + "---|" * len(algos),
+    ]
     for key in keys:
         values = [runs.loc[runs["algo"] == algo, key].mean() for algo in algos]
         rows.append(f"| {DIAGNOSTICS[key]} | " + " | ".join("–" if np.isnan(v) else f"{v:.4g}" for v in values) + " |")
@@ -195,8 +229,9 @@ def plot_learning_curves(curves: pd.DataFrame, path: Path, x: str = "step") -> N
             # Seeds are evaluated at slightly different steps (rollouts end past a threshold) and times: interpolate.
             grid = np.unique(runs[x])
             grid = grid[grid <= runs.groupby("seed")[x].max().min()]
-            values = np.array([np.interp(grid, seed_runs[x], seed_runs["mean_return"])
-                               for _, seed_runs in runs.groupby("seed")])
+            values = np.array(
+                [np.interp(grid, seed_runs[x], seed_runs["mean_return"]) for _, seed_runs in runs.groupby("seed")]
+            )
             mean = values.mean(axis=0)
             std = values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros_like(mean)
             ax.plot(grid, mean, label=ALGORITHMS[algo])
@@ -205,7 +240,7 @@ def plot_learning_curves(curves: pd.DataFrame, path: Path, x: str = "step") -> N
         ax.set_xlabel("steps" if x == "step" else "seconds of learning (evaluations excluded)")
         ax.set_ylabel("deterministic return")
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(envs):]:
+    for ax in list(axes.flat)[len(envs) :]:
         ax.set_visible(False)
     axes.flat[0].legend(fontsize="small")
     figure.tight_layout()
@@ -224,10 +259,16 @@ def plot_speed_ratios(table: pd.DataFrame, path: Path) -> None:
     envs = [env for env in dict.fromkeys(table["env_id"]) if (env, REFERENCE) in means.index]
     others = [algo for algo in ALGORITHMS if algo != REFERENCE and algo in set(table["algo"])]
     panels = [
-        ("train() speed-up: sb3-contrib ms / ms", lambda env, algo: means.loc[(env, REFERENCE), "train_ms_per_update"]
-         / means.loc[(env, algo), "train_ms_per_update"]),
-        ("end-to-end steps/s ÷ sb3-contrib's", lambda env, algo: means.loc[(env, algo), "steps_per_second"]
-         / means.loc[(env, REFERENCE), "steps_per_second"]),
+        (
+            "train() speed-up: sb3-contrib ms / ms",
+            lambda env, algo: (
+                means.loc[(env, REFERENCE), "train_ms_per_update"] / means.loc[(env, algo), "train_ms_per_update"]
+            ),
+        ),
+        (
+            "end-to-end steps/s ÷ sb3-contrib's",
+            lambda env, algo: means.loc[(env, algo), "steps_per_second"] / means.loc[(env, REFERENCE), "steps_per_second"],
+        ),
     ]
     figure, axes = plt.subplots(1, 2, figsize=(max(6, 1.3 * len(envs) + 3) * 2, 3.8), squeeze=False)
     width = 0.8 / max(len(others), 1)

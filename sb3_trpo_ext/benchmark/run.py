@@ -12,14 +12,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch as th
-from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize, sync_envs_normalization
 
 from sb3_trpo_ext.benchmark.provenance import provenance
@@ -84,10 +84,11 @@ class LearningCurve(BaseCallback):
     def evaluate(self) -> None:
         start = time.perf_counter()
         self.learning_seconds.append(start - self._start - self.seconds)
-        if self.model.get_vec_normalize_env() is not None:
-            sync_envs_normalization(self.model.get_env(), self.eval_env)
+        training_env = self.model.get_env()
+        if training_env is not None and self.model.get_vec_normalize_env() is not None:
+            sync_envs_normalization(training_env, self.eval_env)
         mean_return, _ = evaluate_policy(self.model, self.eval_env, self.n_eval_episodes, deterministic=True)
-        self.points.append((self.model.num_timesteps, float(mean_return)))
+        self.points.append((self.model.num_timesteps, float(cast(float, mean_return))))
         self.seconds += time.perf_counter() - start
 
     def _on_training_start(self) -> None:
@@ -105,7 +106,7 @@ class LearningCurve(BaseCallback):
 class PhaseTimer:
     """Wraps a model's ``collect_rollouts`` and ``train`` to time them and to read each update's ``train/`` log."""
 
-    def __init__(self, model: BaseAlgorithm, curve: LearningCurve):
+    def __init__(self, model: OnPolicyAlgorithm, curve: LearningCurve):
         self.curve = curve
         self.rollout_seconds = 0.0
         self.train_seconds: list[float] = []
@@ -113,13 +114,13 @@ class PhaseTimer:
         self.fisher_products: list[int] = []
         self._products = 0
         collect_rollouts, train = model.collect_rollouts, model.train
-        model.collect_rollouts = self._timed_rollouts(collect_rollouts)
-        model.train = self._timed_train(model, train)
+        model.collect_rollouts = self._timed_rollouts(collect_rollouts)  # type: ignore[method-assign]
+        model.train = self._timed_train(model, train)  # type: ignore[method-assign]
         # sb3-contrib's TRPO: count its products as they happen. This TRPO's CG takes exactly one Fisher-vector
         # product per iteration (the curvature comes from CG itself), so its log says how many it took.
         self.counts_products = hasattr(model, "hessian_vector_product")
         if self.counts_products:
-            model.hessian_vector_product = self._counted(model.hessian_vector_product)
+            setattr(model, "hessian_vector_product", self._counted(getattr(model, "hessian_vector_product")))  # noqa: B009, B010
 
     def _counted(self, product: Callable) -> Callable:
         def counted(*args: Any, **kwargs: Any) -> Any:
@@ -138,14 +139,17 @@ class PhaseTimer:
 
         return timed
 
-    def _timed_train(self, model: BaseAlgorithm, train: Callable) -> Callable:
+    def _timed_train(self, model: OnPolicyAlgorithm, train: Callable) -> Callable:
         def timed() -> None:
             self._products = 0
             start = time.perf_counter()
             train()
             self.train_seconds.append(time.perf_counter() - start)
-            log = {key: float(value) for key, value in model.logger.name_to_value.items()
-                   if key.startswith("train/") and np.isscalar(value)}
+            log = {
+                key: float(cast(float, value))
+                for key, value in model.logger.name_to_value.items()
+                if key.startswith("train/") and np.isscalar(value)
+            }
             self.train_logs.append(log)
             self.fisher_products.append(self._products if self.counts_products else int(log.get("train/cg_iterations", 0)))
 

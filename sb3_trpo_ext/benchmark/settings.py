@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 import yaml
 from stable_baselines3 import PPO
-from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.utils import LinearSchedule
 from torch import nn
 
@@ -39,7 +39,7 @@ UNSUPPORTED_KEYS = ("env_wrapper", "vec_env_wrapper", "frame_stack", "callback",
 SCHEDULED_KEYS = ("learning_rate", "clip_range", "clip_range_vf")
 
 
-def algorithm_class(algo: str) -> type[BaseAlgorithm]:
+def algorithm_class(algo: str) -> type[OnPolicyAlgorithm]:
     if algo == ALGO:
         return TRPO
     if algo == "ppo":
@@ -101,7 +101,7 @@ class RunSettings:
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     env_kwargs: dict[str, Any] | None = None
 
-    def model(self, env: Any, seed: int) -> BaseAlgorithm:
+    def model(self, env: Any, seed: int) -> OnPolicyAlgorithm:
         return algorithm_class(self.algo)(self.policy, env, seed=seed, verbose=0, **self.hyperparameters)
 
 

@@ -18,8 +18,18 @@ ALGO = "trpo_ext"
 
 #: Keys of a zoo entry that rl_zoo3 consumes itself rather than passing to the algorithm.
 ZOO_KEYS = frozenset(
-    {"n_envs", "n_timesteps", "normalize", "normalize_kwargs", "frame_stack", "env_wrapper", "vec_env_wrapper",
-     "callback", "env_kwargs", "monitor_kwargs"}
+    {
+        "n_envs",
+        "n_timesteps",
+        "normalize",
+        "normalize_kwargs",
+        "frame_stack",
+        "env_wrapper",
+        "vec_env_wrapper",
+        "callback",
+        "env_kwargs",
+        "monitor_kwargs",
+    }
 )
 
 
@@ -39,11 +49,11 @@ def unknown_hyperparameters(entry: dict[str, Any]) -> list[str]:
     return sorted(key for key in entry if key not in accepted)
 
 
-def convert_trpo_ext_params(sampled: dict[str, Any]) -> dict[str, Any]:
+def convert_trpo_ext_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
     """Optuna's raw trial parameters -> TRPO hyperparameters (also used to reload a trial from a storage)."""
     from rl_zoo3.hyperparams_opt import convert_onpolicy_params
 
-    params = dict(sampled)
+    params = dict(sampled_params)
     # batch_size = n_steps / 2^k never exceeds the rollout, whatever the number of envs
     params["batch_size_pow"] = params["n_steps_pow"] - params.pop("minibatches_pow")
     policy_extras = {key: params.pop(key) for key in ("log_std_init", "ortho_init") if key in params}
@@ -100,5 +110,12 @@ def register() -> None:
     hyperparams_opt.HYPERPARAMS_CONVERTER[ALGO] = convert_trpo_ext_params
 
 
-__all__ = ["ALGO", "accepted_hyperparameters", "config_path", "register", "sample_trpo_ext_params", "convert_trpo_ext_params",
-           "unknown_hyperparameters"]
+__all__ = [
+    "ALGO",
+    "accepted_hyperparameters",
+    "config_path",
+    "convert_trpo_ext_params",
+    "register",
+    "sample_trpo_ext_params",
+    "unknown_hyperparameters",
+]
