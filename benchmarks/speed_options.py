@@ -20,7 +20,9 @@ import torch as th
 from sb3_trpo_ext.benchmark.run import make_env
 from sb3_trpo_ext.benchmark.settings import settings_for
 from sb3_trpo_ext.conjugate_gradient import conjugate_gradient
+from sb3_trpo_ext.critic import resident_minibatches
 from sb3_trpo_ext.fisher import fisher_vector_product, flat_grad
+from sb3_trpo_ext.mlp import actor_network, critic_features
 from sb3_trpo_ext.surrogate import normalize_advantages, surrogate_objective
 
 
@@ -46,7 +48,7 @@ def policy_gradient(model, policy, params, dtype):
 def cg_precision(model) -> None:
     policy, params = model.policy, model._actor_params
     observations, g = policy_gradient(model, policy, params, th.float32)
-    fvp = fisher_vector_product(policy, observations, params, "analytic", model.cg_damping)
+    fvp = fisher_vector_product(policy, observations, params, "analytic", model.cg_damping, actor_network(policy, params))
     policy.action_dist.distribution = None  # holds graph tensors, which cannot be deep-copied
     policy64 = copy.deepcopy(policy).double()
     names = {id(param): name for name, param in policy.named_parameters()}
@@ -57,7 +59,8 @@ def cg_precision(model) -> None:
         obs if obs.dtype == th.float64 else preprocess(obs, space, normalize_images)
     )
     observations64, g64 = policy_gradient(model, policy64, params64, th.float64)
-    fvp64 = fisher_vector_product(policy64, observations64, params64, "analytic", model.cg_damping)
+    network64 = actor_network(policy64, params64)
+    fvp64 = fisher_vector_product(policy64, observations64, params64, "analytic", model.cg_damping, network64)
     variants = {
         "float32 (taken)": lambda: conjugate_gradient(fvp, g, model.cg_max_steps, model.cg_residual_tol),
         "float64 CG, float32 products": lambda: conjugate_gradient(
@@ -80,8 +83,9 @@ def cg_precision(model) -> None:
 
 
 def critic_compile(model) -> None:
-    minibatches = list(model._critic_minibatches())
-    network = model._critic_network
+    network = model._fast_paths.critic
+    features = lambda observations: critic_features(model.policy, observations)  # noqa: E731
+    minibatches = list(resident_minibatches(model.rollout_buffer, model.n_critic_updates, model.batch_size, features))
 
     def gradient(features, returns):
         outputs = network.forward(features)

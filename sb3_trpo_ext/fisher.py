@@ -9,7 +9,7 @@ Two ways to multiply by the Fisher information F of the mean KL, behind one func
 * ``"analytic"``: the Gauss-Newton form F v = (1/N) sum_n J_n^T M_n J_n v, where z_n are the distribution
   parameters the network outputs for state n, J_n = dz_n/dtheta and M_n the closed-form Fisher of the
   distribution in z. One forward-mode product (J v) and one reverse-mode product (J^T u) per call: written out
-  layer by layer for SB3's MLP actors (:mod:`sb3_trpo_ext.dense`, the network evaluated once for all products),
+  layer by layer for SB3's MLP actors (:mod:`sb3_trpo_ext.mlp`, the network evaluated once for all products),
   through torch's forward-mode AD and autograd for any other actor.
 * ``"autograd"``: Pearlmutter's double backprop, F v = d/dtheta (grad KL . v). It works for any
   distribution with a KL (gSDE, custom distributions).
@@ -32,7 +32,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
 from torch.autograd import forward_ad
 
-from sb3_trpo_ext.dense import OUTPUT_DISTRIBUTIONS, DenseNetwork, actor_features, actor_network
+from sb3_trpo_ext.mlp import OUTPUT_DISTRIBUTIONS, MlpNetwork, actor_features
 from sb3_trpo_ext.policies import unflatten
 
 FVP_METHODS = ("auto", "analytic", "autograd")
@@ -131,6 +131,7 @@ def fisher_vector_product(
     params: Sequence[nn.Parameter],
     method: str = "auto",
     damping: float = 0.0,
+    network: MlpNetwork | None = None,
 ) -> FisherVectorProduct:
     """
     v -> (F + damping I) v, F the Fisher of the mean KL over ``observations`` with respect to ``params``,
@@ -142,6 +143,8 @@ def fisher_vector_product(
     :param method: "analytic" (Gauss-Newton form), "autograd" (double backprop) or "auto"
         (analytic where the distribution allows it)
     :param damping: lambda, added as lambda v
+    :param network: the actor as an MLP network (:func:`~sb3_trpo_ext.mlp.actor_network`): the analytic products
+        then run layer by layer on one evaluation of it; None takes forward-mode AD and autograd
     """
     if method not in FVP_METHODS:
         raise ValueError(f"fvp_method must be one of {FVP_METHODS}, got {method!r}")
@@ -151,11 +154,10 @@ def fisher_vector_product(
             f"fvp_method='analytic' needs one of {[d.__name__ for d in ANALYTIC_DISTRIBUTIONS]}, "
             f"got {type(policy.action_dist).__name__}; use 'autograd' or 'auto'"
         )
-    network = actor_network(policy, params)
     if method == "autograd" or not analytic:
         product = _double_backprop_product(policy, observations, params)
     elif network is not None:
-        product = _dense_gauss_newton_product(policy, network, observations, params)
+        product = _mlp_gauss_newton_product(policy, network, observations, params)
     else:
         product = _gauss_newton_product(policy, observations, params)
     if damping == 0.0:
@@ -218,8 +220,8 @@ def _gauss_newton_product(
     return product
 
 
-def _dense_gauss_newton_product(
-    policy: ActorCriticPolicy, network: DenseNetwork, observations: PyTorchObs, params: Sequence[nn.Parameter]
+def _mlp_gauss_newton_product(
+    policy: ActorCriticPolicy, network: MlpNetwork, observations: PyTorchObs, params: Sequence[nn.Parameter]
 ) -> FisherVectorProduct:
     distribution = policy.action_dist
     gaussian = isinstance(distribution, DiagGaussianDistribution)

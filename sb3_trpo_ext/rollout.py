@@ -1,31 +1,45 @@
 """
-One step of a rollout, as SB3's loop makes it, with less work: acting (sampled actions, values, log-probabilities)
-and recording the step in the rollout buffer.
+The rollout: SB3's loop, step for step (the same random draws, buffer contents, callback calls and locals, timeout
+bootstrapping and episode infos), with less work per step on the fast paths: acting (sampled actions, values,
+log-probabilities) and recording the step in the rollout buffer.
 """
 
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import CategoricalDistribution, DiagGaussianDistribution
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import PyTorchObs
+from stable_baselines3.common.utils import obs_as_tensor
+from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 from torch.nn import functional as F
 
-from sb3_trpo_ext.dense import DenseNetwork, action_distribution, actor_features, critic_features
+from sb3_trpo_ext.fast_paths import FastPaths
+from sb3_trpo_ext.mlp import MlpNetwork, action_distribution, actor_features, critic_features
+from sb3_trpo_ext.rollout_checks import describe_nonfinite_observation
 
-Act = Callable[[PyTorchObs], tuple[th.Tensor, th.Tensor, th.Tensor]]
+#: observations -> (sampled actions, values, log-probabilities): ``policy(observations)`` as the rollout calls it.
+RolloutActor = Callable[[PyTorchObs], tuple[th.Tensor, th.Tensor, th.Tensor]]
 
 
-def rollout_policy(policy: ActorCriticPolicy, actor: DenseNetwork | None, critic: DenseNetwork | None) -> Act:
-    """``policy(observations)`` for the steps of one rollout: through the dense networks where the policy has them."""
-    if actor is not None and critic is not None:
-        return RolloutPolicy(policy, actor, critic)
+def rollout_actor(policy: ActorCriticPolicy, fast_paths: FastPaths) -> RolloutActor:
+    """
+    The rollout actor for the steps of one rollout: the policy's MLP networks where it has them and the fast paths
+    are on, else ``policy(observations)`` (without torch.distributions' argument checks on the fast paths).
+    """
+    if fast_paths.actor is not None and fast_paths.critic is not None:
+        return MlpRolloutActor(policy, fast_paths.actor, fast_paths.critic)
+    if not fast_paths.enabled:
+        return policy
 
     def act(observations: PyTorchObs) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         with argument_checks_off():
@@ -45,18 +59,18 @@ def argument_checks_off() -> Iterator[None]:
         th.distributions.Distribution.set_default_validate_args(previous)
 
 
-class RolloutPolicy:
+class MlpRolloutActor:
     """
-    ``policy(observations)`` as the rollout calls it: sampled actions, their values and log-probabilities, with
-    the actor and critic networks of :func:`actor_network` and :func:`critic_network`, and every number the one SB3's
-    forward computes (the same kernels in the same order, the same random draws).
+    The rollout actor of an MLP policy: sampled actions, their values and log-probabilities, with the actor and
+    critic networks of :func:`actor_network` and :func:`critic_network`, and every number the one SB3's forward
+    computes (the same kernels in the same order, the same random draws).
 
     A diagonal Gaussian or a categorical is sampled without building torch.distributions objects, whose construction
     costs more than the arithmetic on a few states, by the operations those objects run, in their order. Other
     distributions go through SB3's.
     """
 
-    def __init__(self, policy: ActorCriticPolicy, actor: DenseNetwork, critic: DenseNetwork) -> None:
+    def __init__(self, policy: ActorCriticPolicy, actor: MlpNetwork, critic: MlpNetwork) -> None:
         self.policy, self.actor, self.critic = policy, actor, critic
         self._gaussian_scale: tuple[nn.Parameter, int, th.Size, tuple[th.Tensor, ...]] | None = None
 
@@ -101,6 +115,7 @@ class RolloutPolicy:
 
 
 def add_to_buffer(
+    lean: bool,
     buffer: RolloutBuffer,
     obs: np.ndarray | dict[str, np.ndarray],
     action: np.ndarray,
@@ -110,11 +125,11 @@ def add_to_buffer(
     log_prob: th.Tensor,
 ) -> None:
     """
-    ``buffer.add(...)``: for SB3's own RolloutBuffer, the same entries written without its defensive copies (the
-    assignment into the buffer's arrays copies already; the tensors are not cloned before their conversion).
-    Any other buffer class gets its own ``add``.
+    ``buffer.add(...)``; with ``lean``, for SB3's own RolloutBuffer, the same entries written without its defensive
+    copies (the assignment into the buffer's arrays copies already; the tensors are not cloned before their
+    conversion). Any other buffer class gets its own ``add``.
     """
-    if type(buffer) is not RolloutBuffer or log_prob.dim() == 0:
+    if not lean or type(buffer) is not RolloutBuffer or log_prob.dim() == 0:
         buffer.add(obs, action, reward, episode_start, value, log_prob)  # type: ignore[arg-type]
         return
     pos = buffer.pos
@@ -129,3 +144,104 @@ def add_to_buffer(
     buffer.pos += 1
     if buffer.pos == buffer.buffer_size:
         buffer.full = True
+
+
+class RolloutLoop(OnPolicyAlgorithm):
+    """An on-policy algorithm whose ``collect_rollouts`` takes its fast paths (``_fast_paths``, set up by the subclass)."""
+
+    _fast_paths: FastPaths
+    _rollout_actor: RolloutActor
+
+    def collect_rollouts(
+        self,
+        env: VecEnv,
+        callback: BaseCallback,
+        rollout_buffer: RolloutBuffer,
+        n_rollout_steps: int,
+    ) -> bool:
+        """
+        Collect ``n_rollout_steps`` steps per environment into ``rollout_buffer``: SB3's rollout loop, step for step
+        (the same random draws, buffer contents, callback calls and locals, timeout bootstrapping and episode
+        infos), with less work per step. The policy runs in inference mode without torch.distributions' argument
+        checks; an observation the policy cannot act on (NaN, infinite) is reported with its place instead.
+
+        :return: False if a callback stopped the rollout early, True otherwise
+        """
+        assert self._last_obs is not None, "No previous observation was provided"
+        self.policy.set_training_mode(False)
+        # The policy's tensor, then SB3's numpy array under the same name: callbacks read the loop's locals.
+        actions: Any
+        n_steps = 0
+        rollout_buffer.reset()
+        if self.use_sde:
+            self.policy.reset_noise(env.num_envs)
+        # An attribute, not a local: callbacks see the loop's locals, which stay SB3's.
+        self._rollout_actor = rollout_actor(self.policy, self._fast_paths)
+        callback.on_rollout_start()
+
+        while n_steps < n_rollout_steps:
+            if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:
+                self.policy.reset_noise(env.num_envs)
+            self._check_observation_is_finite(rollout_buffer.pos)
+            with th.inference_mode():
+                obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
+                actions, values, log_probs = self._rollout_actor(obs_tensor)
+            actions = actions.cpu().numpy()
+            clipped_actions = actions
+            if isinstance(self.action_space, spaces.Box):
+                if self.policy.squash_output:
+                    clipped_actions = self.policy.unscale_action(clipped_actions)
+                else:
+                    # An unbounded Gaussian sample, clipped to the bounds the environment accepts.
+                    clipped_actions = np.clip(actions, self.action_space.low, self.action_space.high)
+
+            new_obs, rewards, dones, infos = env.step(clipped_actions)
+            self.num_timesteps += env.num_envs
+            # Callbacks read the loop's variables under SB3's names (infos, dones, rewards, new_obs, ...).
+            callback.update_locals(locals())
+            if not callback.on_step():
+                return False
+            self._update_info_buffer(infos, dones)
+            n_steps += 1
+            if isinstance(self.action_space, spaces.Discrete):
+                actions = actions.reshape(-1, 1)
+
+            # An episode cut by a time limit did not end: its last reward is bootstrapped with the value.
+            for idx, done in enumerate(dones):
+                if (
+                    done
+                    and infos[idx].get("terminal_observation") is not None
+                    and infos[idx].get("TimeLimit.truncated", False)
+                ):
+                    terminal_obs = self.policy.obs_to_tensor(infos[idx]["terminal_observation"])[0]
+                    with th.inference_mode():
+                        terminal_value = self.policy.predict_values(terminal_obs)[0]
+                    rewards[idx] += self.gamma * terminal_value
+
+            add_to_buffer(
+                self._fast_paths.enabled,
+                rollout_buffer,
+                self._last_obs,  # type: ignore[arg-type]
+                actions,
+                rewards,
+                self._last_episode_starts,  # type: ignore[arg-type]
+                values,
+                log_probs,
+            )
+            self._last_obs = new_obs  # type: ignore[assignment]
+            self._last_episode_starts = dones
+
+        with th.inference_mode():
+            values = self.policy.predict_values(obs_as_tensor(new_obs, self.device))  # type: ignore[arg-type]
+        rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones)
+        callback.update_locals(locals())
+        callback.on_rollout_end()
+        return True
+
+    def _check_observation_is_finite(self, step: int) -> None:
+        problem = describe_nonfinite_observation(self._last_obs, step)
+        if problem is not None:
+            raise ValueError(
+                f"The rollout holds {problem}; the policy cannot act on it, nothing was updated. "
+                "Check the environment and its wrappers."
+            )

@@ -127,6 +127,23 @@ class DenseProblem:
         d = th.linalg.solve(a, g)
         return (th.sqrt(2 * target_kl / (d @ a @ d)) * d).float()
 
+    def line_search_fraction(self, full_step, target_kl, shrinking_factor, max_iter, accept_ratio):
+        """alpha^j of the first candidate theta0 + alpha^j full_step the line search must accept (0: none)."""
+        with th.no_grad():
+            surrogate_before = float(self.surrogate(self.theta0))
+            expected = float(self.gradient() @ full_step)
+            for j in range(max_iter):
+                fraction = shrinking_factor**j
+                theta = self.theta0 + fraction * full_step
+                improvement = float(self.surrogate(theta)) - surrogate_before
+                if (
+                    float(self.mean_kl(theta)) <= target_kl
+                    and improvement > 0
+                    and improvement >= accept_ratio * fraction * expected
+                ):
+                    return fraction
+        return 0.0
+
 
 class StopAfter(BaseCallback):
     """Returns False from on_step after ``n_calls`` calls: learning must stop there."""

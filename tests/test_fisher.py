@@ -8,8 +8,8 @@ from stable_baselines3.common.distributions import DiagGaussianDistribution
 from torch import nn
 
 from sb3_trpo_ext import TRPO
-from sb3_trpo_ext.dense import actor_network
 from sb3_trpo_ext.fisher import fisher_vector_product, kl_divergence
+from sb3_trpo_ext.mlp import actor_network
 
 CASES = [(name, False) for name in ACTION_SPACES] + [("box3", True)]  # the last one is gSDE
 
@@ -56,19 +56,23 @@ def relative_error(a, b):
 ACTORS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
 
 
+@pytest.mark.parametrize("fast_paths", [True, False])
 @pytest.mark.parametrize("space,use_sde", CASES)
 @pytest.mark.parametrize(
     "method,actor", [("analytic", "tanh"), ("analytic", "relu"), ("analytic", "elu"), ("autograd", "tanh")]
 )
-def test_fisher_vector_product_equals_dense_hessian_of_mean_kl(space, use_sde, method, actor):
+def test_fisher_vector_product_equals_dense_hessian_of_mean_kl(space, use_sde, method, actor, fast_paths):
     if use_sde and method == "analytic":
         pytest.skip("gSDE uses double backprop")
-    model = tiny_model(ACTION_SPACES[space], use_sde, activation_fn=ACTORS[actor])
+    model = tiny_model(ACTION_SPACES[space], use_sde, activation_fn=ACTORS[actor], fast_paths=fast_paths)
     assert (actor_network(model.policy, model._actor_params) is None) == (actor == "elu" or use_sde)
+    # The layer-by-layer products on the fast paths, forward-mode AD and autograd off them.
+    mlp_actor = model._fast_paths.actor
+    assert (mlp_actor is not None) == (fast_paths and actor != "elu" and not use_sde)
     perturb(model)
     problem = dense_problem(model)
     hessian = problem.fisher()
-    fvp = fisher_vector_product(model.policy, problem.observations, model._actor_params, method)
+    fvp = fisher_vector_product(model.policy, problem.observations, model._actor_params, method, network=mlp_actor)
     gen = th.Generator().manual_seed(1)
     for _ in range(3):
         v = th.randn(problem.theta0.numel(), generator=gen)

@@ -13,6 +13,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
+import sb3_trpo_ext.critic
 import sb3_trpo_ext.line_search
 import sb3_trpo_ext.trpo
 from sb3_trpo_ext import TRPO
@@ -218,7 +219,7 @@ def test_keyboard_interrupt_in_the_critic_undoes_the_update(tmp_path, monkeypatc
     model.learn(64)  # the optimiser has state to lose
     collect_rollout(model)
     before = snapshot(model)
-    real_steps, steps = sb3_trpo_ext.trpo.optimizer_steps, []
+    real_steps, steps = sb3_trpo_ext.critic.optimizer_steps, []
 
     @contextlib.contextmanager
     def optimizer_steps(*args, **kwargs):
@@ -232,7 +233,7 @@ def test_keyboard_interrupt_in_the_critic_undoes_the_update(tmp_path, monkeypatc
 
             yield step
 
-    monkeypatch.setattr(sb3_trpo_ext.trpo, "optimizer_steps", optimizer_steps)
+    monkeypatch.setattr(sb3_trpo_ext.critic, "optimizer_steps", optimizer_steps)
     with pytest.raises(KeyboardInterrupt):
         model.train()
     monkeypatch.undo()

@@ -100,12 +100,16 @@ def assert_same(a, b):
         assert a == b
 
 
+@pytest.mark.parametrize("fast_paths", [True, False])
 @pytest.mark.parametrize("case", list(CASES))
-def test_rollout_fills_the_buffer_exactly_as_sb3_s_loop(case):
+def test_rollout_fills_the_buffer_exactly_as_sb3_s_loop(case, fast_paths):
     sb3, sb3_seen, sb3_results = rollouts(OnPolicyAlgorithm.collect_rollouts, *CASES[case])
-    ours, our_seen, our_results = rollouts(TRPO.collect_rollouts, *CASES[case])
-    # MLP policies act through their dense networks; gSDE through the policy's own forward.
-    assert (ours._actor_network is None) == ("gSDE" in case)
+    make_env, policy, kwargs = CASES[case]
+    ours, our_seen, our_results = rollouts(TRPO.collect_rollouts, make_env, policy, {**kwargs, "fast_paths": fast_paths})
+    # On the fast paths MLP policies act through their MLP networks, gSDE through the policy's own forward; off them,
+    # every policy acts through its own forward.
+    assert (ours._fast_paths.actor is None) == ("gSDE" in case or not fast_paths)
+    assert (ours._rollout_actor is ours.policy) == (not fast_paths)
     assert our_results == sb3_results == [True, True]
     for field in BUFFER_FIELDS:
         np.testing.assert_array_equal(getattr(ours.rollout_buffer, field), getattr(sb3.rollout_buffer, field), err_msg=field)
@@ -130,7 +134,7 @@ def test_rollout_follows_a_log_std_changed_during_it():
     # The Gaussian's std is computed once for the steps it stays the same, not beyond.
     sb3, sb3_seen, _ = rollouts(OnPolicyAlgorithm.collect_rollouts, *CASES["box3"], widen_every=5)
     ours, our_seen, _ = rollouts(TRPO.collect_rollouts, *CASES["box3"], widen_every=5)
-    assert ours._actor_network is not None
+    assert ours._fast_paths.actor is not None
     for field in ("actions", "log_probs"):
         np.testing.assert_array_equal(getattr(ours.rollout_buffer, field), getattr(sb3.rollout_buffer, field), err_msg=field)
     assert_same(our_seen, sb3_seen)

@@ -7,20 +7,28 @@ import pytest
 import sb3_contrib
 import torch as th
 from helpers import ACTION_SPACES, DenseProblem, ToyEnv, collect_rollout
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.distributions import CategoricalDistribution
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import nn
 
+import sb3_trpo_ext.critic
+import sb3_trpo_ext.fisher
 import sb3_trpo_ext.line_search
+import sb3_trpo_ext.mlp
+import sb3_trpo_ext.rollout
 from sb3_trpo_ext import TRPO
 from sb3_trpo_ext.benchmark.settings import kl_averaged_dimensions
-from sb3_trpo_ext.dense import critic_features
+from sb3_trpo_ext.critic import resident_minibatches
 from sb3_trpo_ext.fisher import flat_grad, kl_divergence
 from sb3_trpo_ext.line_search import Candidate, backtracking_line_search, max_step_size
+from sb3_trpo_ext.mlp import critic_features
 from sb3_trpo_ext.policies import flat_parameters, set_flat_parameters
 from sb3_trpo_ext.surrogate import normalize_advantages, surrogate_objective
+from sb3_trpo_ext.update import distribution_actions
 
 TARGET_KL = 0.01
 
@@ -45,23 +53,28 @@ def model_with_rollout(action_space, policy="MlpPolicy", observation="vector", *
 
 def whole_batch(model):
     batch = next(model.rollout_buffer.get(batch_size=None))
-    return batch.observations, model._distribution_actions(batch.actions), normalize_advantages(batch.advantages)
+    return batch.observations, distribution_actions(batch.actions, model.action_space), normalize_advantages(batch.advantages)
 
 
+@pytest.mark.parametrize("fast_paths", [True, False])
 @pytest.mark.parametrize("space", list(ACTION_SPACES))
-def test_update_is_the_dense_trpo_step(space):
-    model = model_with_rollout(ACTION_SPACES[space])
+def test_update_is_the_dense_trpo_step(space, fast_paths):
+    model = model_with_rollout(ACTION_SPACES[space], fast_paths=fast_paths)
     problem = DenseProblem(model.policy, model._actor_params, *whole_batch(model))
     dense_step = problem.trpo_step(model.cg_damping, TARGET_KL)
+    # The candidate the line search must take, judged on the dense quantities: the step's length is that fraction of
+    # the dense step beta (F + lambda I)^-1 g, not any other power of alpha.
+    fraction = problem.line_search_fraction(
+        dense_step, TARGET_KL, model.line_search_shrinking_factor, model.line_search_max_iter, model.line_search_accept_ratio
+    )
+    assert fraction > 0
 
     model.train()
     step = flat_parameters(model._actor_params) - problem.theta0
 
     cosine = float(step @ dense_step / (step.norm() * dense_step.norm()))
     assert cosine > 0.999
-    fractions = model.line_search_shrinking_factor ** np.arange(model.line_search_max_iter)
-    length_ratio = float(step.norm() / dense_step.norm())
-    assert np.min(np.abs(fractions - length_ratio)) < 1e-3 * length_ratio
+    assert float(step.norm() / dense_step.norm()) == pytest.approx(fraction, rel=1e-3)
     kl_after = float(problem.mean_kl(flat_parameters(model._actor_params)))
     assert 0 < kl_after <= TARGET_KL
     assert model.logger.name_to_value["train/kl_divergence"] == pytest.approx(kl_after, rel=1e-3)
@@ -305,7 +318,7 @@ def test_critic_step_leaves_the_action_distribution_unchanged(policy, observatio
     assert all(p.grad is None for p in model._actor_params)
 
 
-@pytest.mark.parametrize("critic", ["dense", "autograd"])
+@pytest.mark.parametrize("critic", ["mlp", "autograd"])
 @pytest.mark.parametrize("observation", ["vector", "dict"])
 def test_critic_fits_the_minibatches_the_rollout_buffer_yields(observation, critic):
     # Minibatches are cut from resident tensors; they must be RolloutBuffer.get's, from the same random draws
@@ -314,19 +327,18 @@ def test_critic_fits_the_minibatches_the_rollout_buffer_yields(observation, crit
     policy = "MultiInputPolicy" if observation == "dict" else "MlpPolicy"
     with pytest.warns(UserWarning, match="ends with a minibatch of 16 samples"):  # a short last minibatch, on purpose
         model = TRPO(policy, env, n_steps=32, batch_size=24, n_critic_updates=3, seed=0)
-    assert model._critic_network is not None
-    if critic == "autograd":
-        model._critic_network = None
+    assert model._fast_paths.critic is not None
     collect_rollout(model)
     next(model.rollout_buffer.get(batch_size=None))  # train() reads the whole batch first
     np.random.seed(7)
-    resident = list(model._critic_minibatches())
+    features = (lambda obs: critic_features(model.policy, obs)) if critic == "mlp" else None
+    resident = list(resident_minibatches(model.rollout_buffer, 3, 24, features))
     np.random.seed(7)
     copied = [(b.observations, b.returns) for _ in range(3) for b in model.rollout_buffer.get(batch_size=24)]
     assert len(resident) == len(copied) == 3 * 3  # 64 samples: 24, 24, 16 per epoch
     for (inputs, returns), (expected_observations, expected_returns) in zip(resident, copied, strict=True):
         assert th.equal(returns, expected_returns.unsqueeze(1))  # a column, as the critic's output
-        if critic == "dense":
+        if critic == "mlp":
             assert th.equal(inputs, critic_features(model.policy, expected_observations))
         elif observation == "dict":
             assert all(th.equal(inputs[key], expected_observations[key]) for key in expected_observations)
@@ -353,3 +365,59 @@ def test_the_critic_takes_fused_adam_steps_unless_told_otherwise():
     for fused, plain, old in zip(model._critic_params, told._critic_params, start, strict=True):
         assert (fused - old).abs().max() > 1e-3
         assert th.allclose(fused, plain, rtol=0, atol=5e-5)
+
+
+def test_the_surrogate_is_the_importance_weighted_advantage():
+    # Ratios far from 1, where exp(log pi - log pi_old) and its first-order expansion 1 + log-ratio part.
+    old = CategoricalDistribution(3).proba_distribution(th.log(th.tensor([[0.2, 0.3, 0.5], [0.6, 0.3, 0.1]])))
+    new = CategoricalDistribution(3).proba_distribution(th.log(th.tensor([[0.5, 0.3, 0.2], [0.1, 0.3, 0.6]])))
+    actions, advantages = th.tensor([0, 2]), th.tensor([1.0, -2.0])
+    value = surrogate_objective(new, actions, old.log_prob(actions), advantages)
+    expected = (1.0 * 0.5 / 0.2 + -2.0 * 0.6 / 0.1) / 2  # mean of A pi / pi_old
+    assert float(value) == pytest.approx(expected, rel=1e-6)
+    entropy_bonus = surrogate_objective(new, actions, old.log_prob(actions), advantages, ent_coef=0.5) - value
+    assert float(entropy_bonus) == pytest.approx(0.5 * float(new.entropy().mean()), rel=1e-6)
+
+
+def test_a_critic_learning_rate_schedule_is_followed():
+    model = TRPO("MlpPolicy", ToyEnv(ACTION_SPACES["box3"]), n_steps=32, batch_size=32, n_critic_updates=1,
+                 learning_rate=lambda progress_remaining: 0.002 + 0.01 * progress_remaining, seed=0)  # fmt: skip
+    assert model.policy.optimizer.param_groups[0]["lr"] == pytest.approx(0.012)
+    model.learn(4 * 32)
+    # Each update sets the rate the schedule gives at its progress: the last one, at progress 0, 0.002.
+    assert model.policy.optimizer.param_groups[0]["lr"] == pytest.approx(0.002)
+    assert model.logger.name_to_value["train/learning_rate"] == pytest.approx(0.002)
+
+
+def test_fast_paths_off_take_none_and_give_the_same_update(monkeypatch):
+    def model(fast_paths):
+        env = DummyVecEnv([lambda: ToyEnv(ACTION_SPACES["box3"])] * 2)
+        return TRPO("MlpPolicy", env, n_steps=32, batch_size=16, n_critic_updates=2, seed=5, fast_paths=fast_paths)
+
+    on = model(True)
+    assert on._fast_paths.actor is not None and on._fast_paths.critic is not None
+    on.learn(64)
+    off = model(False)  # seeded as ``on`` was
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a fast path ran with fast_paths=False")
+
+    for owner, name in [
+        (sb3_trpo_ext.mlp.MlpNetwork, "forward"),
+        (sb3_trpo_ext.rollout.MlpRolloutActor, "__call__"),
+        (sb3_trpo_ext.rollout, "argument_checks_off"),
+        (sb3_trpo_ext.critic, "resident_minibatches"),
+        (sb3_trpo_ext.critic, "optimizer_steps"),
+        (sb3_trpo_ext.fisher, "_mlp_gauss_newton_product"),
+    ]:
+        monkeypatch.setattr(owner, name, forbidden)
+    added = []
+    real_add = RolloutBuffer.add
+    monkeypatch.setattr(RolloutBuffer, "add", lambda buffer, *args: added.append(1) or real_add(buffer, *args))
+    off.learn(64)
+    assert len(added) == 32  # SB3's own RolloutBuffer.add, every step
+    assert not off.policy.optimizer.defaults.get("fused")
+    # The same rollout (the same random draws), then the same update up to rounding.
+    np.testing.assert_array_equal(on.rollout_buffer.actions, off.rollout_buffer.actions)
+    for a, b in zip(on.policy.parameters(), off.policy.parameters(), strict=True):
+        th.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -1,4 +1,4 @@
-"""The hand-differentiated dense networks against torch's modules and autograd, and the critic's Adam step."""
+"""The layer-by-layer MLP networks against torch's modules and autograd, and the critic's Adam step."""
 
 import copy
 
@@ -9,8 +9,9 @@ from helpers import ACTION_SPACES, ToyEnv, collect_rollout
 from torch import nn
 
 from sb3_trpo_ext import TRPO
-from sb3_trpo_ext.adam import _fused_adam_state, optimizer_steps
-from sb3_trpo_ext.dense import actor_network, critic_network, dense_network
+from sb3_trpo_ext.critic import _fused_adam_state, optimizer_steps
+from sb3_trpo_ext.fast_paths import FastPaths
+from sb3_trpo_ext.mlp import actor_network, critic_network, mlp_network
 
 
 def mlp(activation, bias=True, dtype=th.float64):
@@ -23,7 +24,7 @@ def mlp(activation, bias=True, dtype=th.float64):
 @pytest.mark.parametrize("bias", [True, False])
 def test_products_equal_the_dense_jacobian(activation, bias):
     module = mlp(activation, bias)
-    network = dense_network([module])
+    network = mlp_network([module])
     assert network is not None and len(network.parameters) == len(list(module.parameters()))
     x = th.randn(9, 5, dtype=th.float64)
     outputs = network.forward(x)
@@ -70,7 +71,7 @@ class ShiftedLinear(nn.Linear):
     ],
 )
 def test_anything_but_linear_layers_and_known_activations_is_refused(modules):
-    assert dense_network(modules) is None
+    assert mlp_network(modules) is None
 
 
 def test_policies_get_networks_only_where_they_hold_exactly_the_right_parameters():
@@ -159,12 +160,13 @@ def test_optimizer_steps_run_the_optimizer_s_hooks():
 def test_the_default_critic_takes_the_fused_kernel():
     model = TRPO("MlpPolicy", ToyEnv(ACTION_SPACES["box3"]), n_steps=32, batch_size=16, n_critic_updates=1)
     model.learn(64)
-    assert _fused_adam_state(model.policy.optimizer, model._critic_network.parameters) is not None
+    assert model._fast_paths.critic is not None
+    assert _fused_adam_state(model.policy.optimizer, model._fast_paths.critic.parameters) is not None
 
 
 @pytest.mark.parametrize("optimizer_class", [th.optim.Adam, th.optim.SGD])
 def test_the_critic_fit_leaves_tensors_autograd_can_use(optimizer_class):
-    # The dense fit runs in inference mode; the optimiser's state it creates and the parameters it updates must
+    # The MLP fit runs in inference mode; the optimiser's state it creates and the parameters it updates must
     # remain ordinary tensors, usable by a later autograd step.
     optimizer_kwargs = dict(momentum=0.9) if optimizer_class is th.optim.SGD else {}
     kwargs = dict(optimizer_class=optimizer_class, optimizer_kwargs=optimizer_kwargs)
@@ -172,7 +174,7 @@ def test_the_critic_fit_leaves_tensors_autograd_can_use(optimizer_class):
         "MlpPolicy", ToyEnv(ACTION_SPACES["box3"]), n_steps=32, batch_size=16, n_critic_updates=2, policy_kwargs=kwargs
     )
     model.learn(64)
-    assert model._critic_network is not None
+    assert model._fast_paths.critic is not None
     tensors = [
         value for state in model.policy.optimizer.state.values() for value in state.values() if isinstance(value, th.Tensor)
     ]
@@ -183,8 +185,9 @@ def test_the_critic_fit_leaves_tensors_autograd_can_use(optimizer_class):
     model.policy.optimizer.step()
 
 
+@pytest.mark.parametrize("reference_paths", ["autograd critic", "fast paths off"])
 @pytest.mark.parametrize("space,optimizer_class", [("box3", th.optim.Adam), ("discrete", th.optim.SGD)])
-def test_the_dense_critic_takes_autograd_s_steps(space, optimizer_class):
+def test_the_mlp_critic_takes_autograd_s_steps(space, optimizer_class, reference_paths):
     # SGD's steps are proportional to the gradient, so a wrong scale of it shows (Adam's steps would not).
     kwargs = dict(net_arch=dict(pi=[8], vf=[8, 8]), activation_fn=nn.ReLU, optimizer_class=optimizer_class)
     model = TRPO(
@@ -200,8 +203,9 @@ def test_the_dense_critic_takes_autograd_s_steps(space, optimizer_class):
     collect_rollout(model)
     next(model.rollout_buffer.get(batch_size=None))
     reference = copy.deepcopy(model)
-    reference._critic_network = None
-    assert model._critic_network is not None
+    # The fast path's autograd critic (resident minibatches), or SB3's and torch's public API alone.
+    reference._fast_paths = FastPaths(True) if reference_paths == "autograd critic" else FastPaths(False)
+    assert model._fast_paths.critic is not None
     losses = []
     for critic in (model, reference):
         th.manual_seed(0)

@@ -1,5 +1,5 @@
 """
-Dense networks (Linear layers, each followed by tanh, ReLU or nothing) evaluated and differentiated by hand.
+MLP networks (Linear layers, each followed by tanh, ReLU or nothing) evaluated and differentiated layer by layer.
 
 SB3's MlpPolicy maps features to the action distribution's parameters and to the value through such networks.
 TRPO evaluates them on small inputs thousands of times per update (an action per rollout step, the critic's minibatch
@@ -51,7 +51,7 @@ OUTPUT_DISTRIBUTIONS = (
 
 
 @dataclass(frozen=True)
-class DenseLayer:
+class MlpLayer:
     """x -> act(W x + b); ``activation`` and its ``chain_rule`` are None for no activation."""
 
     weight: th.Tensor
@@ -60,16 +60,16 @@ class DenseLayer:
     chain_rule: ActivationChainRule | None
 
 
-class DenseNetwork:
+class MlpNetwork:
     """
-    A chain of :class:`DenseLayer` sharing its parameters with the modules it was read from.
+    A chain of :class:`MlpLayer` sharing its parameters with the modules it was read from.
 
     ``forward`` returns the outputs x_0..x_L of every layer; ``jacobian_vector_product`` and
     ``vector_jacobian_product`` take them back, so the network is evaluated once per batch however many
     products follow.
     """
 
-    def __init__(self, layers: Sequence[DenseLayer]) -> None:
+    def __init__(self, layers: Sequence[MlpLayer]) -> None:
         self.layers = tuple(layers)
 
     @property
@@ -128,8 +128,8 @@ def _autograd_off() -> AbstractContextManager:
     return th.no_grad() if th.is_grad_enabled() else nullcontext()
 
 
-def dense_network(modules: Sequence[nn.Module]) -> DenseNetwork | None:
-    """The modules (nn.Sequential unpacked) as a :class:`DenseNetwork`, or None if they are anything else."""
+def mlp_network(modules: Sequence[nn.Module]) -> MlpNetwork | None:
+    """The modules (nn.Sequential unpacked) as a :class:`MlpNetwork`, or None if they are anything else."""
     # Exact types only: a subclass may compute something else in its forward.
     flat: list[nn.Module] = []
     for module in modules:
@@ -137,13 +137,13 @@ def dense_network(modules: Sequence[nn.Module]) -> DenseNetwork | None:
     layers = []
     for module in flat:
         if type(module) is nn.Linear:
-            layers.append(DenseLayer(module.weight, module.bias, None, None))
+            layers.append(MlpLayer(module.weight, module.bias, None, None))
         elif type(module) in ACTIVATIONS and layers and layers[-1].activation is None:
             activation, chain_rule = ACTIVATIONS[type(module)]
-            layers[-1] = DenseLayer(layers[-1].weight, layers[-1].bias, activation, chain_rule)
+            layers[-1] = MlpLayer(layers[-1].weight, layers[-1].bias, activation, chain_rule)
         else:
             return None
-    return DenseNetwork(layers) if layers else None
+    return MlpNetwork(layers) if layers else None
 
 
 def _reads_features_by_mlp(policy: ActorCriticPolicy) -> bool:
@@ -156,15 +156,15 @@ def _reads_features_by_mlp(policy: ActorCriticPolicy) -> bool:
     )
 
 
-def actor_network(policy: ActorCriticPolicy, actor_params: Sequence[nn.Parameter]) -> DenseNetwork | None:
+def actor_network(policy: ActorCriticPolicy, actor_params: Sequence[th.Tensor]) -> MlpNetwork | None:
     """
-    features -> the action network's output (the Gaussian's mean, or the logits), when that is a dense network
+    features -> the action network's output (the Gaussian's mean, or the logits), when that is an MLP network
     holding every actor parameter but the Gaussian's log-std and the action distribution depends on nothing
     else; None otherwise (CNN or custom policies, gSDE).
     """
     if not _reads_features_by_mlp(policy) or type(policy.action_dist) not in OUTPUT_DISTRIBUTIONS:
         return None
-    network = dense_network([policy.mlp_extractor.policy_net, policy.action_net])
+    network = mlp_network([policy.mlp_extractor.policy_net, policy.action_net])
     if network is None:
         return None
     covered = {id(param) for param in network.parameters}
@@ -173,11 +173,11 @@ def actor_network(policy: ActorCriticPolicy, actor_params: Sequence[nn.Parameter
     return network if covered == {id(param) for param in actor_params} else None
 
 
-def critic_network(policy: ActorCriticPolicy, critic_params: Sequence[nn.Parameter]) -> DenseNetwork | None:
-    """features -> value, when that is a dense network holding exactly the critic's parameters; None otherwise."""
+def critic_network(policy: ActorCriticPolicy, critic_params: Sequence[th.Tensor]) -> MlpNetwork | None:
+    """features -> value, when that is an MLP network holding exactly the critic's parameters; None otherwise."""
     if not _reads_features_by_mlp(policy):
         return None
-    network = dense_network([policy.mlp_extractor.value_net, policy.value_net])
+    network = mlp_network([policy.mlp_extractor.value_net, policy.value_net])
     if network is None or {id(p) for p in network.parameters} != {id(p) for p in critic_params}:
         return None
     return network

@@ -1,0 +1,85 @@
+"""The checks every hyperparameter passes, in the constructor and after a load: a ValueError naming it."""
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+
+from sb3_trpo_ext.fisher import FVP_METHODS
+
+ON_NONFINITE = ("raise", "skip")
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_count(value: Any, minimum: int) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and bool(value >= minimum)
+
+
+def validate_hyperparameters(algorithm: Any) -> None:
+    """
+    Raise a ValueError naming the first hyperparameter of ``algorithm`` (a TRPO) outside its allowed values, or a
+    combination that cannot work with its environment.
+    """
+
+    def require(ok: bool, name: str, allowed: str) -> None:
+        if not ok:
+            raise ValueError(f"{name} must be {allowed}, got {getattr(algorithm, name)!r}")
+
+    a = algorithm
+    require(_is_real(a.target_kl) and a.target_kl > 0, "target_kl", "a finite number > 0")
+    require(
+        _is_real(a.line_search_shrinking_factor) and 0 < a.line_search_shrinking_factor < 1,
+        "line_search_shrinking_factor",
+        "in the open interval (0, 1)",
+    )
+    require(
+        _is_real(a.line_search_accept_ratio) and 0 <= a.line_search_accept_ratio < 1,
+        "line_search_accept_ratio",
+        "in [0, 1)",
+    )
+    require(_is_count(a.line_search_max_iter, 1), "line_search_max_iter", "an integer >= 1")
+    require(_is_count(a.cg_max_steps, 1), "cg_max_steps", "an integer >= 1")
+    require(_is_real(a.cg_damping) and a.cg_damping >= 0, "cg_damping", "a finite number >= 0")
+    require(_is_real(a.cg_residual_tol) and a.cg_residual_tol >= 0, "cg_residual_tol", "a finite number >= 0")
+    require(_is_count(a.batch_size, 1), "batch_size", "an integer >= 1")
+    require(_is_count(a.n_steps, 1), "n_steps", "an integer >= 1")
+    require(_is_count(a.n_critic_updates, 0), "n_critic_updates", "an integer >= 0")
+    require(_is_count(a.sub_sampling_factor, 1), "sub_sampling_factor", "an integer >= 1")
+    require(_is_real(a.ent_coef) and a.ent_coef >= 0, "ent_coef", "a finite number >= 0")
+    require(a.fvp_method in FVP_METHODS, "fvp_method", f"one of {FVP_METHODS}")
+    require(a.on_nonfinite in ON_NONFINITE, "on_nonfinite", f"one of {ON_NONFINITE}")
+    require(isinstance(a.fast_paths, bool), "fast_paths", "True or False")
+    if a.env is None:
+        return
+    rollout_size = a.n_steps * a.env.num_envs
+    if a.normalize_advantage and rollout_size < 2:
+        raise ValueError(
+            "n_steps * n_envs must be >= 2 when normalize_advantage=True (a single advantage has no spread), "
+            f"got n_steps={a.n_steps} and n_envs={a.env.num_envs}"
+        )
+    if a.batch_size > rollout_size:
+        raise ValueError(f"batch_size must be <= n_steps * n_envs = {rollout_size} (the rollout size), got {a.batch_size}")
+    if a.sub_sampling_factor > 1 and math.ceil(rollout_size / a.sub_sampling_factor) < 2:
+        raise ValueError(
+            f"sub_sampling_factor must leave at least 2 of the n_steps * n_envs = {rollout_size} samples for the "
+            f"Fisher-vector products, i.e. be <= {rollout_size - 1}, got {a.sub_sampling_factor}"
+        )
+
+
+def warn_if_the_last_minibatch_is_short(algorithm: Any) -> None:
+    """SB3's warning when ``batch_size`` does not divide the rollout: every critic epoch ends with a short minibatch."""
+    if algorithm.env is None:
+        return
+    rollout_size = algorithm.n_steps * algorithm.env.num_envs
+    if rollout_size % algorithm.batch_size:
+        warnings.warn(
+            f"batch_size={algorithm.batch_size} does not divide the rollout size n_steps * n_envs = {rollout_size} "
+            f"(n_steps={algorithm.n_steps}, n_envs={algorithm.env.num_envs}): every critic epoch ends with a minibatch "
+            f"of {rollout_size % algorithm.batch_size} samples. Choose a batch_size that divides {rollout_size}.",
+            UserWarning,
+            stacklevel=3,
+        )

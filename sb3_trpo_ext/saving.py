@@ -1,0 +1,100 @@
+"""What loading and undoing need beyond SB3: recognising a TRPO's zip, sb3-contrib's optimiser state, snapshots."""
+
+import copy
+import io
+import json
+import pathlib
+import zipfile
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch as th
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.save_util import open_path
+
+#: Hyperparameters that both this TRPO and sb3-contrib's save, and no other algorithm does together.
+SAVED_BY_A_TRPO = frozenset(
+    {
+        "target_kl",
+        "cg_max_steps",
+        "cg_damping",
+        "line_search_shrinking_factor",
+        "line_search_max_iter",
+        "n_critic_updates",
+        "sub_sampling_factor",
+    }
+)
+
+
+def saved_attributes(path: str | pathlib.Path | io.BufferedIOBase) -> set[str]:
+    """The names of the attributes a model zip saved (its ``data`` entry), without unpickling any of them."""
+    file = open_path(path, "r", verbose=0, suffix="zip")
+    position = file.tell()
+    try:
+        with zipfile.ZipFile(file) as archive:
+            return set(json.loads(archive.read("data").decode()))
+    finally:
+        if isinstance(path, (str, pathlib.Path)):
+            file.close()
+        else:
+            file.seek(position)  # BaseAlgorithm.load reads the same file object next
+
+
+def _is_optimizer_state(state: Any) -> bool:
+    """A state dict as torch's optimisers write it: a dict of per-parameter states and a list of groups."""
+    return (
+        isinstance(state, dict)
+        and isinstance(state.get("state"), dict)
+        and isinstance(state.get("param_groups"), list)
+        and all(isinstance(group, dict) and isinstance(group.get("params"), list) for group in state["param_groups"])
+    )
+
+
+def critic_optimizer_state(state: Any, all_params: Sequence[th.Tensor], critic_params: Sequence[th.Tensor]) -> Any:
+    """
+    An optimiser state saved over all the policy's parameters (as sb3-contrib's TRPO saves it) narrowed to the
+    critic's parameters, keeping their moments; any other state as it is, for SB3 and torch to judge (and refuse)
+    as they would for any algorithm.
+    """
+    if not _is_optimizer_state(state) or len(all_params) == len(critic_params):
+        return state
+    groups = state["param_groups"]
+    if not (len(groups) == 1 and len(groups[0]["params"]) == len(all_params)):
+        return state
+    position = {id(param): index for index, param in enumerate(all_params)}
+    kept = [position[id(param)] for param in critic_params]
+    return {
+        "state": {new: state["state"][old] for new, old in enumerate(kept) if old in state["state"]},
+        "param_groups": [{**groups[0], "params": list(range(len(kept)))}],
+    }
+
+
+def cloned(state: Any) -> Any:
+    """A copy of a state dict, its tensors cloned (copy.deepcopy's per-object bookkeeping costs more, every update)."""
+    if isinstance(state, th.Tensor):
+        return state.clone()
+    if type(state) in (dict, OrderedDict):
+        copied = type(state)((key, cloned(value)) for key, value in state.items())
+        if hasattr(state, "__dict__"):  # a module state dict's _metadata
+            copied.__dict__.update(copy.deepcopy(state.__dict__))
+        return copied
+    if type(state) in (list, tuple):
+        return type(state)(cloned(value) for value in state)
+    return copy.deepcopy(state)
+
+
+@contextmanager
+def undone_on_exception(algorithm: OnPolicyAlgorithm) -> Iterator[None]:
+    """Restore the policy, its optimiser and the update count if the block does not finish (KeyboardInterrupt too)."""
+    policy_state = cloned(algorithm.policy.state_dict())
+    optimizer_state = cloned(algorithm.policy.optimizer.state_dict())
+    n_updates = algorithm._n_updates
+    try:
+        yield
+    except BaseException:
+        algorithm.policy.load_state_dict(policy_state)
+        algorithm.policy.optimizer.load_state_dict(optimizer_state)
+        algorithm._n_updates = n_updates
+        raise

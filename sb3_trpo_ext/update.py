@@ -1,0 +1,87 @@
+"""What one policy update reads of the rollout, and what it reports (docs/algorithm.md)."""
+
+from dataclasses import asdict, dataclass
+
+import gymnasium as gym
+import torch as th
+from stable_baselines3.common.distributions import Distribution
+from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.type_aliases import PyTorchObs
+
+from sb3_trpo_ext.line_search import LineSearchResult
+
+
+@dataclass(frozen=True)
+class PolicyBatch:
+    """
+    The rollout as the policy step reads it.
+
+    :param observations: the states s
+    :param actions: the actions a, as the distribution takes them
+    :param advantages: the advantages A (normalised if the algorithm says so)
+    :param old_distribution: pi_old on the states, detached
+    :param old_log_prob: log pi_old(a|s), detached
+    """
+
+    observations: PyTorchObs
+    actions: th.Tensor
+    advantages: th.Tensor
+    old_distribution: Distribution
+    old_log_prob: th.Tensor
+
+
+@dataclass(frozen=True)
+class UpdateStatistics:
+    """One update's statistics, logged under ``train/`` with these names (None: not logged)."""
+
+    policy_objective: float
+    surrogate_improvement: float
+    expected_improvement: float
+    kl_divergence: float
+    max_kl: float
+    kl_before: float
+    step_size: float
+    line_search_steps: int
+    is_line_search_success: float
+    cg_iterations: int
+    cg_residual: float
+    grad_norm: float
+    entropy: float
+    value_loss: float | None
+    explained_variance: float
+    std: float | None
+
+    def record(self, logger: Logger) -> None:
+        for name, value in asdict(self).items():
+            if value is not None:
+                logger.record(f"train/{name}", value)
+
+
+def numerical_fault(policy_gradient: th.Tensor, beta: float | None, search: LineSearchResult) -> str | None:
+    """
+    Why the policy step could not be taken, when a number went wrong; None for a sound (if rejected) step
+    (docs/algorithm.md §8). ``beta`` is None when :func:`~sb3_trpo_ext.line_search.max_step_size` refused the curvature.
+    """
+    if not th.isfinite(policy_gradient).all():
+        return "the policy gradient is not finite"
+    if beta is None:
+        return "the curvature d^T (F + lambda I) d is not finite and positive (zero gradient or failed Fisher products)"
+    if search.n_candidates > 0 and search.n_nonfinite == search.n_candidates:
+        return "every line-search candidate had a non-finite surrogate or KL"
+    return None
+
+
+def distribution_actions(actions: th.Tensor, action_space: gym.Space) -> th.Tensor:
+    """The buffer's actions as the distribution takes them: a Discrete space's float column as integer indices."""
+    if isinstance(action_space, gym.spaces.Discrete):
+        return actions.long().flatten()
+    return actions
+
+
+def subsample(observations: PyTorchObs, k: int) -> PyTorchObs:
+    """Every k-th state, for the Fisher-vector products (docs/algorithm.md §4)."""
+    if k == 1:
+        return observations
+    if isinstance(observations, dict):
+        return {key: value[::k] for key, value in observations.items()}
+    return observations[::k]
