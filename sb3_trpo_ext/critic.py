@@ -18,9 +18,9 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import PyTorchObs
 from torch.nn import functional as F
-from torch.optim import optimizer as torch_optimizer
 
 from sb3_trpo_ext.mlp import MlpNetwork, critic_features
+from sb3_trpo_ext.torch_private import fused_adam_kernel, has_no_step_hooks
 
 Minibatches = Iterator[tuple[PyTorchObs, th.Tensor]]
 
@@ -153,32 +153,44 @@ def optimizer_steps(optimizer: th.optim.Optimizer, params: Sequence[th.Tensor]) 
     # An optimiser that has never stepped has no state yet: its first step creates it, then the kernel may take over.
     first_step = not any(param in optimizer.state for param in params)
 
-    def step(grads: Sequence[th.Tensor]) -> None:
-        nonlocal state, step_count, first_step
-        if state is None:
-            for param, grad in zip(params, grads, strict=True):
-                param.grad = grad
-            # The optimiser's state (created by its first step) must stay usable outside inference mode.
-            with th.inference_mode(False):
-                optimizer.step()
-            if first_step:
-                first_step = False
-                state = _fused_adam_state(optimizer, params)
-                step_count = None if state is None else state.steps[0].clone()
-            return
-        assert step_count is not None
+    def kernel_step(grads: Sequence[th.Tensor]) -> bool:
+        """The fused kernel's step; False, with the step counts written back, if the kernel refuses its arguments."""
+        nonlocal state
+        assert state is not None and step_count is not None
         with th.no_grad():
             step_count.add_(1)
-            state.kernel(
-                state.params,
-                list(grads),
-                state.exp_avgs,
-                state.exp_avg_sqs,
-                state.max_exp_avg_sqs,
-                # The same count for every parameter: one increment per step instead of one per parameter.
-                [step_count] * len(state.params),
-                **state.hyperparameters,
-            )
+            try:
+                state.kernel(
+                    state.params,
+                    list(grads),
+                    state.exp_avgs,
+                    state.exp_avg_sqs,
+                    state.max_exp_avg_sqs,
+                    # The same count for every parameter: one increment per step instead of one per parameter.
+                    [step_count] * len(state.params),
+                    **state.hyperparameters,
+                )
+                return True
+            except TypeError:  # a torch whose kernel takes other arguments: optimizer.step() from here on
+                step_count.sub_(1)
+                for count in state.steps:
+                    count.copy_(step_count)
+                state = None
+                return False
+
+    def step(grads: Sequence[th.Tensor]) -> None:
+        nonlocal state, step_count, first_step
+        if state is not None and kernel_step(grads):
+            return
+        for param, grad in zip(params, grads, strict=True):
+            param.grad = grad
+        # The optimiser's state (created by its first step) must stay usable outside inference mode.
+        with th.inference_mode(False):
+            optimizer.step()
+        if first_step:
+            first_step = False
+            state = _fused_adam_state(optimizer, params)
+            step_count = None if state is None else state.steps[0].clone()
 
     try:
         yield step
@@ -204,18 +216,10 @@ def _fused_adam_state(optimizer: th.optim.Optimizer, params: Sequence[th.Tensor]
     The fused kernel, its hyperparameters (read once per fit: nothing changes them meanwhile) and the state tensors it
     updates; None where the kernel cannot stand for ``step()``.
     """
-    hooks = (
-        getattr(optimizer, "_optimizer_step_pre_hooks", None),
-        getattr(optimizer, "_optimizer_step_post_hooks", None),
-        getattr(torch_optimizer, "_global_optimizer_pre_hooks", None),
-        getattr(torch_optimizer, "_global_optimizer_post_hooks", None),
-    )
     if not (
         type(optimizer) in (th.optim.Adam, th.optim.AdamW)
-        and hasattr(th, "_fused_adam_")
-        and hasattr(th, "_fused_adamw_")
         and len(optimizer.param_groups) == 1
-        and all(hook is not None and len(hook) == 0 for hook in hooks)
+        and has_no_step_hooks(optimizer)
         and getattr(optimizer, "grad_scale", None) is None
         and getattr(optimizer, "found_inf", None) is None
     ):
@@ -236,9 +240,12 @@ def _fused_adam_state(optimizer: th.optim.Optimizer, params: Sequence[th.Tensor]
     steps = [state["step"] for state in states]
     if len({(step.dtype, step.device, step.item()) for step in steps}) != 1:
         return None
+    kernel = fused_adam_kernel(group["decoupled_weight_decay"])
+    if kernel is None:
+        return None
     beta1, beta2 = group["betas"]
     return FusedAdamState(
-        th._fused_adamw_ if group["decoupled_weight_decay"] else th._fused_adam_,
+        kernel,
         dict(
             amsgrad=group["amsgrad"],
             lr=group["lr"],

@@ -16,8 +16,7 @@ Two ways to multiply by the Fisher information F of the mean KL, behind one func
 """
 
 import copy
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 
 import torch as th
 from stable_baselines3.common.distributions import (
@@ -34,6 +33,7 @@ from torch.autograd import forward_ad
 
 from sb3_trpo_ext.mlp import OUTPUT_DISTRIBUTIONS, MlpNetwork, actor_features
 from sb3_trpo_ext.policies import unflatten
+from sb3_trpo_ext.torch_private import PrivateApiChanged, parameter_slots, parameters_replaced
 
 FVP_METHODS = ("auto", "analytic", "autograd")
 
@@ -159,46 +159,20 @@ def fisher_vector_product(
     elif network is not None:
         product = _mlp_gauss_newton_product(policy, network, observations, params)
     else:
-        product = _gauss_newton_product(policy, observations, params)
+        try:
+            product = _gauss_newton_product(policy, observations, params)
+        except PrivateApiChanged:
+            # The same Fisher, by the public double backprop: slower, as exact.
+            product = _double_backprop_product(policy, observations, params)
     if damping == 0.0:
         return product
     return lambda vector: product(vector) + damping * vector
 
 
-ParameterSlot = tuple[nn.Module, str, nn.Parameter, int]
-
-
-def _parameter_slots(policy: nn.Module, params: Sequence[nn.Parameter]) -> list[ParameterSlot]:
-    """
-    Where each of ``params`` is registered: (owning module, attribute name, parameter, index in ``params``).
-    Replacing a parameter in the module that owns it covers a features extractor shared by actor and critic
-    under all its names (torch.func.functional_call does not restore such tied parameters to the same objects).
-    """
-    position = {id(param): index for index, param in enumerate(params)}
-    return [
-        (module, name, param, position[id(param)])
-        for module in policy.modules()
-        for name, param in module._parameters.items()
-        if param is not None and id(param) in position
-    ]
-
-
-@contextmanager
-def _substituted(slots: Sequence[ParameterSlot], tensors: Sequence[th.Tensor]) -> Iterator[None]:
-    """Run the policy with ``tensors`` (dual numbers, for forward-mode products) in place of its parameters."""
-    for module, name, _, index in slots:
-        module._parameters[name] = tensors[index]  # type: ignore[assignment]  # a dual tensor where a Parameter was
-    try:
-        yield
-    finally:
-        for module, name, param, _ in slots:
-            module._parameters[name] = param
-
-
 def _gauss_newton_product(
     policy: ActorCriticPolicy, observations: PyTorchObs, params: Sequence[nn.Parameter]
 ) -> FisherVectorProduct:
-    slots = _parameter_slots(policy, params)
+    slots = parameter_slots(policy, params)
     # z(theta_old) with its graph, kept for the reverse-mode products J^T u.
     old_distribution = policy.get_distribution(observations)
     z_old = distribution_parameters(old_distribution)
@@ -210,7 +184,7 @@ def _gauss_newton_product(
         # J v: one forward pass with dual numbers, theta_old + eps v.
         with forward_ad.dual_level():
             duals = [forward_ad.make_dual(param.detach(), t) for param, t in zip(params, tangent, strict=True)]
-            with _substituted(slots, duals):
+            with parameters_replaced(slots, duals):
                 z_dual = distribution_parameters(policy.get_distribution(observations))
             jacobian_vector = tuple(forward_ad.unpack_dual(z).tangent for z in z_dual)
         fisher_jv = fisher(jacobian_vector)

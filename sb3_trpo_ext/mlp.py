@@ -31,13 +31,15 @@ from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
 from torch.nn import functional as F
 
+from sb3_trpo_ext.torch_private import relu_chain_rule, tanh_chain_rule
+
 Activation = Callable[[th.Tensor], th.Tensor]
 #: (g, y) -> g * act'(x) for y = act(x): the chain rule through an activation, from its output.
 ActivationChainRule = Callable[[th.Tensor, th.Tensor], th.Tensor]
 
 ACTIVATIONS: dict[type[nn.Module], tuple[Activation, ActivationChainRule]] = {
-    nn.Tanh: (th.tanh, th.ops.aten.tanh_backward),
-    nn.ReLU: (th.relu, lambda grad, output: th.ops.aten.threshold_backward(grad, output, 0)),
+    nn.Tanh: (th.tanh, tanh_chain_rule()),
+    nn.ReLU: (th.relu, relu_chain_rule()),
 }
 
 

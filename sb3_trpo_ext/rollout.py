@@ -5,8 +5,7 @@ log-probabilities) and recording the step in the rollout buffer.
 """
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -26,6 +25,7 @@ from torch.nn import functional as F
 from sb3_trpo_ext.fast_paths import FastPaths
 from sb3_trpo_ext.mlp import MlpNetwork, action_distribution, actor_features, critic_features
 from sb3_trpo_ext.rollout_checks import describe_nonfinite_observation
+from sb3_trpo_ext.torch_private import distribution_checks_off, version_of
 
 #: observations -> (sampled actions, values, log-probabilities): ``policy(observations)`` as the rollout calls it.
 RolloutActor = Callable[[PyTorchObs], tuple[th.Tensor, th.Tensor, th.Tensor]]
@@ -42,21 +42,10 @@ def rollout_actor(policy: ActorCriticPolicy, fast_paths: FastPaths) -> RolloutAc
         return policy
 
     def act(observations: PyTorchObs) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
-        with argument_checks_off():
+        with distribution_checks_off():
             return policy(observations)
 
     return act
-
-
-@contextmanager
-def argument_checks_off() -> Iterator[None]:
-    """torch.distributions without its per-call argument validation (a few tensor reductions per distribution)."""
-    previous = th.distributions.Distribution._validate_args
-    th.distributions.Distribution.set_default_validate_args(False)
-    try:
-        yield
-    finally:
-        th.distributions.Distribution.set_default_validate_args(previous)
 
 
 class MlpRolloutActor:
@@ -72,7 +61,7 @@ class MlpRolloutActor:
 
     def __init__(self, policy: ActorCriticPolicy, actor: MlpNetwork, critic: MlpNetwork) -> None:
         self.policy, self.actor, self.critic = policy, actor, critic
-        self._gaussian_scale: tuple[nn.Parameter, int, th.Size, tuple[th.Tensor, ...]] | None = None
+        self._gaussian_scale: tuple[nn.Parameter, int | None, th.Size, tuple[th.Tensor, ...]] | None = None
 
     def __call__(self, observations: PyTorchObs) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         policy = self.policy
@@ -95,7 +84,7 @@ class MlpRolloutActor:
             # checks of p it makes first (p is a softmax here).
             index = (probs / th.empty_like(probs).exponential_()).argmax(dim=-1, keepdim=True)
             return index.reshape(len(output)), log_probs.gather(-1, index).reshape(len(output))
-        with argument_checks_off():
+        with distribution_checks_off():
             distribution = action_distribution(self.policy, output)
             actions = distribution.get_actions(deterministic=False)
             return actions, distribution.log_prob(actions)
@@ -107,10 +96,10 @@ class MlpRolloutActor:
         (a callback may change it during the rollout).
         """
         log_std = self.policy.log_std
-        cached = self._gaussian_scale
-        if cached is None or cached[0] is not log_std or cached[1] != log_std._version or cached[2] != output.shape:
+        version, cached = version_of(log_std), self._gaussian_scale
+        if version is None or cached is None or cached[0] is not log_std or cached[1] != version or cached[2] != output.shape:
             std = th.ones_like(output) * log_std.exp()
-            self._gaussian_scale = (log_std, log_std._version, output.shape, (std, 2 * std**2, std.log()))
+            self._gaussian_scale = (log_std, version, output.shape, (std, 2 * std**2, std.log()))
         return self._gaussian_scale[3]  # type: ignore[index]
 
 
