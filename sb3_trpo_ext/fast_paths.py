@@ -5,8 +5,9 @@ On: MLP actors and critics are evaluated and differentiated layer by layer (:mod
 Fisher-vector products, the rollout and the critic's fit; the rollout acts without torch.distributions' argument
 checks and fills SB3's RolloutBuffer without its defensive copies; the critic fits resident minibatches and, with
 fused Adam, steps through the fused kernel on the optimiser's state. Off: every computation goes through SB3's and
-torch's public API (``policy(obs)``, ``RolloutBuffer.add``/``get``, autograd, ``optimizer.step()``). Tests check
-that both give the same update.
+torch's public API (``policy(obs)``, ``RolloutBuffer.add``/``get``, autograd, ``optimizer.step()``; the analytic
+Fisher-vector products of actors that are no MLP network by double backprop, since their forward-mode form swaps
+parameters through a private API). Tests check that both give the same update.
 """
 
 from collections.abc import Sequence

@@ -132,6 +132,7 @@ def fisher_vector_product(
     method: str = "auto",
     damping: float = 0.0,
     network: MlpNetwork | None = None,
+    public_api_only: bool = False,
 ) -> FisherVectorProduct:
     """
     v -> (F + damping I) v, F the Fisher of the mean KL over ``observations`` with respect to ``params``,
@@ -145,6 +146,8 @@ def fisher_vector_product(
     :param damping: lambda, added as lambda v
     :param network: the actor as an MLP network (:func:`~sb3_trpo_ext.mlp.actor_network`): the analytic products
         then run layer by layer on one evaluation of it; None takes forward-mode AD and autograd
+    :param public_api_only: where the analytic form would swap parameters through torch's private API (forward-mode
+        AD on actors other than ``network``), take the same Fisher by double backprop instead
     """
     if method not in FVP_METHODS:
         raise ValueError(f"fvp_method must be one of {FVP_METHODS}, got {method!r}")
@@ -160,6 +163,8 @@ def fisher_vector_product(
         product = _mlp_gauss_newton_product(policy, network, observations, params)
     else:
         try:
+            if public_api_only:
+                raise PrivateApiChanged("public API only")
             product = _gauss_newton_product(policy, observations, params)
         except PrivateApiChanged:
             # The same Fisher, by the public double backprop: slower, as exact.

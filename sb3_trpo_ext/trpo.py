@@ -291,8 +291,10 @@ class TRPO(RolloutLoop):
         kl_before = kl_divergence(batch.old_distribution, distribution).mean().item()
 
         # §3-§4: the natural gradient d = (F + lambda I)^-1 g by conjugate gradient on Fisher-vector products.
-        observations, mlp_actor = subsample(batch.observations, self.sub_sampling_factor), self._fast_paths.actor
-        fvp = fisher_vector_product(self.policy, observations, params, self.fvp_method, self.cg_damping, mlp_actor)
+        observations, fast = subsample(batch.observations, self.sub_sampling_factor), self._fast_paths
+        fvp = fisher_vector_product(
+            self.policy, observations, params, self.fvp_method, self.cg_damping, fast.actor, not fast.enabled
+        )
         cg = conjugate_gradient(fvp, policy_gradient, self.cg_max_steps, self.cg_residual_tol)
 
         # §5-§6: the step size beta = sqrt(2 delta / d^T (F + lambda I) d), then the backtracking line search.
