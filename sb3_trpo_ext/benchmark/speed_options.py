@@ -1,6 +1,6 @@
 """Two speed options measured and not taken: conjugate gradient in float64, and torch.compile for the critic step.
 
-    python benchmarks/speed_options.py --env HalfCheetah-v5
+    python -m sb3_trpo_ext.benchmark.speed_options --env HalfCheetah-v5
 
 Both on one update of this TRPO with its zoo settings (one torch thread), after ten updates of learning:
 
@@ -13,6 +13,7 @@ Both on one update of this TRPO with its zoo settings (one torch thread), after 
 import argparse
 import copy
 import time
+from typing import Any
 
 import stable_baselines3.common.policies as sb3_policies
 import torch as th
@@ -31,7 +32,9 @@ def trained_model(env_id: str):
     model = settings.model(make_env(settings, env_id, 0), 0)
     model.learn(10 * settings.n_envs * model.n_steps)
     _, callback = model._setup_learn(0, callback=None, reset_num_timesteps=False)
-    model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+    env = model.get_env()
+    assert env is not None
+    model.collect_rollouts(env, callback, model.rollout_buffer, model.n_steps)
     return model
 
 
@@ -55,9 +58,13 @@ def cg_precision(model) -> None:
     params64 = [dict(policy64.named_parameters())[names[id(param)]] for param in params]
     # SB3 casts observations to float32 before the features extractor; keep float64 ones as they are.
     preprocess = sb3_policies.preprocess_obs
-    sb3_policies.preprocess_obs = lambda obs, space, normalize_images=True: (
-        obs if obs.dtype == th.float64 else preprocess(obs, space, normalize_images)
-    )
+
+    def keep_float64(obs: Any, observation_space: Any, normalize_images: bool = True) -> Any:
+        if isinstance(obs, th.Tensor) and obs.dtype == th.float64:
+            return obs
+        return preprocess(obs, observation_space, normalize_images)
+
+    sb3_policies.preprocess_obs = keep_float64
     observations64, g64 = policy_gradient(model, policy64, params64, th.float64)
     network64 = actor_network(policy64, params64)
     fvp64 = fisher_vector_product(policy64, observations64, params64, "analytic", model.cg_damping, network64)
@@ -84,8 +91,11 @@ def cg_precision(model) -> None:
 
 def critic_compile(model) -> None:
     network = model._fast_paths.critic
-    features = lambda observations: critic_features(model.policy, observations)  # noqa: E731
-    minibatches = list(resident_minibatches(model.rollout_buffer, model.n_critic_updates, model.batch_size, features))
+
+    def to_features(observations: Any) -> th.Tensor:
+        return critic_features(model.policy, observations)
+
+    minibatches = list(resident_minibatches(model.rollout_buffer, model.n_critic_updates, model.batch_size, to_features))
 
     def gradient(features, returns):
         outputs = network.forward(features)

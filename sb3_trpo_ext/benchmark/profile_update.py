@@ -1,6 +1,6 @@
 """Where an update's time goes: train() and collect_rollouts() of this TRPO and sb3-contrib's, side by side.
 
-    python benchmarks/profile_update.py --env HalfCheetah-v5 --updates 10 --top 20
+    python -m sb3_trpo_ext.benchmark.profile_update --env HalfCheetah-v5 --updates 10 --top 20
 
 Both get the same settings (the benchmark's --same-settings: this TRPO's zoo entry, the same true trust region) and
 one torch thread. Their train() and collect_rollouts() calls are interleaved, so that the machine's drift hits both
@@ -43,7 +43,7 @@ def main() -> None:
     for model in models.values():
         _, model._callback_for_profile = model._setup_learn(0, callback=None, reset_num_timesteps=False)
         model._callback_for_profile.on_training_start(locals(), globals())
-    times = {(algo, phase): [] for algo in models for phase in ("train", "rollout")}
+    times: dict[tuple[str, str], list[float]] = {(algo, phase): [] for algo in models for phase in ("train", "rollout")}
     for _ in range(args.updates):
         for algo, model in models.items():
             for phase, call in (("rollout", lambda model=model: rollout(model)), ("train", model.train)):

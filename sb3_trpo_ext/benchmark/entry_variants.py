@@ -2,7 +2,7 @@
 Train variants of a packaged zoo entry on several seeds and record each run's final deterministic return: the
 tool for trying a few settings by hand, on seeds kept apart from the reporting seeds 0-4.
 
-    python benchmarks/entry_variants.py --env CartPole-v1 --seeds 100 101 102 \\
+    python -m sb3_trpo_ext.benchmark.entry_variants --env CartPole-v1 --seeds 100 101 102 \\
         --variant "" --variant "target_kl=0.02" --variant "target_kl=0.02,n_steps=1024" \\
         --output benchmarks/results/variants/CartPole-v1.jsonl
 
