@@ -18,7 +18,9 @@ Two ways to multiply by the Fisher information F of the mean KL, behind one func
 import copy
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch as th
+from gymnasium import spaces
 from stable_baselines3.common.distributions import (
     BernoulliDistribution,
     CategoricalDistribution,
@@ -58,6 +60,19 @@ def kl_divergence(old: Distribution, new: Distribution) -> th.Tensor:
     kl = th.distributions.kl_divergence(old.distribution, new.distribution)  # type: ignore[arg-type]
     # Categorical gives one value per state; factorised distributions one per action dimension.
     return kl.sum(dim=-1) if kl.dim() > 1 else kl
+
+
+def kl_averaged_dimensions(action_space: spaces.Space) -> int:
+    """
+    How many terms sb3-contrib's TRPO averages its KL over per state: the action dimensions of a Gaussian or
+    Bernoulli policy (its real KL is this many times its target_kl), 1 for categorical ones (summed already);
+    docs/algorithm.md §9.
+    """
+    if isinstance(action_space, spaces.Box):
+        return int(np.prod(action_space.shape))
+    if isinstance(action_space, spaces.MultiBinary):
+        return int(np.prod(action_space.shape))
+    return 1
 
 
 def distribution_parameters(distribution: Distribution) -> tuple[th.Tensor, ...]:

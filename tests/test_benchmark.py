@@ -16,7 +16,8 @@ from sb3_trpo_ext.benchmark.cli import main, parse_args, run_specs, stale
 from sb3_trpo_ext.benchmark.provenance import code_fingerprint, fingerprint
 from sb3_trpo_ext.benchmark.report import aggregate_lines, markdown_summary
 from sb3_trpo_ext.benchmark.run import RunSpec, execute
-from sb3_trpo_ext.benchmark.settings import kl_averaged_dimensions, run_settings, settings_for, settings_record, zoo_entry
+from sb3_trpo_ext.benchmark.settings import run_settings, settings_for, settings_record, zoo_entry
+from sb3_trpo_ext.fisher import kl_averaged_dimensions
 
 BENCHMARK_ENVS = [
     "CartPole-v1",

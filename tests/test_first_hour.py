@@ -111,3 +111,13 @@ def test_docstrings_cite_documents_of_the_repository():
         assert "spec §" not in text, path
         for section in re.findall(r"docs/algorithm\.md (§\d+)", text):
             assert f"## {section} " in (README.parent / "docs" / "algorithm.md").read_text(), (path, section)
+
+
+def test_ci_tests_exactly_the_floors_pyproject_promises():
+    import tomllib
+
+    root = README.parent
+    dependencies = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    floors = dict(re.match(r"([\w-]+)>=([\d.]+)", dependency).groups() for dependency in dependencies)
+    ci = (root / ".ci" / "run").read_text()
+    assert floors and all(f"{name}=={version}" in ci for name, version in floors.items()), floors

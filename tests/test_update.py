@@ -21,9 +21,8 @@ import sb3_trpo_ext.line_search
 import sb3_trpo_ext.mlp
 import sb3_trpo_ext.rollout
 from sb3_trpo_ext import TRPO
-from sb3_trpo_ext.benchmark.settings import kl_averaged_dimensions
 from sb3_trpo_ext.critic import resident_minibatches
-from sb3_trpo_ext.fisher import flat_grad, kl_divergence
+from sb3_trpo_ext.fisher import flat_grad, kl_averaged_dimensions, kl_divergence
 from sb3_trpo_ext.line_search import Candidate, backtracking_line_search, max_step_size
 from sb3_trpo_ext.mlp import critic_features
 from sb3_trpo_ext.policies import flat_parameters, set_flat_parameters

@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import yaml
 from stable_baselines3 import PPO
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.utils import LinearSchedule
 from torch import nn
 
+from sb3_trpo_ext.fisher import kl_averaged_dimensions
 from sb3_trpo_ext.trpo import TRPO
 from sb3_trpo_ext.zoo import ALGO, config_path
 
@@ -74,18 +74,6 @@ def zoo_entry(algo: str, env_id: str) -> tuple[str, dict[str, Any]]:
         versions = [key for key in entries if key.rsplit("-v", 1)[0] == task and key.rsplit("-v", 1)[-1].isdigit()]
         name = max(versions, key=lambda key: int(key.rsplit("-v", 1)[1]), default="default")
     return name, copy.deepcopy(entries[name])
-
-
-def kl_averaged_dimensions(action_space: gym.Space) -> int:
-    """
-    How many terms sb3-contrib's TRPO averages its KL over per state: the action dimensions of a Gaussian or
-    Bernoulli policy (its real KL is this many times its target_kl), 1 for categorical ones (summed already).
-    """
-    if isinstance(action_space, gym.spaces.Box):
-        return int(np.prod(action_space.shape))
-    if isinstance(action_space, gym.spaces.MultiBinary):
-        return int(np.prod(action_space.shape))
-    return 1
 
 
 @dataclass
