@@ -1,5 +1,13 @@
-"""Property tests: whatever the network, batch and policy regime, an update leaves finite parameters and an
-accepted step keeps the mean KL within the trust region."""
+"""
+Property tests: whatever the network, batch and policy regime, an update leaves finite parameters and an accepted
+step keeps the mean KL within the trust region.
+
+CI runs the "ci" profile (300 cases); the "soak" profile runs 10,000, outside CI:
+
+    HYPOTHESIS_PROFILE=soak python -m pytest -q tests/test_properties.py --hypothesis-show-statistics
+
+docs/testing.md records its last result.
+"""
 
 import copy
 import warnings
@@ -34,7 +42,6 @@ def advantages(draw):
 
 
 @settings(
-    max_examples=300,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
     derandomize=True,
@@ -48,10 +55,11 @@ def advantages(draw):
     normalize_advantage=st.booleans(),
     target_kl=st.sampled_from([1e-5, 1e-3, 0.01, 0.1, 1.0]),
     fvp_method=st.sampled_from(["analytic", "autograd"]),
+    fast_paths=st.booleans(),
     seed=st.integers(0, 1000),
 )
 def test_update_is_finite_and_keeps_the_trust_region(
-    space, hidden, regime, batch_advantages, normalize_advantage, target_kl, fvp_method, seed
+    space, hidden, regime, batch_advantages, normalize_advantage, target_kl, fvp_method, fast_paths, seed
 ):
     model = TRPO(
         "MlpPolicy",
@@ -61,6 +69,7 @@ def test_update_is_finite_and_keeps_the_trust_region(
         n_critic_updates=1,
         target_kl=target_kl,
         fvp_method=fvp_method,
+        fast_paths=fast_paths,
         normalize_advantage=normalize_advantage,
         policy_kwargs=dict(net_arch=hidden),
         seed=seed,
@@ -86,6 +95,7 @@ def test_update_is_finite_and_keeps_the_trust_region(
     logged = model.logger.name_to_value
     with th.no_grad():
         mean_kl = reference_kl(before, model.policy.get_distribution(observations)).mean().item()
+    event(f"action space: {space}, fvp: {fvp_method}, fast paths: {fast_paths}")
     event(f"step accepted: {bool(logged['train/is_line_search_success'])}")
     event(f"policy step skipped for a numerical fault: {bool(logged['train/skipped_policy_steps'])}")
     if logged["train/is_line_search_success"]:
