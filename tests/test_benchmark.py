@@ -12,23 +12,12 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.utils import LinearSchedule
 from torch import nn
 
-from sb3_trpo_ext.benchmark.cli import main, parse_args, run_specs, stale
+from sb3_trpo_ext.benchmark.cli import DEFAULT_ENVS, main, parse_args, run_specs, stale
 from sb3_trpo_ext.benchmark.provenance import code_fingerprint, fingerprint
 from sb3_trpo_ext.benchmark.report import aggregate_lines, markdown_summary
 from sb3_trpo_ext.benchmark.run import RunSpec, execute
 from sb3_trpo_ext.benchmark.settings import run_settings, settings_for, settings_record, zoo_entry
 from sb3_trpo_ext.fisher import kl_averaged_dimensions
-
-BENCHMARK_ENVS = [
-    "CartPole-v1",
-    "Pendulum-v1",
-    "Acrobot-v1",
-    "LunarLanderContinuous-v3",
-    "HalfCheetah-v5",
-    "Hopper-v5",
-    "Walker2d-v5",
-    "Swimmer-v5",
-]
 
 
 def test_zoo_entry_falls_back_to_the_newest_version_of_the_same_task():
@@ -48,7 +37,7 @@ def test_zoo_entries_are_read_as_rl_zoo3_reads_them():
         run_settings("X", {"policy": "CnnPolicy", "frame_stack": 4}, "ppo")
 
 
-@pytest.mark.parametrize("env_id", BENCHMARK_ENVS)
+@pytest.mark.parametrize("env_id", DEFAULT_ENVS)
 def test_same_settings_give_sb3_contrib_the_same_true_trust_region(env_id):
     # This package's entries were sb3-contrib's with target_kl and cg_damping multiplied by the KL terms sb3-contrib
     # averages over; --same-settings divides them back, so sb3-contrib gets exactly its own tuned settings again.
