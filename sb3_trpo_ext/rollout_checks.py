@@ -51,3 +51,11 @@ def describe_nonfinite_observation(
             name = "observations" if key is None else f"observations[{key!r}]"
             return f"non-finite {name} at step {step} of env {int(bad[0])}"
     return None
+
+
+def nonfinite_rollout_error(problem: str) -> ValueError:
+    """The error for a rollout holding ``problem`` (from :func:`describe_nonfinite`), raised before anything changes."""
+    return ValueError(
+        f"The rollout holds {problem}; nothing was updated. Check the environment and its wrappers "
+        "(VecNormalize, reward scaling), or pass on_nonfinite='skip' to skip such updates."
+    )

@@ -4,6 +4,7 @@ import copy
 import io
 import json
 import pathlib
+import pickle
 import zipfile
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -12,7 +13,8 @@ from typing import Any
 
 import torch as th
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
-from stable_baselines3.common.save_util import open_path
+from stable_baselines3.common.save_util import load_from_zip_file, open_path
+from stable_baselines3.common.type_aliases import TensorDict
 
 #: Hyperparameters that both this TRPO and sb3-contrib's save, and no other algorithm does together.
 SAVED_BY_A_TRPO = frozenset(
@@ -26,6 +28,28 @@ SAVED_BY_A_TRPO = frozenset(
         "sub_sampling_factor",
     }
 )
+
+
+#: What loading a file that is not a TRPO model can raise, turned into one ValueError that says so.
+LOAD_ERRORS = (
+    AssertionError,
+    ValueError,
+    KeyError,
+    TypeError,
+    AttributeError,
+    RuntimeError,
+    EOFError,
+    zipfile.BadZipFile,
+    pickle.UnpicklingError,
+    json.JSONDecodeError,
+)
+
+
+def require_a_trpo_zip(path: str | pathlib.Path | io.BufferedIOBase) -> None:
+    """Raise a ValueError when the zip at ``path`` was saved by an algorithm other than a TRPO."""
+    missing = sorted(SAVED_BY_A_TRPO - saved_attributes(path))
+    if missing:
+        raise ValueError(f"it was saved by another algorithm (it has no {', '.join(missing)})")
 
 
 def saved_attributes(path: str | pathlib.Path | io.BufferedIOBase) -> set[str]:
@@ -69,6 +93,22 @@ def critic_optimizer_state(state: Any, all_params: Sequence[th.Tensor], critic_p
         "state": {new: state["state"][old] for new, old in enumerate(kept) if old in state["state"]},
         "param_groups": [{**groups[0], "params": list(range(len(kept)))}],
     }
+
+
+def with_critic_optimizer_state(
+    load_path_or_dict: str | TensorDict,
+    device: th.device | str,
+    all_params: Sequence[th.Tensor],
+    critic_params: Sequence[th.Tensor],
+) -> TensorDict:
+    """The parameters to load (a dict, or read from a zip), their optimiser state passed to :func:`critic_optimizer_state`."""
+    if isinstance(load_path_or_dict, dict):
+        params = dict(load_path_or_dict)
+    else:
+        _, params, _ = load_from_zip_file(load_path_or_dict, device=device, load_data=False)
+    if "policy.optimizer" in params:
+        params["policy.optimizer"] = critic_optimizer_state(params["policy.optimizer"], all_params, critic_params)
+    return params
 
 
 def cloned(state: Any) -> Any:

@@ -2,11 +2,8 @@
 
 import copy
 import io
-import json
 import pathlib
-import pickle
 import warnings
-import zipfile
 from typing import Any, ClassVar, TypeVar
 
 import torch as th
@@ -14,7 +11,6 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
-from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule, TensorDict
 from stable_baselines3.common.utils import explained_variance
 
@@ -34,8 +30,8 @@ from sb3_trpo_ext.policies import (
     set_flat_parameters,
 )
 from sb3_trpo_ext.rollout import RolloutLoop
-from sb3_trpo_ext.rollout_checks import describe_nonfinite
-from sb3_trpo_ext.saving import SAVED_BY_A_TRPO, critic_optimizer_state, saved_attributes, undone_on_exception
+from sb3_trpo_ext.rollout_checks import describe_nonfinite, nonfinite_rollout_error
+from sb3_trpo_ext.saving import LOAD_ERRORS, require_a_trpo_zip, undone_on_exception, with_critic_optimizer_state
 from sb3_trpo_ext.surrogate import mean_entropy, normalize_advantages, surrogate_objective
 from sb3_trpo_ext.update import PolicyBatch, UpdateStatistics, distribution_actions, numerical_fault, subsample
 
@@ -227,14 +223,9 @@ class TRPO(RolloutLoop):
         hyperparameters the constructor would refuse.
         """
         try:
-            missing = sorted(SAVED_BY_A_TRPO - saved_attributes(path))
-            if missing:
-                raise ValueError(f"it was saved by another algorithm (it has no {', '.join(missing)})")
+            require_a_trpo_zip(path)
             model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
-        except (
-            AssertionError, ValueError, KeyError, TypeError, AttributeError, RuntimeError, EOFError, zipfile.BadZipFile,
-            pickle.UnpicklingError, json.JSONDecodeError,
-        ) as error:  # fmt: skip
+        except LOAD_ERRORS as error:
             raise ValueError(
                 f"Could not load a TRPO model from {path!r}: {error}. Expected a zip saved by sb3_trpo_ext.TRPO or "
                 "sb3_contrib.TRPO (an actor-critic policy with its optimiser)."
@@ -256,13 +247,7 @@ class TRPO(RolloutLoop):
         Load parameters as SB3 does. An optimiser state saved over all the policy's parameters (as
         sb3-contrib's TRPO saves it) is narrowed to the critic's parameters, keeping their Adam moments.
         """
-        if isinstance(load_path_or_dict, dict):
-            params = dict(load_path_or_dict)
-        else:
-            _, params, _ = load_from_zip_file(load_path_or_dict, device=device, load_data=False)
-        if "policy.optimizer" in params:
-            all_params = list(self.policy.parameters())
-            params["policy.optimizer"] = critic_optimizer_state(params["policy.optimizer"], all_params, self._critic_params)
+        params = with_critic_optimizer_state(load_path_or_dict, device, list(self.policy.parameters()), self._critic_params)
         super().set_parameters(params, exact_match=exact_match, device=device)
 
     def train(self) -> None:
@@ -397,10 +382,7 @@ class TRPO(RolloutLoop):
         if problem is None:
             return True
         if self.on_nonfinite == "raise":
-            raise ValueError(
-                f"The rollout holds {problem}; nothing was updated. Check the environment and its wrappers "
-                "(VecNormalize, reward scaling), or pass on_nonfinite='skip' to skip such updates."
-            )
+            raise nonfinite_rollout_error(problem)
         self._skipped_updates += 1
         warnings.warn(f"TRPO update skipped: the rollout holds {problem}.", RuntimeWarning, stacklevel=3)
         self.logger.record("train/skipped_updates", self._skipped_updates)
@@ -415,11 +397,4 @@ class TRPO(RolloutLoop):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfTRPO:
-        return super().learn(
-            total_timesteps=total_timesteps,
-            callback=callback,
-            log_interval=log_interval,
-            tb_log_name=tb_log_name,
-            reset_num_timesteps=reset_num_timesteps,
-            progress_bar=progress_bar,
-        )
+        return super().learn(total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar)
