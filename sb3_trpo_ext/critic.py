@@ -61,19 +61,19 @@ def fit_critic(
     """
     if not critic_params:
         return None
-    if not fast:
-        minibatches: Minibatches = (
-            (data.observations, data.returns.reshape(-1, 1)) for _ in range(n_epochs) for data in buffer.get(batch_size)
-        )
-        losses = [autograd_critic_step(policy, critic_params, observations, returns) for observations, returns in minibatches]
-    elif network is None:
-        minibatches = resident_minibatches(buffer, n_epochs, batch_size)
-        losses = [autograd_critic_step(policy, critic_params, observations, returns) for observations, returns in minibatches]
-    else:
+    minibatches: Minibatches
+    if fast and network is not None:
         minibatches = resident_minibatches(buffer, n_epochs, batch_size, lambda obs: critic_features(policy, obs))
         # Inference mode: no autograd bookkeeping on the hundreds of small tensors a fit makes.
         with optimizer_steps(policy.optimizer, network.parameters) as take_step, th.inference_mode():
             losses = [mlp_critic_step(network, features, returns, take_step) for features, returns in minibatches]  # type: ignore[arg-type]
+    else:
+        minibatches = (
+            resident_minibatches(buffer, n_epochs, batch_size)
+            if fast
+            else ((data.observations, data.returns.reshape(-1, 1)) for _ in range(n_epochs) for data in buffer.get(batch_size))
+        )
+        losses = [autograd_critic_step(policy, critic_params, observations, returns) for observations, returns in minibatches]
     return th.stack(losses).mean().item() if losses else None
 
 

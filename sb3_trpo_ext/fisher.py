@@ -68,9 +68,7 @@ def kl_averaged_dimensions(action_space: spaces.Space) -> int:
     Bernoulli policy (its real KL is this many times its target_kl), 1 for categorical ones (summed already);
     docs/algorithm.md §9.
     """
-    if isinstance(action_space, spaces.Box):
-        return int(np.prod(action_space.shape))
-    if isinstance(action_space, spaces.MultiBinary):
+    if isinstance(action_space, (spaces.Box, spaces.MultiBinary)):
         return int(np.prod(action_space.shape))
     return 1
 
@@ -172,18 +170,17 @@ def fisher_vector_product(
             f"fvp_method='analytic' needs one of {[d.__name__ for d in ANALYTIC_DISTRIBUTIONS]}, "
             f"got {type(policy.action_dist).__name__}; use 'autograd' or 'auto'"
         )
-    if method == "autograd" or not analytic:
+    product = None
+    if method != "autograd" and analytic:
+        if network is not None:
+            product = _mlp_gauss_newton_product(policy, network, observations, params)
+        elif not public_api_only:
+            try:
+                product = _gauss_newton_product(policy, observations, params)
+            except PrivateApiChanged:
+                pass  # the same Fisher by the public double backprop below: slower, as exact
+    if product is None:
         product = _double_backprop_product(policy, observations, params)
-    elif network is not None:
-        product = _mlp_gauss_newton_product(policy, network, observations, params)
-    else:
-        try:
-            if public_api_only:
-                raise PrivateApiChanged("public API only")
-            product = _gauss_newton_product(policy, observations, params)
-        except PrivateApiChanged:
-            # The same Fisher, by the public double backprop: slower, as exact.
-            product = _double_backprop_product(policy, observations, params)
     if damping == 0.0:
         return product
     return lambda vector: product(vector) + damping * vector
