@@ -1,0 +1,134 @@
+"""
+Hyperparameter studies of this TRPO: ``sb3-trpo-ext optimize`` workers sharing one Optuna journal per task.
+
+Usage::
+
+    python -m sb3_trpo_ext.benchmark.tune --env Ant-v5                 # two workers, resumes the study if it exists
+    python -m sb3_trpo_ext.benchmark.tune --env Ant-v5 --fail-running  # after an interruption (see below)
+    python -m sb3_trpo_ext.benchmark.tune --report Ant-v5 Hopper-v5    # finished trials and the best entry
+
+Each worker is a separate ``sb3-trpo-ext optimize`` process with its own sampler seed (``--seed``, which also seeds
+its environments) on the same journal file ``benchmarks/results/tuning/ENV.log``: the way several machines share one
+study, with a file every worker can reach. Workers stop when the study holds ``--trials`` finished or running
+trials. Tuning seeds start at 1000, away from the reporting seeds 0-4.
+
+A worker that is killed leaves its trial RUNNING for ever, and rl_zoo3 counts running trials towards the total.
+``--fail-running`` marks such trials FAIL before the workers start; pass it only when no worker of the study is alive
+anywhere. Every launch appends the commit and package versions to the study's user attributes (``launches``), so
+each trial's start time says which code produced it.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from sb3_trpo_ext.benchmark.provenance import provenance
+
+DEFAULT_OUTPUT = Path("benchmarks/results/tuning")
+
+
+def _storage(path: Path) -> Any:
+    import optuna
+
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+
+
+def _study(path: Path, env_id: str) -> Any:
+    import optuna
+
+    return optuna.create_study(storage=_storage(path), study_name=env_id, direction="maximize", load_if_exists=True)
+
+
+def fail_running_trials(study: Any) -> list[int]:
+    """Mark the study's RUNNING trials FAIL (their workers are gone); returns their numbers."""
+    from optuna.trial import TrialState
+
+    running = study.get_trials(deepcopy=False, states=[TrialState.RUNNING])
+    for trial in running:
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    return [trial.number for trial in running]
+
+
+def record_launch(study: Any, command: list[str]) -> None:
+    """Append this launch's time, commit, versions and worker command to the study's ``launches`` attribute."""
+    launches = list(study.user_attrs.get("launches", []))
+    from sb3_trpo_ext.zoo import ALGO
+
+    launches.append(dict(started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **provenance(ALGO), command=" ".join(command)))
+    study.set_user_attr("launches", launches)
+
+
+def worker_command(args: argparse.Namespace, seed: int) -> list[str]:
+    """One ``sb3-trpo-ext optimize`` worker of the study."""
+    return [
+        sys.executable, "-m", "sb3_trpo_ext.zoo", "optimize",
+        "--env", args.env,
+        "-n", str(args.n_timesteps),
+        "--max-total-trials", str(args.trials),
+        "--sampler", "tpe", "--pruner", "median", "--n-startup-trials", str(args.startup_trials),
+        "--n-evaluations", str(args.n_evaluations), "--eval-episodes", str(args.eval_episodes),
+        "--storage", str(args.output / f"{args.env}.log"), "--study-name", args.env,
+        "--seed", str(seed), "--num-threads", "1", "--no-optim-plots",
+        "-f", str(args.log_folder),
+    ]  # fmt: skip
+
+
+def summary(path: Path, env_id: str) -> dict[str, Any]:
+    """Counts of finished trials and the best trial's value, parameters and rl-zoo hyperparameters."""
+    from optuna.trial import TrialState
+
+    from sb3_trpo_ext.zoo import convert_trpo_ext_params
+
+    study = _study(path, env_id)
+    trials = study.get_trials(deepcopy=False)
+    counts = {state.name.lower(): sum(trial.state == state for trial in trials) for state in TrialState}
+    result: dict[str, Any] = dict(env_id=env_id, trials=len(trials), **counts)
+    if counts["complete"]:
+        best = study.best_trial
+        result.update(best_trial=best.number, best_value=best.value, best_params=best.params,
+                      best_user_attrs=best.user_attrs,
+                      best_hyperparameters=convert_trpo_ext_params(best.params))  # fmt: skip
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--env", help="task to tune")
+    parser.add_argument("--report", nargs="+", metavar="ENV", help="print the studies' summaries and exit")
+    parser.add_argument("-n", "--n-timesteps", type=int, default=300_000, help="steps per trial")
+    parser.add_argument("--trials", type=int, default=30, help="finished or running trials the study stops at")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=1000, help="seed of the first worker; the others count up")
+    parser.add_argument("--startup-trials", type=int, default=10, help="random trials before TPE, and the pruner's")
+    parser.add_argument("--n-evaluations", type=int, default=3, help="evaluations per trial (the pruner's reports)")
+    parser.add_argument("--eval-episodes", type=int, default=5)
+    parser.add_argument("--fail-running", action="store_true", help="mark RUNNING trials FAIL first (no live worker)")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="folder of the journals")
+    parser.add_argument("--log-folder", type=Path, default=Path("logs/tuning"), help="rl_zoo3's log folder")
+    args = parser.parse_args(argv)
+    if args.report:
+        for env_id in args.report:
+            print(json.dumps(summary(args.output / f"{env_id}.log", env_id), default=str))
+        return
+    if args.env is None:
+        parser.error("--env or --report is needed")
+    args.output.mkdir(parents=True, exist_ok=True)
+    study = _study(args.output / f"{args.env}.log", args.env)
+    if args.fail_running:
+        failed = fail_running_trials(study)
+        if failed:
+            print(f"marked RUNNING trials {failed} FAIL", flush=True)
+    commands = [worker_command(args, args.seed + index) for index in range(args.workers)]
+    record_launch(study, commands[0])
+    workers = [subprocess.Popen(command) for command in commands]
+    codes = [worker.wait() for worker in workers]
+    if any(codes):
+        raise SystemExit(f"workers exited with {codes}")
+
+
+if __name__ == "__main__":
+    main()
