@@ -21,6 +21,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from sb3_contrib.common.maskable.distributions import (
+    MaskableCategoricalDistribution,
+    MaskableMultiCategoricalDistribution,
+)
 from stable_baselines3.common.distributions import (
     BernoulliDistribution,
     CategoricalDistribution,
@@ -34,14 +38,17 @@ from torch import nn
 from torch.autograd import forward_ad
 
 from sb3_trpo_ext.mlp import OUTPUT_DISTRIBUTIONS, MlpNetwork, actor_features
-from sb3_trpo_ext.policies import unflatten
+from sb3_trpo_ext.policies import ActorCritic, PolicyInputs, torch_distributions, unflatten
 from sb3_trpo_ext.torch_private import PrivateApiChanged, parameter_slots, parameters_replaced
 
 FVP_METHODS = ("auto", "analytic", "autograd")
 
 #: Distributions whose Fisher in their own parameters is known in closed form: those SB3 builds from the action
-#: network's output and a state-independent log-std.
-ANALYTIC_DISTRIBUTIONS = OUTPUT_DISTRIBUTIONS
+#: network's output and a state-independent log-std, and sb3-contrib's masked categoricals.
+ANALYTIC_DISTRIBUTIONS = (*OUTPUT_DISTRIBUTIONS, MaskableCategoricalDistribution, MaskableMultiCategoricalDistribution)
+
+#: Distributions made of one categorical per sub-space (a masked MultiBinary space is one of two-way categoricals).
+MULTI_CATEGORICAL = (MultiCategoricalDistribution, MaskableMultiCategoricalDistribution)
 
 FisherVectorProduct = Callable[[th.Tensor], th.Tensor]
 
@@ -54,9 +61,9 @@ def kl_divergence(old: Distribution, new: Distribution) -> th.Tensor:
     :param new: action distribution at theta, for the same states
     :return: tensor of shape (n_states,)
     """
-    if isinstance(old, MultiCategoricalDistribution):
-        assert isinstance(new, MultiCategoricalDistribution)
-        return sum(th.distributions.kl_divergence(p, q) for p, q in zip(old.distribution, new.distribution, strict=True))  # type: ignore[return-value]
+    if isinstance(old, MULTI_CATEGORICAL):
+        pairs = zip(torch_distributions(old), torch_distributions(new), strict=True)
+        return sum(th.distributions.kl_divergence(p, q) for p, q in pairs)  # type: ignore[return-value]
     kl = th.distributions.kl_divergence(old.distribution, new.distribution)  # type: ignore[arg-type]
     # Categorical gives one value per state; factorised distributions one per action dimension.
     return kl.sum(dim=-1) if kl.dim() > 1 else kl
@@ -77,14 +84,14 @@ def distribution_parameters(distribution: Distribution) -> tuple[th.Tensor, ...]
     """
     The parameters z of an action distribution in which its Fisher M is known in closed form:
     (mean, log-std) for a diagonal Gaussian, the logits otherwise (one tensor per categorical of a
-    MultiDiscrete space).
+    MultiDiscrete space; masked actions have logits of about -1e8, probability 0).
     """
     if isinstance(distribution, DiagGaussianDistribution):
         normal = distribution.distribution
         return normal.loc, normal.scale.log()
-    if isinstance(distribution, MultiCategoricalDistribution):
-        return tuple(categorical.logits for categorical in distribution.distribution)
-    if isinstance(distribution, (CategoricalDistribution, BernoulliDistribution)):
+    if isinstance(distribution, MULTI_CATEGORICAL):
+        return tuple(categorical.logits for categorical in torch_distributions(distribution))  # type: ignore[attr-defined]
+    if isinstance(distribution, (CategoricalDistribution, BernoulliDistribution, MaskableCategoricalDistribution)):
         return (distribution.distribution.logits,)
     raise TypeError(f"No closed-form Fisher for {type(distribution).__name__}")
 
@@ -98,7 +105,8 @@ def distribution_fisher(
     What M depends on (1/sigma^2, the probabilities) is computed here once, not at every product of CG.
 
     * diagonal Gaussian (mean mu, log-std l): M_mu = diag(1/sigma^2), M_l = 2 I, no cross terms;
-    * categorical with logits: M = diag(p) - p p^T (also for torch's normalised logits, since M 1 = 0);
+    * categorical with logits: M = diag(p) - p p^T (also for torch's normalised logits, since M 1 = 0); a masked
+      action has p = 0, so its row and column of M are zero: it adds nothing to the Fisher;
     * Bernoulli with logits: M = diag(p (1 - p)).
 
     :param distribution: the distribution at theta_old (only its type is read)
@@ -113,7 +121,7 @@ def distribution_fisher(
             return d_mean * inverse_variance, 2.0 * d_log_std
 
         return gaussian
-    if isinstance(distribution, (CategoricalDistribution, MultiCategoricalDistribution)):
+    if isinstance(distribution, (CategoricalDistribution, MaskableCategoricalDistribution, *MULTI_CATEGORICAL)):
         probabilities = [th.softmax(logits, dim=-1) for logits in parameters]
 
         def categorical(tangent: Sequence[th.Tensor]) -> tuple[th.Tensor, ...]:
@@ -139,8 +147,8 @@ def flat_grad(output: th.Tensor, params: Sequence[nn.Parameter], **kwargs) -> th
 
 
 def fisher_vector_product(
-    policy: ActorCriticPolicy,
-    observations: PyTorchObs,
+    policy: ActorCritic,
+    inputs: PolicyInputs,
     params: Sequence[nn.Parameter],
     method: str = "auto",
     damping: float = 0.0,
@@ -148,11 +156,11 @@ def fisher_vector_product(
     public_api_only: bool = False,
 ) -> FisherVectorProduct:
     """
-    v -> (F + damping I) v, F the Fisher of the mean KL over ``observations`` with respect to ``params``,
+    v -> (F + damping I) v, F the Fisher of the mean KL over the batch ``inputs`` with respect to ``params``,
     at the policy's current parameters (theta_old). F is never formed.
 
     :param policy: the actor-critic policy
-    :param observations: the states of the (possibly sub-sampled) batch
+    :param inputs: what the policy reads on the states of the (possibly sub-sampled) batch
     :param params: the actor parameters, in the order of the flat vectors
     :param method: "analytic" (Gauss-Newton form), "autograd" (double backprop) or "auto"
         (analytic where the distribution allows it)
@@ -173,25 +181,24 @@ def fisher_vector_product(
     product = None
     if method != "autograd" and analytic:
         if network is not None:
-            product = _mlp_gauss_newton_product(policy, network, observations, params)
+            assert isinstance(policy, ActorCriticPolicy) and inputs.action_masks is None, "an MLP network is SB3's policy's"
+            product = _mlp_gauss_newton_product(policy, network, inputs.observations, params)
         elif not public_api_only:
             try:
-                product = _gauss_newton_product(policy, observations, params)
+                product = _gauss_newton_product(policy, inputs, params)
             except PrivateApiChanged:
                 pass  # the same Fisher by the public double backprop below: slower, as exact
     if product is None:
-        product = _double_backprop_product(policy, observations, params)
+        product = _double_backprop_product(policy, inputs, params)
     if damping == 0.0:
         return product
     return lambda vector: product(vector) + damping * vector
 
 
-def _gauss_newton_product(
-    policy: ActorCriticPolicy, observations: PyTorchObs, params: Sequence[nn.Parameter]
-) -> FisherVectorProduct:
+def _gauss_newton_product(policy: ActorCritic, inputs: PolicyInputs, params: Sequence[nn.Parameter]) -> FisherVectorProduct:
     slots = parameter_slots(policy, params)
     # z(theta_old) with its graph, kept for the reverse-mode products J^T u.
-    old_distribution = policy.get_distribution(observations)
+    old_distribution = inputs.distribution(policy)
     z_old = distribution_parameters(old_distribution)
     n_states = z_old[0].shape[0]
     fisher = distribution_fisher(old_distribution, tuple(z.detach() for z in z_old))
@@ -202,7 +209,7 @@ def _gauss_newton_product(
         with forward_ad.dual_level():
             duals = [forward_ad.make_dual(param.detach(), t) for param, t in zip(params, tangent, strict=True)]
             with parameters_replaced(slots, duals):
-                z_dual = distribution_parameters(policy.get_distribution(observations))
+                z_dual = distribution_parameters(inputs.distribution(policy))
             jacobian_vector = tuple(forward_ad.unpack_dual(z).tangent for z in z_dual)
         fisher_jv = fisher(jacobian_vector)
         grads = th.autograd.grad(z_old, params, [u / n_states for u in fisher_jv], retain_graph=True, materialize_grads=True)
@@ -251,12 +258,10 @@ def _mlp_gauss_newton_product(
     return product
 
 
-def _double_backprop_product(
-    policy: ActorCriticPolicy, observations: PyTorchObs, params: Sequence[nn.Parameter]
-) -> FisherVectorProduct:
+def _double_backprop_product(policy: ActorCritic, inputs: PolicyInputs, params: Sequence[nn.Parameter]) -> FisherVectorProduct:
     with th.no_grad():
-        old_distribution = copy.copy(policy.get_distribution(observations))
-    mean_kl = kl_divergence(old_distribution, policy.get_distribution(observations)).mean()
+        old_distribution = copy.copy(inputs.distribution(policy))
+    mean_kl = kl_divergence(old_distribution, inputs.distribution(policy)).mean()
     grad_kl = flat_grad(mean_kl, params, create_graph=True)
 
     def product(vector: th.Tensor) -> th.Tensor:

@@ -2,6 +2,7 @@
 
 import math
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,18 +20,17 @@ def _is_count(value: Any, minimum: int) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and bool(value >= minimum)
 
 
-def validate_hyperparameters(algorithm: Any) -> None:
-    """
-    Raise a ValueError naming the first hyperparameter of ``algorithm`` (a TRPO) outside its allowed values, or a
-    combination that cannot work with its environment.
-    """
-
+def _requirement(algorithm: Any) -> Callable[[bool, str, str], None]:
     def require(ok: bool, name: str, allowed: str) -> None:
         if not ok:
             raise ValueError(f"{name} must be {allowed}, got {getattr(algorithm, name)!r}")
 
-    a = algorithm
-    require(_is_real(a.target_kl) and a.target_kl > 0, "target_kl", "a finite number > 0")
+    return require
+
+
+def validate_line_search(algorithm: Any) -> None:
+    """Raise a ValueError naming the first line-search hyperparameter of ``algorithm`` (a TRPO) outside its values."""
+    require, a = _requirement(algorithm), algorithm
     require(
         _is_real(a.line_search_shrinking_factor) and 0 < a.line_search_shrinking_factor < 1,
         "line_search_shrinking_factor",
@@ -42,6 +42,15 @@ def validate_hyperparameters(algorithm: Any) -> None:
         "in [0, 1)",
     )
     require(_is_count(a.line_search_max_iter, 1), "line_search_max_iter", "an integer >= 1")
+
+
+def validate_hyperparameters(algorithm: Any) -> None:
+    """
+    Raise a ValueError naming the first hyperparameter of ``algorithm`` (a natural-gradient algorithm) outside its
+    allowed values, or a combination that cannot work with its environment.
+    """
+    require, a = _requirement(algorithm), algorithm
+    require(_is_real(a.target_kl) and a.target_kl > 0, "target_kl", "a finite number > 0")
     require(_is_count(a.cg_max_steps, 1), "cg_max_steps", "an integer >= 1")
     require(_is_real(a.cg_damping) and a.cg_damping >= 0, "cg_damping", "a finite number >= 0")
     require(_is_real(a.cg_residual_tol) and a.cg_residual_tol >= 0, "cg_residual_tol", "a finite number >= 0")

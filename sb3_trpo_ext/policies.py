@@ -1,16 +1,68 @@
-"""Policies (SB3's actor-critic policies) and which of their parameters belong to the actor and the critic."""
+"""
+Policies (SB3's actor-critic policies, sb3-contrib's maskable ones), what they read to give their action distribution
+on a batch of states, and which of their parameters belong to the actor and the critic.
+"""
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import cast
 
 import torch as th
+from sb3_contrib.common.maskable.distributions import MaskableMultiCategoricalDistribution
+from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, MultiInputActorCriticPolicy
+from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
 
 MlpPolicy = ActorCriticPolicy
 CnnPolicy = ActorCriticCnnPolicy
 MultiInputPolicy = MultiInputActorCriticPolicy
+
+#: The policies the natural-gradient algorithms train: SB3's actor-critic policies and sb3-contrib's maskable ones.
+ActorCritic = ActorCriticPolicy | MaskableActorCriticPolicy
+
+
+@dataclass(frozen=True)
+class PolicyInputs:
+    """
+    What the policy reads to give its action distribution on a batch of states.
+
+    :param observations: the states s
+    :param action_masks: which actions each state allows (True: allowed), for a maskable policy; None: all
+    """
+
+    observations: PyTorchObs
+    action_masks: th.Tensor | None = None
+
+    def distribution(self, policy: ActorCritic) -> Distribution:
+        """pi_theta(.|s) on the batch at the policy's current parameters (masked actions have probability 0)."""
+        if self.action_masks is None:
+            return policy.get_distribution(self.observations)
+        assert isinstance(policy, MaskableActorCriticPolicy), "action masks need a maskable policy"
+        # sb3-contrib reads masks with th.as_tensor: a tensor, converted once, is taken as it is.
+        return policy.get_distribution(self.observations, action_masks=self.action_masks)  # type: ignore[arg-type]
+
+    def every(self, k: int) -> "PolicyInputs":
+        """Every k-th state, for the Fisher-vector products (docs/algorithm.md §4)."""
+        if k == 1:
+            return self
+        observations = self.observations
+        if isinstance(observations, dict):
+            observations = {key: value[::k] for key, value in observations.items()}
+        else:
+            observations = observations[::k]
+        return PolicyInputs(observations, None if self.action_masks is None else self.action_masks[::k])
+
+
+def torch_distributions(distribution: Distribution) -> list[th.distributions.Distribution]:
+    """The torch distributions an SB3 distribution holds: one per sub-space of a MultiDiscrete space (or a masked
+    MultiBinary one), else one."""
+    if isinstance(distribution, MaskableMultiCategoricalDistribution):
+        return list(distribution.distributions)
+    inner = distribution.distribution
+    return list(inner) if isinstance(inner, list) else [inner]
 
 
 def _parameters_reached_by(outputs: Sequence[th.Tensor], policy: nn.Module) -> list[nn.Parameter]:
@@ -21,7 +73,7 @@ def _parameters_reached_by(outputs: Sequence[th.Tensor], policy: nn.Module) -> l
 
 
 @contextmanager
-def _probing(policy: ActorCriticPolicy) -> Iterator[th.Tensor]:
+def _probing(policy: ActorCritic) -> Iterator[th.Tensor]:
     """
     A sample observation to trace the policy's graph with, in evaluation mode: a batch of one is what BatchNorm
     refuses in training mode, and a probe must not move its running statistics.
@@ -35,24 +87,26 @@ def _probing(policy: ActorCriticPolicy) -> Iterator[th.Tensor]:
         policy.set_training_mode(training)
 
 
-def actor_parameters(policy: ActorCriticPolicy) -> list[nn.Parameter]:
+def actor_parameters(policy: ActorCritic) -> list[nn.Parameter]:
     """
     The parameters the action distribution depends on, found through the autograd graph of the
     distribution's own tensors on a sample observation, so custom policies work without naming conventions.
     """
     with _probing(policy) as observation:
         distribution = policy.get_distribution(observation)
-    # MultiCategorical holds one torch distribution per sub-space, the others a single one.
-    torch_distributions = distribution.distribution
-    if not isinstance(torch_distributions, list):
-        torch_distributions = [torch_distributions]
-    outputs = [tensor for dist in torch_distributions for tensor in vars(dist).values() if isinstance(tensor, th.Tensor)]
+    outputs = [
+        tensor for dist in torch_distributions(distribution) for tensor in vars(dist).values() if isinstance(tensor, th.Tensor)
+    ]
     params = _parameters_reached_by(outputs, policy)
-    distribution.distribution = None  # type: ignore[assignment]  # the probe's graph would stop the policy from being deep-copied
+    # The probe's graph would stop the policy from being deep-copied.
+    if isinstance(distribution, MaskableMultiCategoricalDistribution):
+        distribution.distributions = []
+    else:
+        distribution.distribution = None  # type: ignore[assignment]
     return params
 
 
-def critic_parameters(policy: ActorCriticPolicy, actor_params: Sequence[nn.Parameter]) -> list[nn.Parameter]:
+def critic_parameters(policy: ActorCritic, actor_params: Sequence[nn.Parameter]) -> list[nn.Parameter]:
     """
     The parameters the value depends on and the action distribution does not (``actor_params``, from
     :func:`actor_parameters`): the only ones the critic trains, so fitting the value never moves the policy

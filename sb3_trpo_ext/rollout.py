@@ -27,8 +27,9 @@ from sb3_trpo_ext.mlp import MlpNetwork, action_distribution, actor_features, cr
 from sb3_trpo_ext.rollout_checks import describe_nonfinite_observation
 from sb3_trpo_ext.torch_private import distribution_checks_off, version_of
 
-#: observations -> (sampled actions, values, log-probabilities): ``policy(observations)`` as the rollout calls it.
-RolloutActor = Callable[[PyTorchObs], tuple[th.Tensor, th.Tensor, th.Tensor]]
+#: observations (and what else the policy reads at a step, by keyword) -> (sampled actions, values,
+#: log-probabilities): ``policy(observations, ...)`` as the rollout calls it.
+RolloutActor = Callable[..., tuple[th.Tensor, th.Tensor, th.Tensor]]
 
 
 def rollout_actor(policy: ActorCriticPolicy, fast_paths: FastPaths) -> RolloutActor:
@@ -41,9 +42,9 @@ def rollout_actor(policy: ActorCriticPolicy, fast_paths: FastPaths) -> RolloutAc
     if not fast_paths.enabled:
         return policy
 
-    def act(observations: PyTorchObs) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    def act(observations: PyTorchObs, **step_inputs: Any) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         with distribution_checks_off():
-            return policy(observations)
+            return policy(observations, **step_inputs)
 
     return act
 
@@ -112,14 +113,16 @@ def add_to_buffer(
     episode_start: np.ndarray,
     value: th.Tensor,
     log_prob: th.Tensor,
+    **step_inputs: Any,
 ) -> None:
     """
-    ``buffer.add(...)``; with ``lean``, for SB3's own RolloutBuffer, the same entries written without its defensive
-    copies (the assignment into the buffer's arrays copies already; the tensors are not cloned before their
-    conversion). Any other buffer class gets its own ``add``.
+    ``buffer.add(...)``, with ``step_inputs`` (a maskable buffer's ``action_masks``) by keyword; with ``lean``, for
+    SB3's own RolloutBuffer, the same entries written without its defensive copies (the assignment into the buffer's
+    arrays copies already; the tensors are not cloned before their conversion). Any other buffer class gets its own
+    ``add``.
     """
-    if not lean or type(buffer) is not RolloutBuffer or log_prob.dim() == 0:
-        buffer.add(obs, action, reward, episode_start, value, log_prob)  # type: ignore[arg-type]
+    if not lean or type(buffer) is not RolloutBuffer or log_prob.dim() == 0 or step_inputs:
+        buffer.add(obs, action, reward, episode_start, value, log_prob, **step_inputs)  # type: ignore[arg-type]
         return
     pos = buffer.pos
     if isinstance(buffer.observation_space, spaces.Discrete):
@@ -136,10 +139,15 @@ def add_to_buffer(
 
 
 class RolloutLoop(OnPolicyAlgorithm):
-    """An on-policy algorithm whose ``collect_rollouts`` takes its fast paths (``_fast_paths``, set up by the subclass)."""
+    """
+    An on-policy algorithm whose ``collect_rollouts`` takes its fast paths (``_fast_paths``, set up by the subclass),
+    and acts on what ``_rollout_step_inputs`` adds to each observation.
+    """
 
     _fast_paths: FastPaths
     _rollout_actor: RolloutActor
+    # Attributes, not locals: callbacks see the loop's locals, which stay SB3's.
+    _step_inputs: dict[str, Any]
 
     def collect_rollouts(
         self,
@@ -165,7 +173,6 @@ class RolloutLoop(OnPolicyAlgorithm):
         rollout_buffer.reset()
         if self.use_sde:
             self.policy.reset_noise(env.num_envs)
-        # An attribute, not a local: callbacks see the loop's locals, which stay SB3's.
         self._rollout_actor = rollout_actor(self.policy, self._fast_paths)
         callback.on_rollout_start()
 
@@ -173,9 +180,10 @@ class RolloutLoop(OnPolicyAlgorithm):
             if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:
                 self.policy.reset_noise(env.num_envs)
             self._check_observation_is_finite(rollout_buffer.pos)
+            self._step_inputs = self._rollout_step_inputs(env)
             with th.inference_mode():
                 obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
-                actions, values, log_probs = self._rollout_actor(obs_tensor)
+                actions, values, log_probs = self._rollout_actor(obs_tensor, **self._step_inputs)
             actions = actions.cpu().numpy()
             clipped_actions = actions
             if isinstance(self.action_space, spaces.Box):
@@ -217,6 +225,7 @@ class RolloutLoop(OnPolicyAlgorithm):
                 self._last_episode_starts,  # type: ignore[arg-type]
                 values,
                 log_probs,
+                **self._step_inputs,
             )
             self._last_obs = new_obs  # type: ignore[assignment]
             self._last_episode_starts = dones
@@ -227,6 +236,11 @@ class RolloutLoop(OnPolicyAlgorithm):
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
+
+    def _rollout_step_inputs(self, env: VecEnv) -> dict[str, Any]:
+        """What the policy reads at this step besides the observation, by keyword, and the buffer stores with it
+        (a maskable policy's ``action_masks``); nothing for SB3's policies."""
+        return {}
 
     def _check_observation_is_finite(self, step: int) -> None:
         problem = describe_nonfinite_observation(self._last_obs, step)

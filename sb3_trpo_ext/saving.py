@@ -1,4 +1,4 @@
-"""What loading and undoing need beyond SB3: recognising a TRPO's zip, sb3-contrib's optimiser state, snapshots."""
+"""What loading and undoing need beyond SB3: recognising an algorithm's zip, sb3-contrib's optimiser state, snapshots."""
 
 import copy
 import io
@@ -16,20 +16,6 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.save_util import load_from_zip_file, open_path
 from stable_baselines3.common.type_aliases import TensorDict
 
-#: Hyperparameters that both this TRPO and sb3-contrib's save, and no other algorithm does together.
-SAVED_BY_A_TRPO = frozenset(
-    {
-        "target_kl",
-        "cg_max_steps",
-        "cg_damping",
-        "line_search_shrinking_factor",
-        "line_search_max_iter",
-        "n_critic_updates",
-        "sub_sampling_factor",
-    }
-)
-
-
 #: What loading a file that is not a TRPO model can raise, turned into one ValueError that says so.
 LOAD_ERRORS = (
     AssertionError,
@@ -45,9 +31,9 @@ LOAD_ERRORS = (
 )
 
 
-def require_a_trpo_zip(path: str | pathlib.Path | io.BufferedIOBase) -> None:
-    """Raise a ValueError when the zip at ``path`` was saved by an algorithm other than a TRPO."""
-    missing = sorted(SAVED_BY_A_TRPO - saved_attributes(path))
+def require_saved(path: str | pathlib.Path | io.BufferedIOBase, hyperparameters: frozenset[str]) -> None:
+    """Raise a ValueError when the zip at ``path`` lacks any of ``hyperparameters``: another algorithm saved it."""
+    missing = sorted(hyperparameters - saved_attributes(path))
     if missing:
         raise ValueError(f"it was saved by another algorithm (it has no {', '.join(missing)})")
 

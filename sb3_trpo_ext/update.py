@@ -6,9 +6,9 @@ import gymnasium as gym
 import torch as th
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.logger import Logger
-from stable_baselines3.common.type_aliases import PyTorchObs
 
 from sb3_trpo_ext.line_search import LineSearchResult
+from sb3_trpo_ext.policies import PolicyInputs
 
 
 @dataclass(frozen=True)
@@ -16,18 +16,35 @@ class PolicyBatch:
     """
     The rollout as the policy step reads it.
 
-    :param observations: the states s
+    :param inputs: what the policy reads on the states s
     :param actions: the actions a, as the distribution takes them
     :param advantages: the advantages A (normalised if the algorithm says so)
     :param old_distribution: pi_old on the states, detached
     :param old_log_prob: log pi_old(a|s), detached
     """
 
-    observations: PyTorchObs
+    inputs: PolicyInputs
     actions: th.Tensor
     advantages: th.Tensor
     old_distribution: Distribution
     old_log_prob: th.Tensor
+
+
+@dataclass(frozen=True)
+class ProposedStep:
+    """
+    The natural-gradient step of docs/algorithm.md §5, before the algorithm decides how much of it to take (§6).
+
+    :param theta_old: the actor's parameters before the update
+    :param full_step: beta * d, or None when no sound step size exists (the curvature was not finite and positive)
+    :param expected_improvement: g^T beta d, the surrogate's improvement in the linear model (0 without a step)
+    :param surrogate_before: L(theta_old)
+    """
+
+    theta_old: th.Tensor
+    full_step: th.Tensor | None
+    expected_improvement: float
+    surrogate_before: float
 
 
 @dataclass(frozen=True)
@@ -41,8 +58,8 @@ class UpdateStatistics:
     max_kl: float
     kl_before: float
     step_size: float
-    line_search_steps: int
-    is_line_search_success: float
+    line_search_steps: int | None
+    is_line_search_success: float | None
     cg_iterations: int
     cg_residual: float
     grad_norm: float
@@ -76,12 +93,3 @@ def distribution_actions(actions: th.Tensor, action_space: gym.Space) -> th.Tens
     if isinstance(action_space, gym.spaces.Discrete):
         return actions.long().flatten()
     return actions
-
-
-def subsample(observations: PyTorchObs, k: int) -> PyTorchObs:
-    """Every k-th state, for the Fisher-vector products (docs/algorithm.md §4)."""
-    if k == 1:
-        return observations
-    if isinstance(observations, dict):
-        return {key: value[::k] for key, value in observations.items()}
-    return observations[::k]

@@ -4,9 +4,23 @@ import copy
 
 import gymnasium as gym
 import numpy as np
+import pytest
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
+
+#: A small policy, CG run to convergence and no critic fit: one update is then the dense step to test precision.
+DENSE_SETTINGS = dict(
+    n_steps=64,
+    batch_size=64,
+    policy_kwargs=dict(net_arch=dict(pi=[8], vf=[8])),
+    cg_max_steps=400,
+    cg_residual_tol=1e-7,
+    cg_damping=0.1,
+    target_kl=0.01,
+    n_critic_updates=0,
+    seed=1,
+)
 
 ACTION_SPACES = {
     "discrete": spaces.Discrete(3),
@@ -144,6 +158,30 @@ class DenseProblem:
                     return fraction
         return 0.0
 
+    def assert_update_is_the_dense_step(self, model) -> float:
+        """
+        Run ``model.train()`` and check its step against the dense step beta (F + lambda I)^-1 g: the same direction,
+        and the length of the candidate the line search must take judged on the dense quantities (not any other power
+        of alpha), or the whole step without a line search (NPG). Returns the dense mean KL after the step.
+        """
+        dense_step = self.trpo_step(model.cg_damping, model.target_kl)
+        fraction = 1.0
+        if model.has_line_search:
+            fraction = self.line_search_fraction(
+                dense_step,
+                model.target_kl,
+                model.line_search_shrinking_factor,
+                model.line_search_max_iter,
+                model.line_search_accept_ratio,
+            )
+            assert fraction > 0
+        model.train()
+        theta = th.cat([p.detach().reshape(-1) for p in self.params])
+        step = theta - self.theta0
+        assert float(step @ dense_step / (step.norm() * dense_step.norm())) >= 0.999
+        assert float(step.norm() / dense_step.norm()) == pytest.approx(fraction, rel=1e-3)
+        return float(self.mean_kl(theta))
+
 
 class StopAfter(BaseCallback):
     """Returns False from on_step after ``n_calls`` calls: learning must stop there."""
@@ -154,3 +192,98 @@ class StopAfter(BaseCallback):
 
     def _on_step(self) -> bool:
         return self.n_calls < self.limit
+
+
+class MaskedToyEnv(ToyEnv):
+    """ToyEnv with random action masks (each sub-space keeps at least one allowed action), read by action_masks()."""
+
+    def __init__(self, action_space: spaces.Space, observation: str = "vector"):
+        super().__init__(action_space, observation)
+        if isinstance(action_space, spaces.Discrete):
+            self.mask_dims = [int(action_space.n)]
+        elif isinstance(action_space, spaces.MultiDiscrete):
+            self.mask_dims = [int(n) for n in action_space.nvec]
+        else:
+            self.mask_dims = [2] * int(action_space.n)  # MultiBinary: two choices per dimension
+
+    def _observation(self):
+        masks = []
+        for n in self.mask_dims:
+            mask = self.np_random.random(n) < 0.5
+            mask[self.np_random.integers(n)] = True
+            masks.append(mask)
+        self._masks = np.concatenate(masks)
+        return super()._observation()
+
+    def action_masks(self) -> np.ndarray:
+        return self._masks.copy()
+
+
+class _ActionLogits(th.nn.Module):
+    """observations -> the action network's output (all logits, before any mask) of a maskable MLP policy."""
+
+    def __init__(self, policy):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, observations):
+        features = self.policy.extract_features(observations)
+        if not self.policy.share_features_extractor:
+            features = features[0]
+        return self.policy.action_net(self.policy.mlp_extractor.forward_actor(features))
+
+
+class MaskedDenseProblem(DenseProblem):
+    """
+    The TRPO quantities of a masked categorical policy computed densely over the allowed actions only: for each
+    state and sub-space, the logits of the allowed actions and a log-softmax over them alone (sb3-contrib's masking
+    plays no part).
+    """
+
+    def __init__(self, policy, params, observations, actions, advantages, masks, action_dims):
+        self.policy, self.params, self.ent_coef = policy, params, 0.0
+        self.observations, self.advantages = observations, advantages
+        self.actions = actions.long().reshape(len(advantages), len(action_dims))
+        self.masks, self.action_dims = masks.bool(), list(action_dims)
+        names = {id(p): f"policy.{n}" for n, p in policy.named_parameters()}
+        self.keys = [names[id(p)] for p in params]
+        self.module = _ActionLogits(policy)
+        self.theta0 = th.cat([p.detach().reshape(-1) for p in params])
+        with th.no_grad():
+            self.old_log_probs = [[lp.detach() for lp in state] for state in self.allowed_log_probs(self.theta0)]
+            self.old_log_prob = self.log_prob_of_actions(self.allowed_log_probs(self.theta0))
+
+    def allowed_log_probs(self, theta):
+        """[state][sub-space] -> log-probabilities of that sub-space's allowed actions, in their order."""
+        chunks = theta.split([p.numel() for p in self.params])
+        tensors = {k: c.view_as(p) for k, c, p in zip(self.keys, chunks, self.params, strict=True)}
+        logits = th.func.functional_call(self.module, tensors, (self.observations,))
+        result = []
+        for n in range(len(logits)):
+            per_space = []
+            for logit, mask in zip(logits[n].split(self.action_dims), self.masks[n].split(self.action_dims), strict=True):
+                per_space.append(th.log_softmax(logit[mask], dim=0))
+            result.append(per_space)
+        return result
+
+    def log_prob_of_actions(self, log_probs):
+        values = []
+        for n, per_space in enumerate(log_probs):
+            total = 0.0
+            for k, (lp, mask) in enumerate(zip(per_space, self.masks[n].split(self.action_dims), strict=True)):
+                index = int(mask[: int(self.actions[n, k]) + 1].sum()) - 1  # the action's place among the allowed
+                total = total + lp[index]
+            values.append(total)
+        return th.stack(values)
+
+    def surrogate(self, theta):
+        log_prob = self.log_prob_of_actions(self.allowed_log_probs(theta))
+        return (self.advantages * th.exp(log_prob - self.old_log_prob)).mean()
+
+    def mean_kl(self, theta, observations=None):
+        assert observations is None
+        kl = [
+            sum((old.exp() * (old - new)).sum() for old, new in zip(old_state, new_state, strict=True))
+            for old_state, new_state in zip(self.old_log_probs, self.allowed_log_probs(theta), strict=True)
+        ]
+        return th.stack(kl).mean()

@@ -10,6 +10,7 @@ from torch import nn
 from sb3_trpo_ext import TRPO
 from sb3_trpo_ext.fisher import fisher_vector_product, kl_divergence
 from sb3_trpo_ext.mlp import actor_network
+from sb3_trpo_ext.policies import PolicyInputs
 
 CASES = [(name, False) for name in ACTION_SPACES] + [("box3", True)]  # the last one is gSDE
 
@@ -72,7 +73,9 @@ def test_fisher_vector_product_equals_dense_hessian_of_mean_kl(space, use_sde, m
     perturb(model)
     problem = dense_problem(model)
     hessian = problem.fisher()
-    fvp = fisher_vector_product(model.policy, problem.observations, model._actor_params, method, network=mlp_actor)
+    fvp = fisher_vector_product(
+        model.policy, PolicyInputs(problem.observations), model._actor_params, method, network=mlp_actor
+    )
     gen = th.Generator().manual_seed(1)
     for _ in range(3):
         v = th.randn(problem.theta0.numel(), generator=gen)
@@ -84,19 +87,19 @@ def test_damping_is_added(method):
     model = tiny_model(ACTION_SPACES["box3"])
     problem = dense_problem(model)
     v = th.randn(problem.theta0.numel())
-    plain = fisher_vector_product(model.policy, problem.observations, model._actor_params, method)
-    damped = fisher_vector_product(model.policy, problem.observations, model._actor_params, method, damping=0.5)
+    plain = fisher_vector_product(model.policy, PolicyInputs(problem.observations), model._actor_params, method)
+    damped = fisher_vector_product(model.policy, PolicyInputs(problem.observations), model._actor_params, method, damping=0.5)
     th.testing.assert_close(damped(v), plain(v) + 0.5 * v)
 
 
 def test_analytic_refuses_gsde():
     model = tiny_model(ACTION_SPACES["box3"], use_sde=True)
     with pytest.raises(ValueError, match="analytic"):
-        fisher_vector_product(model.policy, batch_of_states(model), model._actor_params, "analytic")
+        fisher_vector_product(model.policy, PolicyInputs(batch_of_states(model)), model._actor_params, "analytic")
     with pytest.raises(ValueError, match="fvp_method"):
         tiny_model(ACTION_SPACES["box3"], use_sde=True, fvp_method="analytic")
     with pytest.raises(ValueError, match="fvp_method"):
-        fisher_vector_product(model.policy, batch_of_states(model), model._actor_params, "exact")
+        fisher_vector_product(model.policy, PolicyInputs(batch_of_states(model)), model._actor_params, "exact")
 
 
 @pytest.mark.parametrize("space,use_sde", CASES)
@@ -129,8 +132,8 @@ def test_shared_cnn_extractor_products_agree_and_parameters_stay_in_place():
     obs = batch_of_states(model, n=8)
     parameters_before = list(model.policy.parameters())
     v = th.randn(sum(p.numel() for p in model._actor_params))
-    analytic = fisher_vector_product(model.policy, obs, model._actor_params, "analytic")(v)
-    autograd = fisher_vector_product(model.policy, obs, model._actor_params, "autograd")(v)
+    analytic = fisher_vector_product(model.policy, PolicyInputs(obs), model._actor_params, "analytic")(v)
+    autograd = fisher_vector_product(model.policy, PolicyInputs(obs), model._actor_params, "autograd")(v)
     assert relative_error(analytic, autograd) < 1e-5
     assert all(a is b for a, b in zip(model.policy.parameters(), parameters_before, strict=True))
     assert all(isinstance(p, th.nn.Parameter) for p in model.policy.parameters())

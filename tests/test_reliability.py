@@ -15,7 +15,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNorm
 
 import sb3_trpo_ext.critic
 import sb3_trpo_ext.line_search
-import sb3_trpo_ext.trpo
+import sb3_trpo_ext.natural_gradient
 from sb3_trpo_ext import TRPO
 from sb3_trpo_ext.policies import flat_parameters
 
@@ -131,18 +131,18 @@ def test_skip_mode_warns_counts_and_keeps_learning():
 
 
 def nan_gradient(monkeypatch):
-    real = sb3_trpo_ext.trpo.flat_grad
-    monkeypatch.setattr(sb3_trpo_ext.trpo, "flat_grad", lambda *a, **k: real(*a, **k) * float("nan"))
+    real = sb3_trpo_ext.natural_gradient.flat_grad
+    monkeypatch.setattr(sb3_trpo_ext.natural_gradient, "flat_grad", lambda *a, **k: real(*a, **k) * float("nan"))
 
 
 def broken_fisher(monkeypatch, breaking):
-    real = sb3_trpo_ext.trpo.fisher_vector_product
+    real = sb3_trpo_ext.natural_gradient.fisher_vector_product
 
     def fisher_vector_product(*args, **kwargs):
         product = real(*args, **kwargs)
         return lambda vector: breaking(product(vector))
 
-    monkeypatch.setattr(sb3_trpo_ext.trpo, "fisher_vector_product", fisher_vector_product)
+    monkeypatch.setattr(sb3_trpo_ext.natural_gradient, "fisher_vector_product", fisher_vector_product)
 
 
 def nan_fisher(monkeypatch):
@@ -154,14 +154,14 @@ def negative_fisher(monkeypatch):
 
 
 def nan_candidates(monkeypatch):
-    real = sb3_trpo_ext.trpo.kl_divergence
+    real = sb3_trpo_ext.natural_gradient.kl_divergence
 
     def kl(old, new):
         value = real(old, new)
         # the line search evaluates its candidates without gradients
         return value if th.is_grad_enabled() else value * float("nan")
 
-    monkeypatch.setattr(sb3_trpo_ext.trpo, "kl_divergence", kl)
+    monkeypatch.setattr(sb3_trpo_ext.natural_gradient, "kl_divergence", kl)
 
 
 @pytest.mark.parametrize(

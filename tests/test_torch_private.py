@@ -15,6 +15,7 @@ import sb3_trpo_ext.torch_private as private
 from sb3_trpo_ext import TRPO
 from sb3_trpo_ext.critic import _fused_adam_state, optimizer_steps
 from sb3_trpo_ext.fisher import fisher_vector_product
+from sb3_trpo_ext.policies import PolicyInputs
 
 
 def steps_match_optimizer_step():
@@ -87,9 +88,9 @@ def test_fisher_products_without_parameter_substitution(monkeypatch):
     observations = th.as_tensor(np.stack([model.observation_space.sample() for _ in range(6)])).float()
     problem = DenseProblem(model.policy, model._actor_params, observations, th.zeros(6, dtype=th.long), th.zeros(6))
     v = th.randn(problem.theta0.numel())
-    expected = fisher_vector_product(model.policy, observations, model._actor_params, "autograd")(v)
+    expected = fisher_vector_product(model.policy, PolicyInputs(observations), model._actor_params, "autograd")(v)
     monkeypatch.setattr(private, "PARAMETERS", "_no_such_registry")
     with pytest.raises(private.PrivateApiChanged):
         private.parameter_slots(model.policy, model._actor_params)
-    product = fisher_vector_product(model.policy, observations, model._actor_params, "analytic")(v)
+    product = fisher_vector_product(model.policy, PolicyInputs(observations), model._actor_params, "analytic")(v)
     th.testing.assert_close(product, expected)

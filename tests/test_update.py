@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import sb3_contrib
 import torch as th
-from helpers import ACTION_SPACES, DenseProblem, ToyEnv, collect_rollout
+from helpers import ACTION_SPACES, DENSE_SETTINGS, DenseProblem, ToyEnv, collect_rollout
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.distributions import CategoricalDistribution
 from stable_baselines3.common.logger import configure
@@ -33,18 +33,7 @@ TARGET_KL = 0.01
 
 
 def model_with_rollout(action_space, policy="MlpPolicy", observation="vector", **kwargs):
-    settings = dict(
-        n_steps=64,
-        batch_size=64,
-        policy_kwargs=dict(net_arch=dict(pi=[8], vf=[8])),
-        cg_max_steps=400,
-        cg_residual_tol=1e-7,
-        cg_damping=0.1,
-        target_kl=TARGET_KL,
-        n_critic_updates=0,
-        seed=1,
-    )
-    settings.update(kwargs)
+    settings = {**DENSE_SETTINGS, "target_kl": TARGET_KL, **kwargs}
     model = TRPO(policy, ToyEnv(action_space, observation), **settings)
     collect_rollout(model)
     return model
@@ -60,21 +49,7 @@ def whole_batch(model):
 def test_update_is_the_dense_trpo_step(space, fast_paths):
     model = model_with_rollout(ACTION_SPACES[space], fast_paths=fast_paths)
     problem = DenseProblem(model.policy, model._actor_params, *whole_batch(model))
-    dense_step = problem.trpo_step(model.cg_damping, TARGET_KL)
-    # The candidate the line search must take, judged on the dense quantities: the step's length is that fraction of
-    # the dense step beta (F + lambda I)^-1 g, not any other power of alpha.
-    fraction = problem.line_search_fraction(
-        dense_step, TARGET_KL, model.line_search_shrinking_factor, model.line_search_max_iter, model.line_search_accept_ratio
-    )
-    assert fraction > 0
-
-    model.train()
-    step = flat_parameters(model._actor_params) - problem.theta0
-
-    cosine = float(step @ dense_step / (step.norm() * dense_step.norm()))
-    assert cosine > 0.999
-    assert float(step.norm() / dense_step.norm()) == pytest.approx(fraction, rel=1e-3)
-    kl_after = float(problem.mean_kl(flat_parameters(model._actor_params)))
+    kl_after = problem.assert_update_is_the_dense_step(model)
     assert 0 < kl_after <= TARGET_KL
     assert model.logger.name_to_value["train/kl_divergence"] == pytest.approx(kl_after, rel=1e-3)
 

@@ -6,14 +6,18 @@ import sys
 import zipfile
 from pathlib import Path
 
+import gymnasium
 import numpy as np
 import optuna
 import pytest
 import yaml
+from sb3_contrib.common.envs import InvalidActionEnvDiscrete
+from sb3_contrib.common.maskable.utils import get_action_masks
 from stable_baselines3.common.env_util import make_vec_env
 
-from sb3_trpo_ext import TRPO
-from sb3_trpo_ext.zoo import ALGO, ZOO_KEYS, config_path, register, unknown_hyperparameters
+import sb3_trpo_ext.maskable
+from sb3_trpo_ext import NPG, TRPO, MaskableTRPO
+from sb3_trpo_ext.zoo import ALGO, ALGORITHMS, ZOO_KEYS, config_path, register, unknown_hyperparameters
 from sb3_trpo_ext.zoo.cli import main
 
 ENTRIES = yaml.safe_load(config_path().read_text())
@@ -39,10 +43,11 @@ REQUIRED = [
 ]
 
 
-def test_the_source_tree_config_is_the_packaged_one():
-    # zoo_configs/trpo.yml, for users of a checkout, is the very file the package ships.
-    checkout_config = Path(__file__).parents[1] / "zoo_configs" / "trpo.yml"
-    assert checkout_config.read_text() == config_path().read_text()
+@pytest.mark.parametrize("algo,name", [("trpo_ext", "trpo"), ("npg_ext", "npg"), ("maskable_trpo_ext", "maskable_trpo")])
+def test_the_source_tree_config_is_the_packaged_one(algo, name):
+    # zoo_configs/NAME.yml, for users of a checkout, is the very file the package ships.
+    checkout_config = Path(__file__).parents[1] / "zoo_configs" / f"{name}.yml"
+    assert checkout_config.read_text() == config_path(algo).read_text()
 
 
 def test_config_has_every_required_entry_with_a_validation_comment():
@@ -84,7 +89,7 @@ def test_configs_ship_inside_the_wheel(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(root)], check=True)
     (wheel,) = tmp_path.glob("sb3_trpo_ext-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "sb3_trpo_ext/zoo/trpo_ext.yml" in names
+    assert {f"sb3_trpo_ext/zoo/{algo}.yml" for algo in ALGORITHMS} <= set(names)
     assert any(name.endswith("entry_points.txt") for name in names)
 
 
@@ -100,6 +105,22 @@ def test_register_adds_the_algorithm_sampler_and_converter():
     assert params["batch_size"] <= params["n_steps"]
     assert unknown_hyperparameters(params) == []
     TRPO("MlpPolicy", make_vec_env("Pendulum-v1", n_envs=2), **params)
+
+
+@pytest.mark.parametrize("algo", list(ALGORITHMS))
+def test_every_algorithm_is_registered_with_a_sampler_its_constructor_takes(algo):
+    from rl_zoo3 import hyperparams_opt, utils
+
+    register()
+    assert utils.ALGOS[algo] is ALGORITHMS[algo]
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    params = hyperparams_opt.HYPERPARAMS_SAMPLER[algo](trial, 1, 1, {})
+    assert unknown_hyperparameters(params, algo) == []
+    assert ("line_search_accept_ratio" in params) == (algo != "npg_ext")
+    env = InvalidActionEnvDiscrete(dim=4, n_invalid_actions=1) if algo == "maskable_trpo_ext" else "CartPole-v1"
+    ALGORITHMS[algo]("MlpPolicy", env, **params)
+    for env_id, entry in yaml.safe_load(config_path(algo).read_text()).items():
+        assert unknown_hyperparameters(entry, algo) == [], env_id
 
 
 @pytest.fixture
@@ -126,6 +147,20 @@ def test_train_writes_the_zoo_layout_and_enjoy_loads_it(workdir, env_id, extra):
     zoo("enjoy", "--env", env_id, "-f", "logs", "-n", 200, "--no-render", "--deterministic")
     zoo("record-video", "--env", env_id, "-f", "logs", "-n", 50, "-o", "videos")
     assert list((workdir / "videos").glob(f"final-model-{ALGO}-{env_id}-*.mp4"))
+
+
+def test_train_npg_and_maskable_trpo_from_the_command_line(workdir, monkeypatch):
+    zoo("train", "--algo", "npg_ext", "--env", "CartPole-v1", "-n", 1024, "--eval-freq", -1, "-f", "logs")
+    assert NPG.load(workdir / "logs" / "npg_ext" / "CartPole-v1_1" / "CartPole-v1.zip").num_timesteps == 2048
+    # Any registered environment with action_masks(): sb3-contrib's, under an id of its own.
+    gymnasium.register("MaskedIdentity-v0", entry_point=InvalidActionEnvDiscrete, kwargs=dict(dim=10, n_invalid_actions=5))
+    masks_read = []
+    monkeypatch.setattr(sb3_trpo_ext.maskable, "get_action_masks", lambda env: masks_read.append(1) or get_action_masks(env))
+    zoo("train", "--algo", "maskable_trpo_ext", "--env", "MaskedIdentity-v0", "-n", 512, "--eval-freq", -1, "-f", "logs",
+        "-params", "n_steps:256", "batch_size:64")  # fmt: skip
+    model = MaskableTRPO.load(workdir / "logs" / "maskable_trpo_ext" / "MaskedIdentity-v0_1" / "MaskedIdentity-v0.zip")
+    assert model.num_timesteps == 512
+    assert len(masks_read) == 512  # the environment's masks, at every step
 
 
 def test_plot_writes_learning_curves(workdir):

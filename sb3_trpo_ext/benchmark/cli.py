@@ -28,7 +28,7 @@ from pathlib import Path
 from sb3_trpo_ext.benchmark.provenance import provenance, reproduces
 from sb3_trpo_ext.benchmark.report import write_report
 from sb3_trpo_ext.benchmark.run import RunSpec, execute
-from sb3_trpo_ext.benchmark.settings import ALGORITHMS, settings_for, settings_record
+from sb3_trpo_ext.benchmark.settings import ALGORITHMS, DEFAULT_ALGORITHMS, settings_for, settings_record
 from sb3_trpo_ext.extras import exits_on_missing_extra, require_env
 from sb3_trpo_ext.zoo import ALGO
 
@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m sb3_trpo_ext.benchmark", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--envs", nargs="+", default=DEFAULT_ENVS, help="gymnasium ids (default: %(default)s)")
-    parser.add_argument("--algos", nargs="+", default=list(ALGORITHMS), choices=list(ALGORITHMS))
+    parser.add_argument("--algos", nargs="+", default=list(DEFAULT_ALGORITHMS), choices=list(ALGORITHMS))
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 0 1 2 (0 with --quick)")
     parser.add_argument(
         "-n",

@@ -75,13 +75,13 @@ def git_commit() -> str | None:
 
 def provenance(algo: str) -> dict[str, Any]:
     """The commit, versions and (for this package's TRPO) code fingerprint a run records."""
-    from sb3_trpo_ext.zoo import ALGO
+    from sb3_trpo_ext.zoo import ALGORITHMS
 
     return dict(
         commit=git_commit(),
         python=platform.python_version(),
         versions={name: _version(name) for name in PACKAGES},
-        code=code_fingerprint() if algo == ALGO else None,
+        code=code_fingerprint() if algo in ALGORITHMS else None,
     )
 
 

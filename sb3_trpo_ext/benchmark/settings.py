@@ -19,13 +19,19 @@ from torch import nn
 from sb3_trpo_ext.fisher import kl_averaged_dimensions
 from sb3_trpo_ext.trpo import TRPO
 from sb3_trpo_ext.zoo import ALGO, config_path
+from sb3_trpo_ext.zoo import ALGORITHMS as OWN_ALGORITHMS
 
-#: Benchmark name -> (label in reports, where its zoo entry comes from).
+#: Benchmark name -> label in reports. This package's algorithms take their entries from its own zoo files, the
+#: others from rl_zoo3's.
 ALGORITHMS = {
     ALGO: "sb3-trpo-ext TRPO",
     "trpo": "sb3-contrib TRPO",
     "ppo": "SB3 PPO",
+    "npg_ext": "sb3-trpo-ext NPG",
 }
+
+#: What a benchmark compares unless told otherwise.
+DEFAULT_ALGORITHMS = (ALGO, "trpo", "ppo")
 
 #: The algorithm the others are compared with.
 REFERENCE = "trpo"
@@ -40,8 +46,8 @@ SCHEDULED_KEYS = ("learning_rate", "clip_range", "clip_range_vf")
 
 
 def algorithm_class(algo: str) -> type[OnPolicyAlgorithm]:
-    if algo == ALGO:
-        return TRPO
+    if algo in OWN_ALGORITHMS:
+        return OWN_ALGORITHMS[algo]
     if algo == "ppo":
         return PPO
     if algo == "trpo":
@@ -52,9 +58,9 @@ def algorithm_class(algo: str) -> type[OnPolicyAlgorithm]:
 
 
 def zoo_config_path(algo: str) -> Path:
-    """This package's file for ``trpo_ext``; rl_zoo3's own files for ``trpo`` and ``ppo``."""
-    if algo == ALGO:
-        return config_path()
+    """This package's files for its algorithms; rl_zoo3's own files for ``trpo`` and ``ppo``."""
+    if algo in OWN_ALGORITHMS:
+        return config_path(algo)
     import rl_zoo3
 
     return Path(rl_zoo3.__file__).parent / "hyperparams" / f"{algo}.yml"

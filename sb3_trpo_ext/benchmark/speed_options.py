@@ -24,6 +24,7 @@ from sb3_trpo_ext.conjugate_gradient import conjugate_gradient
 from sb3_trpo_ext.critic import resident_minibatches
 from sb3_trpo_ext.fisher import fisher_vector_product, flat_grad
 from sb3_trpo_ext.mlp import actor_network, critic_features
+from sb3_trpo_ext.policies import PolicyInputs
 from sb3_trpo_ext.surrogate import normalize_advantages, surrogate_objective
 
 
@@ -51,7 +52,9 @@ def policy_gradient(model, policy, params, dtype):
 def cg_precision(model) -> None:
     policy, params = model.policy, model._actor_params
     observations, g = policy_gradient(model, policy, params, th.float32)
-    fvp = fisher_vector_product(policy, observations, params, "analytic", model.cg_damping, actor_network(policy, params))
+    fvp = fisher_vector_product(
+        policy, PolicyInputs(observations), params, "analytic", model.cg_damping, actor_network(policy, params)
+    )
     policy.action_dist.distribution = None  # holds graph tensors, which cannot be deep-copied
     policy64 = copy.deepcopy(policy).double()
     names = {id(param): name for name, param in policy.named_parameters()}
@@ -67,7 +70,7 @@ def cg_precision(model) -> None:
     sb3_policies.preprocess_obs = keep_float64
     observations64, g64 = policy_gradient(model, policy64, params64, th.float64)
     network64 = actor_network(policy64, params64)
-    fvp64 = fisher_vector_product(policy64, observations64, params64, "analytic", model.cg_damping, network64)
+    fvp64 = fisher_vector_product(policy64, PolicyInputs(observations64), params64, "analytic", model.cg_damping, network64)
     variants = {
         "float32 (taken)": lambda: conjugate_gradient(fvp, g, model.cg_max_steps, model.cg_residual_tol),
         "float64 CG, float32 products": lambda: conjugate_gradient(

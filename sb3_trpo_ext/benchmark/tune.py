@@ -32,9 +32,10 @@ DEFAULT_OUTPUT = Path("benchmarks/results/tuning")
 
 
 def _storage(path: Path) -> Any:
-    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
 
-    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    return JournalStorage(JournalFileBackend(str(path)))
 
 
 def _study(path: Path, env_id: str) -> Any:

@@ -1,6 +1,6 @@
 """
-rl-zoo integration: this TRPO as the zoo algorithm ``trpo_ext``, with its Optuna sampler and packaged
-hyperparameters (``trpo_ext.yml``, shipped inside the package).
+rl-zoo integration: this package's algorithms as zoo algorithms (``trpo_ext``, ``npg_ext``, ``maskable_trpo_ext``),
+with their Optuna samplers and packaged hyperparameters (``ALGO.yml``, shipped inside the package).
 
 Users who drive rl_zoo3 themselves call :func:`register` first; ``python -m sb3_trpo_ext.zoo`` (or the
 ``sb3-trpo-ext`` command) does it for them.
@@ -12,9 +12,20 @@ from pathlib import Path
 from typing import Any
 
 from sb3_trpo_ext.extras import require
+from sb3_trpo_ext.maskable import MaskableTRPO
+from sb3_trpo_ext.natural_gradient import NaturalGradientAlgorithm
+from sb3_trpo_ext.npg import NPG
 from sb3_trpo_ext.trpo import TRPO
 
+#: The zoo algorithm the command line takes when no ``--algo`` is given.
 ALGO = "trpo_ext"
+
+#: This package's algorithms by their zoo names.
+ALGORITHMS: dict[str, type[NaturalGradientAlgorithm]] = {
+    "trpo_ext": TRPO,
+    "npg_ext": NPG,
+    "maskable_trpo_ext": MaskableTRPO,
+}
 
 #: Keys of a zoo entry that rl_zoo3 consumes itself rather than passing to the algorithm.
 ZOO_KEYS = frozenset(
@@ -33,24 +44,24 @@ ZOO_KEYS = frozenset(
 )
 
 
-def config_path() -> Path:
-    """The packaged hyperparameter file (rl_zoo3's YAML format)."""
-    return Path(str(resources.files(__package__).joinpath("trpo_ext.yml")))
+def config_path(algo: str = ALGO) -> Path:
+    """The packaged hyperparameter file of a zoo algorithm of this package (rl_zoo3's YAML format)."""
+    return Path(str(resources.files(__package__).joinpath(f"{algo}.yml")))
 
 
-def accepted_hyperparameters() -> set[str]:
-    """The keys a zoo entry may have: TRPO's constructor arguments and the keys rl_zoo3 consumes."""
-    return (set(inspect.signature(TRPO.__init__).parameters) - {"self", "env"}) | ZOO_KEYS
+def accepted_hyperparameters(algo: str = ALGO) -> set[str]:
+    """The keys a zoo entry may have: the algorithm's constructor arguments and the keys rl_zoo3 consumes."""
+    return (set(inspect.signature(ALGORITHMS[algo].__init__).parameters) - {"self", "env"}) | ZOO_KEYS
 
 
-def unknown_hyperparameters(entry: dict[str, Any]) -> list[str]:
-    """The keys of a zoo entry that neither TRPO.__init__ nor rl_zoo3 accepts (typos, other algorithms' keys)."""
-    accepted = accepted_hyperparameters()
+def unknown_hyperparameters(entry: dict[str, Any], algo: str = ALGO) -> list[str]:
+    """The keys of a zoo entry that neither the algorithm's constructor nor rl_zoo3 accepts (typos, other algorithms')."""
+    accepted = accepted_hyperparameters(algo)
     return sorted(key for key in entry if key not in accepted)
 
 
 def convert_trpo_ext_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
-    """Optuna's raw trial parameters -> TRPO hyperparameters (also used to reload a trial from a storage)."""
+    """Optuna's raw trial parameters -> the algorithm's hyperparameters (also used to reload a trial from a storage)."""
     from rl_zoo3.hyperparams_opt import convert_onpolicy_params
 
     params = dict(sampled_params)
@@ -72,6 +83,27 @@ def sample_trpo_ext_params(trial: Any, n_actions: int, n_envs: int, additional_a
     The damping reaches 2: sb3-contrib's default 0.1 on a 6- to 8-dimensional action space is 0.6 to 0.8 here
     (docs/algorithm.md §9).
     """
+    return _sample_natural_gradient_params(trial, n_envs, line_search=True, log_std=True)
+
+
+def sample_maskable_trpo_ext_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
+    """The search space of :func:`sample_trpo_ext_params` without ``log_std_init``: masked actions are discrete."""
+    return _sample_natural_gradient_params(trial, n_envs, line_search=True, log_std=False)
+
+
+def sample_npg_ext_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
+    """The search space of :func:`sample_trpo_ext_params` without the line search, which NPG does not have."""
+    return _sample_natural_gradient_params(trial, n_envs, line_search=False, log_std=True)
+
+
+SAMPLERS = {
+    "trpo_ext": sample_trpo_ext_params,
+    "npg_ext": sample_npg_ext_params,
+    "maskable_trpo_ext": sample_maskable_trpo_ext_params,
+}
+
+
+def _sample_natural_gradient_params(trial: Any, n_envs: int, line_search: bool, log_std: bool) -> dict[str, Any]:
     sampled = {
         "n_steps_pow": trial.suggest_int("n_steps_pow", 8, 12),
         "minibatches_pow": trial.suggest_int("minibatches_pow", 0, 4),
@@ -82,14 +114,20 @@ def sample_trpo_ext_params(trial: Any, n_actions: int, n_envs: int, additional_a
         "cg_max_steps": trial.suggest_int("cg_max_steps", 5, 30),
         "cg_damping": trial.suggest_float("cg_damping", 1e-3, 2.0, log=True),
         "target_kl": trial.suggest_float("target_kl", 1e-3, 0.3, log=True),
-        "line_search_shrinking_factor": trial.suggest_categorical("line_search_shrinking_factor", [0.6, 0.7, 0.8, 0.9]),
-        "line_search_accept_ratio": trial.suggest_categorical("line_search_accept_ratio", [0.0, 0.1, 0.2]),
+    }
+    if line_search:  # drawn here, in the order of the studies made before NPG had its own sampler
+        sampled["line_search_shrinking_factor"] = trial.suggest_categorical(
+            "line_search_shrinking_factor", [0.6, 0.7, 0.8, 0.9]
+        )
+        sampled["line_search_accept_ratio"] = trial.suggest_categorical("line_search_accept_ratio", [0.0, 0.1, 0.2])
+    sampled |= {
         "sub_sampling_factor": trial.suggest_categorical("sub_sampling_factor", [1, 2, 4]),
         "net_arch": trial.suggest_categorical("net_arch", ["small", "medium"]),
         "activation_fn": trial.suggest_categorical("activation_fn", ["tanh", "relu"]),
-        "log_std_init": trial.suggest_float("log_std_init", -2.0, 0.5),
-        "ortho_init": trial.suggest_categorical("ortho_init", [True, False]),
     }
+    if log_std:
+        sampled["log_std_init"] = trial.suggest_float("log_std_init", -2.0, 0.5)
+    sampled["ortho_init"] = trial.suggest_categorical("ortho_init", [True, False])
     trial.set_user_attr("n_steps", 2 ** sampled["n_steps_pow"])
     trial.set_user_attr("batch_size", 2 ** (sampled["n_steps_pow"] - sampled["minibatches_pow"]))
     trial.set_user_attr("samples_per_update", 2 ** sampled["n_steps_pow"] * n_envs)
@@ -98,24 +136,29 @@ def sample_trpo_ext_params(trial: Any, n_actions: int, n_envs: int, additional_a
 
 def register() -> None:
     """
-    Make ``trpo_ext`` a zoo algorithm: in rl_zoo3's ALGOS, HYPERPARAMS_SAMPLER and HYPERPARAMS_CONVERTER.
+    Make this package's algorithms zoo algorithms (:data:`ALGORITHMS`): in rl_zoo3's ALGOS, HYPERPARAMS_SAMPLER and
+    HYPERPARAMS_CONVERTER.
 
     :raises MissingExtraError: (an ImportError) when the ``zoo`` extra is not installed
     """
     require("zoo", "sb3_trpo_ext.zoo.register()")
     from rl_zoo3 import hyperparams_opt, utils
 
-    utils.ALGOS[ALGO] = TRPO
-    hyperparams_opt.HYPERPARAMS_SAMPLER[ALGO] = sample_trpo_ext_params
-    hyperparams_opt.HYPERPARAMS_CONVERTER[ALGO] = convert_trpo_ext_params
+    for algo, algorithm in ALGORITHMS.items():
+        utils.ALGOS[algo] = algorithm
+        hyperparams_opt.HYPERPARAMS_SAMPLER[algo] = SAMPLERS[algo]
+        hyperparams_opt.HYPERPARAMS_CONVERTER[algo] = convert_trpo_ext_params
 
 
 __all__ = [
     "ALGO",
+    "ALGORITHMS",
     "accepted_hyperparameters",
     "config_path",
     "convert_trpo_ext_params",
     "register",
+    "sample_maskable_trpo_ext_params",
+    "sample_npg_ext_params",
     "sample_trpo_ext_params",
     "unknown_hyperparameters",
 ]

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from sb3_trpo_ext.extras import exits_on_missing_extra, require, require_env
-from sb3_trpo_ext.zoo import ALGO, accepted_hyperparameters, config_path, register, unknown_hyperparameters
+from sb3_trpo_ext.zoo import ALGO, ALGORITHMS, accepted_hyperparameters, config_path, register, unknown_hyperparameters
 
 COMMANDS = ("train", "optimize", "enjoy", "record-video", "plot")
 
@@ -20,8 +20,8 @@ commands:
   record-video  record a video of a trained agent
   plot          plot training curves; -o/--output FILE writes the figure instead of showing it
 
-Every flag goes to rl_zoo3 unchanged; --algo defaults to trpo_ext and, for train and optimize, --conf-file to the
-packaged hyperparameters. "sb3-trpo-ext COMMAND --help" lists a command's flags.
+Every flag goes to rl_zoo3 unchanged; --algo defaults to trpo_ext (also: npg_ext, maskable_trpo_ext) and, for train
+and optimize, --conf-file to the algorithm's packaged hyperparameters. "sb3-trpo-ext COMMAND --help" lists a command's flags.
 
 Needs the zoo extra: pip install "sb3-trpo-ext[zoo]" (plot also needs "plots"; MuJoCo and Box2D tasks "mujoco"
 and "box2d").
@@ -41,9 +41,9 @@ def _value_of(args: Sequence[str], *flags: str) -> str | None:
     return None
 
 
-def check_config_entry(args: Sequence[str]) -> None:
-    """Refuse a zoo entry with keys that TRPO does not take, before any training starts, with a suggestion."""
-    conf = _value_of(args, "-conf", "--conf-file") or str(config_path())
+def check_config_entry(args: Sequence[str], algo: str = ALGO) -> None:
+    """Refuse a zoo entry with keys that the algorithm does not take, before any training starts, with a suggestion."""
+    conf = _value_of(args, "-conf", "--conf-file") or str(config_path(algo))
     if not conf.endswith((".yml", ".yaml")):
         return
     import yaml
@@ -54,14 +54,15 @@ def check_config_entry(args: Sequence[str]) -> None:
     entry = entries.get(env_id, entries.get("default"))
     if entry is None:
         return  # rl_zoo3 reports the missing entry itself
-    unknown = unknown_hyperparameters(entry)
+    unknown = unknown_hyperparameters(entry, algo)
     if unknown:
-        accepted = sorted(accepted_hyperparameters())
+        accepted = sorted(accepted_hyperparameters(algo))
         hints = []
         for key in unknown:
             close = difflib.get_close_matches(key, accepted, n=1)
             hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise ValueError(f"{conf}: the entry for {env_id} has hyperparameters TRPO does not take: {', '.join(hints)}")
+        algorithm = ALGORITHMS[algo].__name__
+        raise ValueError(f"{conf}: the entry for {env_id} has hyperparameters {algorithm} does not take: {', '.join(hints)}")
 
 
 def _run(entry_point: Callable[[], object] | str, program: str, args: list[str]) -> None:
@@ -92,16 +93,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     if env_id is not None and command != "plot":
         require_env(env_id)
     register()
-    if not any(arg in ("--algo", "-a") or arg.startswith("--algo=") for arg in args):
-        args = ["--algo", ALGO, *args]
+    algo = _value_of(args, "--algo", "-a")
+    if algo is None:
+        algo, args = ALGO, ["--algo", ALGO, *args]
     if command in ("train", "optimize"):
         from rl_zoo3.train import train
 
-        if _value_of(args, "-conf", "--conf-file") is None:
-            args += ["--conf-file", str(config_path())]
+        if algo in ALGORITHMS:  # rl_zoo3's own algorithms keep their own hyperparameter files
+            if _value_of(args, "-conf", "--conf-file") is None:
+                args += ["--conf-file", str(config_path(algo))]
+            check_config_entry(args, algo)
         if command == "optimize" and not {"-optimize", "--optimize-hyperparameters"} & set(args):
             args.append("--optimize-hyperparameters")
-        check_config_entry(args)
         _run(train, "sb3-trpo-ext " + command, args)
     elif command == "enjoy":
         from rl_zoo3.enjoy import enjoy

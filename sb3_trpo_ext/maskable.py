@@ -1,0 +1,137 @@
+"""
+Invalid-action masking for the natural-gradient algorithms, on sb3-contrib's maskable machinery: its policies
+(``MaskableActorCriticPolicy``), buffers (``MaskableRolloutBuffer``), an environment's ``action_masks()`` (directly or
+through ``ActionMasker``), ``predict(..., action_masks=...)`` and ``MaskableEvalCallback``, used as with MaskablePPO.
+
+A masked action has probability zero under the policy, so it adds nothing to the surrogate, the KL or the Fisher
+(docs/algorithm.md §2 and §4): the update is that of the distribution over the allowed actions only.
+"""
+
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+from gymnasium import spaces
+from sb3_contrib.common.maskable.buffers import MaskableDictRolloutBuffer, MaskableRolloutBuffer
+from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+from sb3_contrib.common.maskable.utils import get_action_masks, is_masking_supported
+from sb3_contrib.ppo_mask.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import MaybeCallback, RolloutBufferSamples
+from stable_baselines3.common.vec_env import VecEnv
+
+from sb3_trpo_ext.natural_gradient import NaturalGradientAlgorithm
+from sb3_trpo_ext.policies import PolicyInputs
+from sb3_trpo_ext.trpo import TRPO
+
+SelfMaskable = TypeVar("SelfMaskable", bound="MaskedActions")
+
+MASKABLE_ACTION_SPACES = (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+MASKABLE_BUFFERS = (MaskableRolloutBuffer, MaskableDictRolloutBuffer)
+
+
+class MaskedActions(NaturalGradientAlgorithm):
+    """
+    What masking adds to a natural-gradient algorithm: sb3-contrib's maskable policy and buffer, the environment's
+    masks read at every rollout step and stored with it, the policy evaluated with the stored masks in the update.
+    Combined with an algorithm as ``class MaskableTRPO(MaskedActions, TRPO)``.
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MlpPolicy,
+        "CnnPolicy": CnnPolicy,
+        "MultiInputPolicy": MultiInputPolicy,
+    }
+    policy: MaskableActorCriticPolicy  # type: ignore[assignment]
+    #: Whether the rollout reads the environment's masks (``learn(..., use_masking=...)``).
+    _use_masking = True
+
+    def _build_policy_and_buffer(self) -> None:
+        """As MaskablePPO builds them: no gSDE, a maskable buffer (for Dict observations its Dict variant)."""
+        if not isinstance(self.action_space, MASKABLE_ACTION_SPACES):
+            allowed = [space.__name__ for space in MASKABLE_ACTION_SPACES]
+            raise ValueError(f"{type(self).__name__} needs an action space in {allowed} to mask, got {self.action_space}")
+        if not (isinstance(self.policy_class, type) and issubclass(self.policy_class, MaskableActorCriticPolicy)):
+            raise ValueError(
+                f"policy must be a MaskableActorCriticPolicy subclass (or an alias of one), got {self.policy_class}"
+            )
+        if self.use_sde:
+            raise ValueError(f"use_sde must be False for {type(self).__name__}: gSDE explores continuous actions")
+        if self.rollout_buffer_class is None:
+            dict_observations = isinstance(self.observation_space, spaces.Dict)
+            self.rollout_buffer_class = MaskableDictRolloutBuffer if dict_observations else MaskableRolloutBuffer
+        if not issubclass(self.rollout_buffer_class, MASKABLE_BUFFERS):
+            raise ValueError(
+                "rollout_buffer_class must be a MaskableRolloutBuffer or MaskableDictRolloutBuffer (sub)class, "
+                f"got {self.rollout_buffer_class}"
+            )
+        self._setup_lr_schedule()
+        self.set_random_seed(self.seed)
+        self.rollout_buffer = self.rollout_buffer_class(
+            self.n_steps,
+            self.observation_space,  # type: ignore[arg-type]
+            self.action_space,
+            device=self.device,
+            gamma=self.gamma,
+            gae_lambda=self.gae_lambda,
+            n_envs=self.n_envs,
+            **self.rollout_buffer_kwargs,
+        )
+        policy = self.policy_class(self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs)
+        self.policy = policy.to(self.device)
+
+    def _rollout_step_inputs(self, env: VecEnv) -> dict[str, Any]:
+        return {"action_masks": get_action_masks(env)} if self._use_masking else {}
+
+    def _policy_inputs(self, data: RolloutBufferSamples) -> PolicyInputs:
+        return PolicyInputs(data.observations, data.action_masks.bool())  # type: ignore[attr-defined]
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_use_masking"]
+
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+        action_masks: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """
+        The policy's action for an observation, as SB3's ``predict``, choosing only among the actions
+        ``action_masks`` allows (True: allowed); None allows every action.
+        """
+        return self.policy.predict(observation, state, episode_start, deterministic, action_masks=action_masks)
+
+    def learn(  # type: ignore[override]
+        self: SelfMaskable,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str = "",
+        reset_num_timesteps: bool = True,
+        use_masking: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfMaskable:
+        """
+        As SB3's ``learn``, with ``use_masking``: read the environment's ``action_masks()`` at every rollout step
+        (False: learn without masks, as the unmasked algorithm). ``tb_log_name`` defaults to the class name.
+        """
+        if use_masking and self.env is not None and not is_masking_supported(self.env):
+            raise ValueError(
+                "use_masking=True needs an environment with an action_masks() method; wrap it in "
+                "sb3_contrib.common.wrappers.ActionMasker, or pass use_masking=False"
+            )
+        self._use_masking = use_masking
+        return super().learn(
+            total_timesteps, callback, log_interval, tb_log_name or type(self).__name__, reset_num_timesteps,
+            progress_bar=progress_bar,
+        )  # fmt: skip
+
+
+class MaskableTRPO(MaskedActions, TRPO):  # type: ignore[misc]  # learn() takes use_masking, as MaskablePPO's
+    """
+    TRPO with invalid-action masking, used as sb3-contrib's MaskablePPO is (Discrete, MultiDiscrete and MultiBinary
+    actions; policies ``MlpPolicy``, ``CnnPolicy``, ``MultiInputPolicy``, sb3-contrib's maskable ones). The trust
+    region, the surrogate and the Fisher are those of the masked distribution. The parameters are TRPO's; ``use_sde``
+    must stay False.
+    """

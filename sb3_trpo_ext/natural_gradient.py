@@ -1,0 +1,390 @@
+"""
+The natural-gradient core every algorithm of this package shares (docs/algorithm.md §1-§8): the batch and pi_old,
+the policy gradient, Fisher-vector products, conjugate gradient, the step size, the step, the critic, the statistics.
+
+An algorithm adds only what differs: how it takes the step (``_policy_step``: TRPO's line search, NPG's plain step),
+and for other policies what the policy reads on the batch (``_policy_inputs``), how the rollout acts
+(``RolloutLoop``'s hooks) and how the policy and its buffer are built (``_build_policy_and_buffer``).
+"""
+
+import copy
+import io
+import pathlib
+import warnings
+from typing import Any, ClassVar, TypeVar
+
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.distributions import Distribution
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, RolloutBufferSamples, Schedule, TensorDict
+from stable_baselines3.common.utils import explained_variance
+
+from sb3_trpo_ext.conjugate_gradient import conjugate_gradient
+from sb3_trpo_ext.critic import critic_optimizer, fit_critic
+from sb3_trpo_ext.fast_paths import FastPaths
+from sb3_trpo_ext.fisher import fisher_vector_product, flat_grad, kl_divergence, supports_analytic_fisher
+from sb3_trpo_ext.hyperparameters import validate_hyperparameters, warn_if_the_last_minibatch_is_short
+from sb3_trpo_ext.line_search import Candidate, LineSearchResult, max_step_size
+from sb3_trpo_ext.policies import (
+    CnnPolicy,
+    MlpPolicy,
+    MultiInputPolicy,
+    PolicyInputs,
+    actor_parameters,
+    critic_parameters,
+    flat_parameters,
+    set_flat_parameters,
+)
+from sb3_trpo_ext.rollout import RolloutLoop
+from sb3_trpo_ext.rollout_checks import describe_nonfinite, nonfinite_rollout_error
+from sb3_trpo_ext.saving import LOAD_ERRORS, require_saved, undone_on_exception, with_critic_optimizer_state
+from sb3_trpo_ext.surrogate import mean_entropy, normalize_advantages, surrogate_objective
+from sb3_trpo_ext.update import PolicyBatch, ProposedStep, UpdateStatistics, distribution_actions, numerical_fault
+
+SelfNaturalGradient = TypeVar("SelfNaturalGradient", bound="NaturalGradientAlgorithm")
+
+SUPPORTED_ACTION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+
+
+class NaturalGradientAlgorithm(RolloutLoop):
+    """
+    The base of the natural-gradient algorithms (:class:`~sb3_trpo_ext.TRPO`, :class:`~sb3_trpo_ext.NPG`, their
+    maskable variants): each update takes a step beta * d along the natural gradient d = (F + lambda I)^-1 g, with
+    beta = sqrt(2 delta / d^T (F + lambda I) d) so that the quadratic model of the mean KL(pi_old || pi_new) is
+    target_kl, then fits the value function with its own optimiser over its own parameters only. The update step by
+    step: docs/algorithm.md.
+
+    :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy or an ActorCriticPolicy class)
+    :param env: The environment to learn from (if registered in Gym, can be str)
+    :param learning_rate: The learning rate of the value function's optimiser, it can be a function
+        of the current progress remaining (from 1 to 0)
+    :param n_steps: The number of steps to run for each environment per update
+        (i.e. rollout buffer size is n_steps * n_envs where n_envs is number of environment copies running in parallel)
+    :param batch_size: Minibatch size for the value function
+    :param gamma: Discount factor
+    :param cg_max_steps: The most conjugate-gradient iterations (Fisher-vector products) per update
+    :param cg_damping: Damping lambda: CG solves (F + lambda I) x = g
+    :param n_critic_updates: Number of epochs of minibatch updates of the value function per policy update
+    :param gae_lambda: Factor for trade-off of bias vs variance for Generalized Advantage Estimator
+    :param use_sde: Whether to use generalized State Dependent Exploration (gSDE)
+        instead of action noise exploration (default: False)
+    :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE
+        Default: -1 (only sample at the beginning of the rollout)
+    :param rollout_buffer_class: Rollout buffer class to use. If ``None``, it will be automatically selected.
+    :param rollout_buffer_kwargs: Keyword arguments to pass to the rollout buffer on creation
+    :param normalize_advantage: Whether to normalize the advantages over each batch
+    :param target_kl: The trust-region radius delta: the mean KL(pi_old || pi_new) the step is sized for,
+        with the KL of the whole action distribution (summed over action dimensions)
+    :param sub_sampling_factor: Use every k-th sample of the batch for the Fisher-vector products only
+        (the gradient and the step always use the whole batch);
+        see p40-42 of John Schulman's thesis http://joschu.net/docs/thesis.pdf
+    :param ent_coef: Entropy bonus coefficient c: the surrogate is L(theta) + c * mean entropy
+    :param fvp_method: How to multiply by the Fisher: "analytic" (Gauss-Newton form with the closed-form
+        Fisher of the distribution), "autograd" (double backprop, any distribution) or "auto" (analytic
+        where it applies, i.e. not for gSDE or custom distributions)
+    :param cg_residual_tol: CG stops once ||g - (F + lambda I) x|| <= cg_residual_tol * ||g||
+    :param on_nonfinite: What to do with a rollout holding non-finite observations, rewards, values or
+        advantages: "raise" a ValueError that says what and where (before anything changes), or "skip" the
+        update with a warning, counted in ``train/skipped_updates``
+    :param fast_paths: Take the fast paths (layer-by-layer MLP products and critic steps, the lean rollout, fused
+        critic steps; see ``sb3_trpo_ext.fast_paths``); False makes every computation go through SB3's and torch's
+        public API, for the same update
+    :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
+        the reported success rate, mean episode length, and mean reward over
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: additional arguments to be passed to the policy on creation
+    :param verbose: the verbosity level: 0 no output, 1 info, 2 debug
+    :param seed: Seed for the pseudo random generators
+    :param device: Device (cpu, cuda, ...) on which the code should be run.
+        Setting it to auto, the code will be run on the GPU if possible.
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MlpPolicy,
+        "CnnPolicy": CnnPolicy,
+        "MultiInputPolicy": MultiInputPolicy,
+    }
+    #: Whether the step is chosen by a line search (whose statistics are then logged).
+    has_line_search: ClassVar[bool] = False
+    #: Hyperparameters a zip saved by this algorithm holds (and another algorithm's does not, all together).
+    saved_hyperparameters: ClassVar[frozenset[str]] = frozenset(
+        {"target_kl", "cg_max_steps", "cg_damping", "n_critic_updates", "sub_sampling_factor"}
+    )
+
+    def __init__(
+        self,
+        policy: str | type[ActorCriticPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 1e-3,
+        n_steps: int = 2048,
+        batch_size: int = 128,
+        gamma: float = 0.99,
+        cg_max_steps: int = 15,
+        cg_damping: float = 0.1,
+        n_critic_updates: int = 10,
+        gae_lambda: float = 0.95,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        rollout_buffer_class: type[RolloutBuffer] | None = None,
+        rollout_buffer_kwargs: dict[str, Any] | None = None,
+        normalize_advantage: bool = True,
+        target_kl: float = 0.01,
+        sub_sampling_factor: int = 1,
+        ent_coef: float = 0.0,
+        fvp_method: str = "auto",
+        cg_residual_tol: float = 1e-5,
+        on_nonfinite: str = "raise",
+        fast_paths: bool = True,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ):
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            ent_coef=ent_coef,
+            vf_coef=0.0,  # the value function has its own optimiser and loss
+            max_grad_norm=0.0,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
+            rollout_buffer_class=rollout_buffer_class,
+            rollout_buffer_kwargs=rollout_buffer_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            device=device,
+            seed=seed,
+            _init_setup_model=False,
+        )
+        self.batch_size = batch_size
+        self.cg_max_steps = cg_max_steps
+        self.cg_damping = cg_damping
+        self.cg_residual_tol = cg_residual_tol
+        self.fvp_method = fvp_method
+        self.n_critic_updates = n_critic_updates
+        self.normalize_advantage = normalize_advantage
+        self.target_kl = target_kl
+        self.sub_sampling_factor = sub_sampling_factor
+        self.on_nonfinite = on_nonfinite
+        self.fast_paths = fast_paths
+        self._skipped_policy_steps = 0
+        self._skipped_updates = 0
+        self._reported_faults: set[str] = set()
+        self._validate_hyperparameters()
+        warn_if_the_last_minibatch_is_short(self)
+
+        if _init_setup_model:
+            self._setup_model()
+
+    def _validate_hyperparameters(self) -> None:
+        """Raise a ValueError naming the first hyperparameter outside its allowed values (also after a load)."""
+        validate_hyperparameters(self)
+
+    def _setup_model(self) -> None:
+        if not isinstance(self.action_space, SUPPORTED_ACTION_SPACES):
+            raise ValueError(
+                f"action space must be one of {[space.__name__ for space in SUPPORTED_ACTION_SPACES]}, got {self.action_space}"
+            )
+        self._build_policy_and_buffer()
+        self._actor_params = actor_parameters(self.policy)
+        self._critic_params = critic_parameters(self.policy, self._actor_params)
+        # Decided here, once: every fast path reads this.
+        self._fast_paths = FastPaths.of(self.policy, self._actor_params, self._critic_params, self.fast_paths)
+        if self.fvp_method == "analytic" and not supports_analytic_fisher(self.policy.action_dist):
+            raise ValueError(
+                f"fvp_method='analytic' has no closed-form Fisher for {type(self.policy.action_dist).__name__}; "
+                "use 'auto' or 'autograd'"
+            )
+        # The critic's optimiser sees the critic's parameters only: the value fit can never move the policy.
+        self.policy.optimizer = critic_optimizer(self.policy, self._critic_params, self.lr_schedule(1), self.fast_paths)
+
+    def _build_policy_and_buffer(self) -> None:
+        """The learning-rate schedule, the seed, the rollout buffer and the policy, as SB3's on-policy algorithms."""
+        if not (isinstance(self.policy_class, type) and issubclass(self.policy_class, ActorCriticPolicy)):
+            raise ValueError(f"policy must be an ActorCriticPolicy subclass (or an alias of one), got {self.policy_class}")
+        super()._setup_model()
+
+    @classmethod
+    def load(
+        cls: type[SelfNaturalGradient],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfNaturalGradient:
+        """
+        Load a model saved by this algorithm (for TRPO, also by sb3-contrib's; see ``BaseAlgorithm.load``). A file
+        that is not such a model (corrupted, truncated, another algorithm's) raises a ValueError that says so, and
+        so do hyperparameters the constructor would refuse.
+        """
+        try:
+            require_saved(path, cls.saved_hyperparameters)
+            model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+        except LOAD_ERRORS as error:
+            raise ValueError(
+                f"Could not load a {cls.__name__} model from {path!r}: {error}. Expected a zip saved by "
+                f"{cls._saved_by()} (an actor-critic policy with its optimiser)."
+            ) from error
+        model._validate_hyperparameters()
+        return model
+
+    @classmethod
+    def _saved_by(cls) -> str:
+        """Who saves the zips :meth:`load` takes, for its error message."""
+        return f"sb3_trpo_ext.{cls.__name__}"
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_actor_params", "_critic_params", "_fast_paths", "_rollout_actor",
+                "_step_inputs", "_reported_faults"]  # fmt: skip
+
+    def set_parameters(
+        self,
+        load_path_or_dict: str | TensorDict,
+        exact_match: bool = True,
+        device: th.device | str = "auto",
+    ) -> None:
+        """
+        Load parameters as SB3 does. An optimiser state saved over all the policy's parameters (as
+        sb3-contrib's TRPO saves it) is narrowed to the critic's parameters, keeping their Adam moments.
+        """
+        params = with_critic_optimizer_state(load_path_or_dict, device, list(self.policy.parameters()), self._critic_params)
+        super().set_parameters(params, exact_match=exact_match, device=device)
+
+    def train(self) -> None:
+        """One update from the collected rollout: natural-gradient policy step, then the critic.
+        An exception (a KeyboardInterrupt included) undoes the whole update."""
+        if not self._rollout_is_finite():
+            return
+        with undone_on_exception(self):
+            statistics = self._update()
+        statistics.record(self.logger)
+        self.logger.record("train/skipped_policy_steps", self._skipped_policy_steps)
+        self.logger.record("train/skipped_updates", self._skipped_updates)
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+
+    def _update(self) -> UpdateStatistics:
+        """The algorithm box: docs/algorithm.md §1-§7."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        batch, params = self._policy_batch(), self._actor_params
+        theta_old = flat_parameters(params)
+
+        # §1: the surrogate L(theta_old) and the policy gradient g.
+        distribution = batch.inputs.distribution(self.policy)
+        surrogate_before = self._surrogate(distribution, batch)
+        policy_gradient = flat_grad(surrogate_before, params)
+        kl_before = kl_divergence(batch.old_distribution, distribution).mean().item()
+
+        # §3-§4: the natural gradient d = (F + lambda I)^-1 g by conjugate gradient on Fisher-vector products.
+        inputs, fast = batch.inputs.every(self.sub_sampling_factor), self._fast_paths
+        fvp = fisher_vector_product(
+            self.policy, inputs, params, self.fvp_method, self.cg_damping, fast.actor, not fast.enabled
+        )
+        cg = conjugate_gradient(fvp, policy_gradient, self.cg_max_steps, self.cg_residual_tol)
+
+        # §5-§6: the step size beta = sqrt(2 delta / d^T (F + lambda I) d), then the step (for TRPO a line search).
+        beta = max_step_size(cg.curvature, self.target_kl)
+        full_step = None if beta is None else beta * cg.solution
+        expected = 0.0 if full_step is None else (policy_gradient @ full_step).item()
+        search = self._policy_step(batch, ProposedStep(theta_old, full_step, expected, surrogate_before.item()))
+        set_flat_parameters(params, theta_old + search.step if search.accepted else theta_old)
+        fault = numerical_fault(policy_gradient, beta, search)
+        if fault is not None:
+            self._skip_policy_step(fault)
+
+        # §7: the critic.
+        value_loss = self._fit_critic()
+        self._n_updates += 1
+
+        accepted = search.candidate
+        return UpdateStatistics(
+            policy_objective=accepted.surrogate if accepted else surrogate_before.item(),
+            surrogate_improvement=accepted.surrogate - surrogate_before.item() if accepted else 0.0,
+            expected_improvement=(policy_gradient @ search.step).item(),
+            kl_divergence=accepted.mean_kl if accepted else 0.0,
+            max_kl=accepted.max_kl if accepted else 0.0,
+            kl_before=kl_before,
+            step_size=search.step_fraction * (beta or 0.0),
+            line_search_steps=search.n_candidates if self.has_line_search else None,
+            is_line_search_success=float(search.accepted) if self.has_line_search else None,
+            cg_iterations=cg.iterations,
+            cg_residual=cg.residual,
+            grad_norm=policy_gradient.norm().item(),
+            entropy=mean_entropy(batch.old_distribution, batch.old_log_prob).item(),
+            value_loss=value_loss,
+            explained_variance=explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten()),
+            std=th.exp(self.policy.log_std).mean().item() if hasattr(self.policy, "log_std") else None,
+        )
+
+    def _policy_step(self, batch: PolicyBatch, proposed: ProposedStep) -> LineSearchResult:
+        """How much of the proposed step beta * d the algorithm takes (docs/algorithm.md §6); each says its own way."""
+        raise NotImplementedError
+
+    def _fit_critic(self) -> float | None:
+        fast = self._fast_paths
+        return fit_critic(self.policy, self._critic_params, self.rollout_buffer, self.n_critic_updates, self.batch_size,
+                          fast.critic, fast.enabled)  # fmt: skip
+
+    def _policy_batch(self) -> PolicyBatch:
+        """The whole rollout as one batch, with pi_old evaluated on it."""
+        data = next(self.rollout_buffer.get(batch_size=None))
+        inputs, actions = self._policy_inputs(data), distribution_actions(data.actions, self.action_space)
+        advantages = normalize_advantages(data.advantages) if self.normalize_advantage else data.advantages
+        with th.no_grad():
+            old_distribution = copy.copy(inputs.distribution(self.policy))
+            old_log_prob = old_distribution.log_prob(actions)
+        return PolicyBatch(inputs, actions, advantages, old_distribution, old_log_prob)
+
+    def _policy_inputs(self, data: RolloutBufferSamples) -> PolicyInputs:
+        """What the policy reads on the rollout's states."""
+        return PolicyInputs(data.observations)
+
+    def _surrogate(self, distribution: Distribution, batch: PolicyBatch) -> th.Tensor:
+        return surrogate_objective(distribution, batch.actions, batch.old_log_prob, batch.advantages, self.ent_coef)
+
+    def _candidate(self, batch: PolicyBatch, theta_old: th.Tensor, step: th.Tensor) -> Candidate:
+        """The policy at theta_old + step, judged on the exact surrogate and KL (docs/algorithm.md §6); it stays there."""
+        set_flat_parameters(self._actor_params, theta_old + step)
+        with th.no_grad():
+            candidate = batch.inputs.distribution(self.policy)
+            surrogate = self._surrogate(candidate, batch)
+            kl = kl_divergence(batch.old_distribution, candidate)
+        return Candidate(surrogate.item(), kl.mean().item(), kl.max().item())
+
+    def _skip_policy_step(self, fault: str) -> None:
+        self._skipped_policy_steps += 1
+        if fault not in self._reported_faults:
+            self._reported_faults.add(fault)
+            warnings.warn(
+                f"{type(self).__name__} policy step skipped: {fault}; the policy is unchanged. Further skips for this "
+                "reason are counted in train/skipped_policy_steps without a warning.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    def _rollout_is_finite(self) -> bool:
+        """Check the rollout before anything changes: raise, or skip the update, as ``on_nonfinite`` says."""
+        problem = describe_nonfinite(self.rollout_buffer)
+        if problem is None:
+            return True
+        if self.on_nonfinite == "raise":
+            raise nonfinite_rollout_error(problem)
+        self._skipped_updates += 1
+        warnings.warn(f"{type(self).__name__} update skipped: the rollout holds {problem}.", RuntimeWarning, stacklevel=3)
+        self.logger.record("train/skipped_updates", self._skipped_updates)
+        return False
