@@ -239,3 +239,12 @@ def test_npg_learns_cartpole_with_its_packaged_settings_on_a_fast_budget():
 
     mean, _ = sb3_evaluate(model, env, n_eval_episodes=5, deterministic=True)
     assert mean > 150
+
+
+@pytest.mark.parametrize("policy,observation", [("CnnPolicy", "image"), ("MultiInputPolicy", "dict")])
+def test_maskable_trpo_takes_image_and_dict_observations(policy, observation):
+    env = MaskedToyEnv(MASKED_SPACES["multidiscrete"], observation=observation)
+    model = MaskableTRPO(policy, env, n_steps=64, batch_size=32, seed=0).learn(128)
+    assert isinstance(model.policy, MaskableTRPO.policy_aliases[policy])
+    assert model.logger.name_to_value["train/kl_divergence"] > 0  # a step was taken
+    assert model.rollout_buffer.action_masks.mean() < 0.9  # with the environment's masks
