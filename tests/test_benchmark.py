@@ -2,6 +2,7 @@
 
 import copy
 import json
+import subprocess
 import time
 
 import gymnasium as gym
@@ -12,6 +13,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.utils import LinearSchedule
 from torch import nn
 
+from sb3_trpo_ext.benchmark import provenance as provenance_module
 from sb3_trpo_ext.benchmark.cli import DEFAULT_ENVS, main, parse_args, run_specs, stale
 from sb3_trpo_ext.benchmark.provenance import code_fingerprint, fingerprint
 from sb3_trpo_ext.benchmark.report import aggregate_lines, markdown_summary
@@ -227,3 +229,22 @@ def test_an_entry_s_env_kwargs_make_its_environment():
     assert make_env(without_contacts, "Ant-v5", 0).observation_space.shape == (27,)
     # Runs recorded before entries could carry env_kwargs have none: they still match an entry without them.
     assert settings_record(plain)["env_kwargs"] is None
+
+
+def test_a_checkout_is_dirty_for_code_changes_not_for_benchmark_results(tmp_path):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "pkg" / "code.py").write_text("x = 1\n")
+    (tmp_path / "benchmarks" / "run.json").write_text("{}\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    commit = provenance_module.git_commit(tmp_path)
+    assert commit is not None and not commit.endswith("-dirty")
+    (tmp_path / "benchmarks" / "run.json").write_text('{"final_return": 1}\n')  # a run written by the benchmark
+    assert provenance_module.git_commit(tmp_path) == commit
+    (tmp_path / "pkg" / "code.py").write_text("x = 2\n")
+    assert provenance_module.git_commit(tmp_path) == commit + "-dirty"

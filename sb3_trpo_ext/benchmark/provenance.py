@@ -58,16 +58,21 @@ def code_fingerprint() -> str:
     return fingerprint(Path(sb3_trpo_ext.__file__).parent)
 
 
-def git_commit() -> str | None:
-    """The checkout's commit, with ``-dirty`` when files differ from it; None outside a git checkout."""
-    root = Path(sb3_trpo_ext.__file__).parent.parent
+def git_commit(root: Path | None = None) -> str | None:
+    """
+    The checkout's commit, with ``-dirty`` when files other than the benchmark results (``benchmarks/``, which the runs
+    themselves write) differ from it; None outside a git checkout.
+
+    :param root: the checkout (default: the one this package is imported from)
+    """
+    root = root or Path(sb3_trpo_ext.__file__).parent.parent
 
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
 
     try:
         commit = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks")
     except (OSError, subprocess.CalledProcessError):
         return None
     return commit + ("-dirty" if dirty else "")
