@@ -77,6 +77,29 @@ def fit_critic(
     return th.stack(losses).mean().item() if losses else None
 
 
+def fit_sequence_critic(
+    policy: Any, critic_params: Sequence[th.Tensor], buffer: Any, n_epochs: int, batch_size: int
+) -> float | None:
+    """
+    The fit of a recurrent policy's critic (a ``RecurrentActorCriticPolicy`` and sb3-contrib's recurrent buffer): each
+    minibatch is whole sequences as the buffer cuts them, each run from the LSTM states of its rollout and reset at
+    episode starts; the padding the buffer adds is left out of the loss. The mean minibatch loss, or None.
+    """
+    if not critic_params:
+        return None
+    losses = []
+    for _ in range(n_epochs):
+        for data in buffer.get(batch_size):
+            real = data.mask > 1e-8
+            values = policy.predict_values(data.observations, data.lstm_states.vf, data.episode_starts).flatten()
+            loss = F.mse_loss(data.returns[real], values[real])
+            policy.optimizer.zero_grad()
+            loss.backward(inputs=list(critic_params))
+            policy.optimizer.step()
+            losses.append(loss.detach())
+    return th.stack(losses).mean().item() if losses else None
+
+
 def autograd_critic_step(
     policy: ActorCriticPolicy, critic_params: Sequence[th.Tensor], observations: PyTorchObs, returns: th.Tensor
 ) -> th.Tensor:

@@ -179,11 +179,14 @@ def fisher_vector_product(
             f"got {type(policy.action_dist).__name__}; use 'autograd' or 'auto'"
         )
     product = None
+    # An RNN keeps references to its weights of its own, which swapping the module's parameters does not reach: its
+    # analytic products take the same Fisher by double backprop.
+    swappable = not any(isinstance(module, nn.RNNBase) for module in policy.modules())
     if method != "autograd" and analytic:
         if network is not None:
             assert isinstance(policy, ActorCriticPolicy) and inputs.action_masks is None, "an MLP network is SB3's policy's"
             product = _mlp_gauss_newton_product(policy, network, inputs.observations, params)
-        elif not public_api_only:
+        elif swappable and not public_api_only:
             try:
                 product = _gauss_newton_product(policy, inputs, params)
             except PrivateApiChanged:

@@ -342,13 +342,18 @@ class NaturalGradientAlgorithm(RolloutLoop):
 
     def _policy_batch(self) -> PolicyBatch:
         """The whole rollout as one batch, with pi_old evaluated on it."""
-        data = next(self.rollout_buffer.get(batch_size=None))
-        inputs, actions = self._policy_inputs(data), distribution_actions(data.actions, self.action_space)
-        advantages = normalize_advantages(data.advantages) if self.normalize_advantage else data.advantages
+        inputs, actions, advantages = self._rollout_batch()
+        actions = distribution_actions(actions, self.action_space)
+        advantages = normalize_advantages(advantages) if self.normalize_advantage else advantages
         with th.no_grad():
             old_distribution = copy.copy(inputs.distribution(self.policy))
             old_log_prob = old_distribution.log_prob(actions)
         return PolicyBatch(inputs, actions, advantages, old_distribution, old_log_prob)
+
+    def _rollout_batch(self) -> tuple[PolicyInputs, th.Tensor, th.Tensor]:
+        """The whole rollout: what the policy reads on its states, the actions taken, the advantages."""
+        data = next(self.rollout_buffer.get(batch_size=None))
+        return self._policy_inputs(data), data.actions, data.advantages
 
     def _policy_inputs(self, data: RolloutBufferSamples) -> PolicyInputs:
         """What the policy reads on the rollout's states."""

@@ -11,6 +11,7 @@ from typing import cast
 import torch as th
 from sb3_contrib.common.maskable.distributions import MaskableMultiCategoricalDistribution
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, MultiInputActorCriticPolicy
 from stable_baselines3.common.type_aliases import PyTorchObs
@@ -20,7 +21,8 @@ MlpPolicy = ActorCriticPolicy
 CnnPolicy = ActorCriticCnnPolicy
 MultiInputPolicy = MultiInputActorCriticPolicy
 
-#: The policies the natural-gradient algorithms train: SB3's actor-critic policies and sb3-contrib's maskable ones.
+#: The policies the natural-gradient algorithms train: SB3's actor-critic policies and sb3-contrib's maskable and
+#: recurrent ones.
 ActorCritic = ActorCriticPolicy | MaskableActorCriticPolicy
 
 
@@ -55,6 +57,67 @@ class PolicyInputs:
             observations = observations[::k]
         return PolicyInputs(observations, None if self.action_masks is None else self.action_masks[::k])
 
+    def values(self, policy: ActorCritic) -> th.Tensor:
+        """V(s) on the batch."""
+        return policy.predict_values(self.observations)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SequenceInputs(PolicyInputs):
+    """
+    What a recurrent policy reads on whole sequences: ``n_seq`` sequences of equal length one after the other
+    (sequence-major), the LSTM states each sequence started from in the rollout, and the episode starts inside them,
+    where the LSTM states are reset (docs/algorithm.md §4).
+
+    :param actor_states: (hidden, cell) of the actor's LSTM at each sequence's first step, each (layers, n_seq, size)
+    :param critic_states: the same for the critic's LSTM (the actor's when the critic has none of its own)
+    :param episode_starts: 1.0 where an episode starts, shape (n_seq * length,)
+    """
+
+    actor_states: tuple[th.Tensor, th.Tensor]
+    critic_states: tuple[th.Tensor, th.Tensor]
+    episode_starts: th.Tensor
+
+    def distribution(self, policy: ActorCritic) -> Distribution:
+        assert isinstance(policy, RecurrentActorCriticPolicy), "sequences need a recurrent policy"
+        return policy.get_distribution(self.observations, self.actor_states, self.episode_starts)[0]  # type: ignore[arg-type]
+
+    def values(self, policy: ActorCritic) -> th.Tensor:
+        assert isinstance(policy, RecurrentActorCriticPolicy), "sequences need a recurrent policy"
+        return policy.predict_values(self.observations, self.critic_states, self.episode_starts)  # type: ignore[arg-type]
+
+    def every(self, k: int) -> "SequenceInputs":
+        """Every k-th whole sequence (docs/algorithm.md §4): each keeps the LSTM states it started from."""
+        if k == 1:
+            return self
+        n_seq = self.actor_states[0].shape[1]
+
+        def sequences(tensor: th.Tensor) -> th.Tensor:
+            return tensor.reshape(n_seq, -1, *tensor.shape[1:])[::k].flatten(0, 1)
+
+        observations = self.observations
+        if isinstance(observations, dict):
+            observations = {key: sequences(value) for key, value in observations.items()}
+        else:
+            observations = sequences(observations)
+        return SequenceInputs(
+            observations,
+            actor_states=(self.actor_states[0][:, ::k], self.actor_states[1][:, ::k]),
+            critic_states=(self.critic_states[0][:, ::k], self.critic_states[1][:, ::k]),
+            episode_starts=sequences(self.episode_starts),
+        )
+
+
+def probe_inputs(policy: ActorCritic) -> PolicyInputs:
+    """One sample observation as the policy reads it (a recurrent policy from zero LSTM states, at an episode start)."""
+    observation, _ = policy.obs_to_tensor(policy.observation_space.sample())
+    if not isinstance(policy, RecurrentActorCriticPolicy):
+        return PolicyInputs(observation)
+    lstm = policy.lstm_actor
+    zeros = th.zeros(lstm.num_layers, 1, lstm.hidden_size, device=policy.device)
+    starts = th.ones(1, device=policy.device)
+    return SequenceInputs(observation, actor_states=(zeros, zeros), critic_states=(zeros, zeros), episode_starts=starts)
+
 
 def torch_distributions(distribution: Distribution) -> list[th.distributions.Distribution]:
     """The torch distributions an SB3 distribution holds: one per sub-space of a MultiDiscrete space (or a masked
@@ -73,7 +136,7 @@ def _parameters_reached_by(outputs: Sequence[th.Tensor], policy: nn.Module) -> l
 
 
 @contextmanager
-def _probing(policy: ActorCritic) -> Iterator[th.Tensor]:
+def _probing(policy: ActorCritic) -> Iterator[PolicyInputs]:
     """
     A sample observation to trace the policy's graph with, in evaluation mode: a batch of one is what BatchNorm
     refuses in training mode, and a probe must not move its running statistics.
@@ -81,8 +144,7 @@ def _probing(policy: ActorCritic) -> Iterator[th.Tensor]:
     training = policy.training
     policy.set_training_mode(False)
     try:
-        observation, _ = policy.obs_to_tensor(policy.observation_space.sample())
-        yield observation  # type: ignore[misc]
+        yield probe_inputs(policy)
     finally:
         policy.set_training_mode(training)
 
@@ -92,8 +154,8 @@ def actor_parameters(policy: ActorCritic) -> list[nn.Parameter]:
     The parameters the action distribution depends on, found through the autograd graph of the
     distribution's own tensors on a sample observation, so custom policies work without naming conventions.
     """
-    with _probing(policy) as observation:
-        distribution = policy.get_distribution(observation)
+    with _probing(policy) as inputs:
+        distribution = inputs.distribution(policy)
     outputs = [
         tensor for dist in torch_distributions(distribution) for tensor in vars(dist).values() if isinstance(tensor, th.Tensor)
     ]
@@ -113,8 +175,8 @@ def critic_parameters(policy: ActorCritic, actor_params: Sequence[nn.Parameter])
     (also when a features extractor is shared).
     """
     actor = {id(param) for param in actor_params}
-    with _probing(policy) as observation:
-        value_params = _parameters_reached_by([policy.predict_values(observation)], policy)
+    with _probing(policy) as inputs:
+        value_params = _parameters_reached_by([inputs.values(policy)], policy)
     return [param for param in value_params if id(param) not in actor]
 
 

@@ -183,7 +183,7 @@ class RolloutLoop(OnPolicyAlgorithm):
             self._step_inputs = self._rollout_step_inputs(env)
             with th.inference_mode():
                 obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
-                actions, values, log_probs = self._rollout_actor(obs_tensor, **self._step_inputs)
+                actions, values, log_probs = self._act(obs_tensor)
             actions = actions.cpu().numpy()
             clipped_actions = actions
             if isinstance(self.action_space, spaces.Box):
@@ -213,7 +213,7 @@ class RolloutLoop(OnPolicyAlgorithm):
                 ):
                     terminal_obs = self.policy.obs_to_tensor(infos[idx]["terminal_observation"])[0]
                     with th.inference_mode():
-                        terminal_value = self.policy.predict_values(terminal_obs)[0]
+                        terminal_value = self._terminal_value(terminal_obs, idx)
                     rewards[idx] += self.gamma * terminal_value
 
             add_to_buffer(
@@ -229,18 +229,36 @@ class RolloutLoop(OnPolicyAlgorithm):
             )
             self._last_obs = new_obs  # type: ignore[assignment]
             self._last_episode_starts = dones
+            self._step_taken()
 
         with th.inference_mode():
-            values = self.policy.predict_values(obs_as_tensor(new_obs, self.device))  # type: ignore[arg-type]
+            values = self._last_values(obs_as_tensor(new_obs, self.device), dones)  # type: ignore[arg-type]
         rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones)
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
 
+    # What differs between policies, in the rollout's order. SB3's policies read the observation only.
+
     def _rollout_step_inputs(self, env: VecEnv) -> dict[str, Any]:
-        """What the policy reads at this step besides the observation, by keyword, and the buffer stores with it
-        (a maskable policy's ``action_masks``); nothing for SB3's policies."""
+        """What the buffer stores with this step besides SB3's entries, by keyword (a maskable policy's
+        ``action_masks``, which the policy also reads; a recurrent policy's LSTM states)."""
         return {}
+
+    def _act(self, observations: PyTorchObs) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """Sampled actions, their values and log-probabilities for the current observations (in inference mode)."""
+        return self._rollout_actor(observations, **self._step_inputs)
+
+    def _terminal_value(self, terminal_observation: PyTorchObs, env_index: int) -> th.Tensor:
+        """V of the last observation of an episode of env ``env_index`` cut by a time limit, to bootstrap with."""
+        return self.policy.predict_values(terminal_observation)[0]
+
+    def _step_taken(self) -> None:
+        """After a step is recorded and ``_last_obs`` and ``_last_episode_starts`` moved on."""
+
+    def _last_values(self, observations: PyTorchObs, dones: np.ndarray) -> th.Tensor:
+        """V of the observations after the rollout's last step, for GAE."""
+        return self.policy.predict_values(observations)
 
     def _check_observation_is_finite(self, step: int) -> None:
         problem = describe_nonfinite_observation(self._last_obs, step)

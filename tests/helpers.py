@@ -287,3 +287,47 @@ class MaskedDenseProblem(DenseProblem):
             for old_state, new_state in zip(self.old_log_probs, self.allowed_log_probs(theta), strict=True)
         ]
         return th.stack(kl).mean()
+
+
+class _UnrolledLstmPolicy(th.nn.Module):
+    """
+    A recurrent policy's action distribution on sequences, with its LSTM written out step by step from the gate
+    equations (sb3-contrib's _process_sequence plays no part): reset to zero at episode starts, else carried on.
+    """
+
+    def __init__(self, policy, initial_states, episode_starts):
+        super().__init__()
+        self.policy = policy
+        self.initial_states, self.episode_starts = initial_states, episode_starts  # (n_seq, size) each; (n_seq, length)
+
+    def forward(self, observations):  # (n_seq, length, obs_dim)
+        lstm = self.policy.lstm_actor
+        w_ih, w_hh, b_ih, b_hh = lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0
+        outputs = []
+        for n in range(observations.shape[0]):
+            h, c = self.initial_states[0][n], self.initial_states[1][n]
+            for t in range(observations.shape[1]):
+                if self.episode_starts[n, t]:
+                    h, c = th.zeros_like(h), th.zeros_like(c)
+                x = observations[n, t].float()
+                i, f, g, o = (w_ih @ x + b_ih + w_hh @ h + b_hh).chunk(4)
+                c = th.sigmoid(f) * c + th.sigmoid(i) * th.tanh(g)
+                h = th.sigmoid(o) * th.tanh(c)
+                outputs.append(h)
+        latent = self.policy.mlp_extractor.forward_actor(th.stack(outputs))
+        return self.policy._get_action_dist_from_latent(latent)
+
+
+class SequenceDenseProblem(DenseProblem):
+    """The TRPO quantities of a one-layer LSTM policy on whole sequences, computed densely with the unrolled LSTM."""
+
+    def __init__(self, policy, params, observations, actions, advantages, initial_states, episode_starts):
+        self.policy, self.params, self.ent_coef = policy, params, 0.0
+        self.observations, self.actions, self.advantages = observations, actions, advantages
+        names = {id(p): f"policy.{n}" for n, p in policy.named_parameters()}
+        self.keys = [names[id(p)] for p in params]
+        self.module = _UnrolledLstmPolicy(policy, initial_states, episode_starts)
+        self.theta0 = th.cat([p.detach().reshape(-1) for p in params])
+        with th.no_grad():
+            self.old = copy.copy(self.distribution(self.theta0))
+            self.old_log_prob = self.old.log_prob(actions)
