@@ -43,7 +43,15 @@ REQUIRED = [
 ]
 
 
-@pytest.mark.parametrize("algo,name", [("trpo_ext", "trpo"), ("npg_ext", "npg"), ("maskable_trpo_ext", "maskable_trpo")])
+@pytest.mark.parametrize(
+    "algo,name",
+    [
+        ("trpo_ext", "trpo"),
+        ("npg_ext", "npg"),
+        ("maskable_trpo_ext", "maskable_trpo"),
+        ("recurrent_trpo_ext", "recurrent_trpo"),
+    ],
+)
 def test_the_source_tree_config_is_the_packaged_one(algo, name):
     # zoo_configs/NAME.yml, for users of a checkout, is the very file the package ships.
     checkout_config = Path(__file__).parents[1] / "zoo_configs" / f"{name}.yml"
@@ -118,7 +126,7 @@ def test_every_algorithm_is_registered_with_a_sampler_its_constructor_takes(algo
     assert unknown_hyperparameters(params, algo) == []
     assert ("line_search_accept_ratio" in params) == (algo != "npg_ext")
     env = InvalidActionEnvDiscrete(dim=4, n_invalid_actions=1) if algo == "maskable_trpo_ext" else "CartPole-v1"
-    ALGORITHMS[algo]("MlpPolicy", env, **params)
+    ALGORITHMS[algo]("MlpLstmPolicy" if algo == "recurrent_trpo_ext" else "MlpPolicy", env, **params)
     for env_id, entry in yaml.safe_load(config_path(algo).read_text()).items():
         assert unknown_hyperparameters(entry, algo) == [], env_id
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import gymnasium as gym
 import numpy as np
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
@@ -46,6 +47,8 @@ class RunSpec:
 
 def make_env(settings: RunSettings, env_id: str, seed: int, for_evaluation: bool = False) -> VecEnv:
     """The run's vectorised environment (Monitor-wrapped, made and normalised as its zoo entry says)."""
+    if env_id not in gym.registry:
+        import rl_zoo3.import_envs  # noqa: F401  # registers the zoo's own tasks (CartPoleNoVel-v1, PendulumNoVel-v1)
     env = make_vec_env(env_id, n_envs=1 if for_evaluation else settings.n_envs, seed=seed, env_kwargs=settings.env_kwargs)
     if settings.normalize_kwargs is not None:
         kwargs = dict(settings.normalize_kwargs)

@@ -28,6 +28,8 @@ ALGORITHMS = {
     "trpo": "sb3-contrib TRPO",
     "ppo": "SB3 PPO",
     "npg_ext": "sb3-trpo-ext NPG",
+    "recurrent_trpo_ext": "sb3-trpo-ext RecurrentTRPO",
+    "ppo_lstm": "sb3-contrib RecurrentPPO",
 }
 
 #: What a benchmark compares unless told otherwise.
@@ -54,11 +56,15 @@ def algorithm_class(algo: str) -> type[OnPolicyAlgorithm]:
         from sb3_contrib import TRPO as ContribTRPO
 
         return ContribTRPO
+    if algo == "ppo_lstm":
+        from sb3_contrib import RecurrentPPO
+
+        return RecurrentPPO
     raise ValueError(f"algo must be one of {list(ALGORITHMS)}, got {algo!r}")
 
 
 def zoo_config_path(algo: str) -> Path:
-    """This package's files for its algorithms; rl_zoo3's own files for ``trpo`` and ``ppo``."""
+    """This package's files for its algorithms; rl_zoo3's own files for the others (``trpo``, ``ppo``, ``ppo_lstm``)."""
     if algo in OWN_ALGORITHMS:
         return config_path(algo)
     import rl_zoo3

@@ -15,6 +15,7 @@ from sb3_trpo_ext.extras import require
 from sb3_trpo_ext.maskable import MaskableTRPO
 from sb3_trpo_ext.natural_gradient import NaturalGradientAlgorithm
 from sb3_trpo_ext.npg import NPG
+from sb3_trpo_ext.recurrent import RecurrentTRPO
 from sb3_trpo_ext.trpo import TRPO
 
 #: The zoo algorithm the command line takes when no ``--algo`` is given.
@@ -25,6 +26,7 @@ ALGORITHMS: dict[str, type[NaturalGradientAlgorithm]] = {
     "trpo_ext": TRPO,
     "npg_ext": NPG,
     "maskable_trpo_ext": MaskableTRPO,
+    "recurrent_trpo_ext": RecurrentTRPO,
 }
 
 #: Keys of a zoo entry that rl_zoo3 consumes itself rather than passing to the algorithm.
@@ -86,6 +88,12 @@ def sample_trpo_ext_params(trial: Any, n_actions: int, n_envs: int, additional_a
     return _sample_natural_gradient_params(trial, n_envs, line_search=True, log_std=True)
 
 
+def sample_recurrent_trpo_ext_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
+    """The search space of :func:`sample_trpo_ext_params` without Fisher sub-sampling, which needs several
+    environments' sequences."""
+    return _sample_natural_gradient_params(trial, n_envs, line_search=True, log_std=True, sub_sampling=False)
+
+
 def sample_maskable_trpo_ext_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
     """The search space of :func:`sample_trpo_ext_params` without ``log_std_init``: masked actions are discrete."""
     return _sample_natural_gradient_params(trial, n_envs, line_search=True, log_std=False)
@@ -100,10 +108,13 @@ SAMPLERS = {
     "trpo_ext": sample_trpo_ext_params,
     "npg_ext": sample_npg_ext_params,
     "maskable_trpo_ext": sample_maskable_trpo_ext_params,
+    "recurrent_trpo_ext": sample_recurrent_trpo_ext_params,
 }
 
 
-def _sample_natural_gradient_params(trial: Any, n_envs: int, line_search: bool, log_std: bool) -> dict[str, Any]:
+def _sample_natural_gradient_params(
+    trial: Any, n_envs: int, line_search: bool, log_std: bool, sub_sampling: bool = True
+) -> dict[str, Any]:
     sampled = {
         "n_steps_pow": trial.suggest_int("n_steps_pow", 8, 12),
         "minibatches_pow": trial.suggest_int("minibatches_pow", 0, 4),
@@ -120,8 +131,9 @@ def _sample_natural_gradient_params(trial: Any, n_envs: int, line_search: bool, 
             "line_search_shrinking_factor", [0.6, 0.7, 0.8, 0.9]
         )
         sampled["line_search_accept_ratio"] = trial.suggest_categorical("line_search_accept_ratio", [0.0, 0.1, 0.2])
+    if sub_sampling:
+        sampled["sub_sampling_factor"] = trial.suggest_categorical("sub_sampling_factor", [1, 2, 4])
     sampled |= {
-        "sub_sampling_factor": trial.suggest_categorical("sub_sampling_factor", [1, 2, 4]),
         "net_arch": trial.suggest_categorical("net_arch", ["small", "medium"]),
         "activation_fn": trial.suggest_categorical("activation_fn", ["tanh", "relu"]),
     }
@@ -159,6 +171,7 @@ __all__ = [
     "register",
     "sample_maskable_trpo_ext_params",
     "sample_npg_ext_params",
+    "sample_recurrent_trpo_ext_params",
     "sample_trpo_ext_params",
     "unknown_hyperparameters",
 ]
