@@ -26,7 +26,6 @@ from sb3_trpo_ext.trpo import TRPO
 SelfMaskable = TypeVar("SelfMaskable", bound="MaskedActions")
 
 MASKABLE_ACTION_SPACES = (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
-MASKABLE_BUFFERS = (MaskableRolloutBuffer, MaskableDictRolloutBuffer)
 
 
 class MaskedActions(NaturalGradientAlgorithm):
@@ -50,25 +49,16 @@ class MaskedActions(NaturalGradientAlgorithm):
         if not isinstance(self.action_space, MASKABLE_ACTION_SPACES):
             allowed = [space.__name__ for space in MASKABLE_ACTION_SPACES]
             raise ValueError(f"{type(self).__name__} needs an action space in {allowed} to mask, got {self.action_space}")
-        if not (isinstance(self.policy_class, type) and issubclass(self.policy_class, MaskableActorCriticPolicy)):
-            raise ValueError(
-                f"policy must be a MaskableActorCriticPolicy subclass (or an alias of one), got {self.policy_class}"
-            )
+        policy_class, buffer_class = self._choose_classes(
+            MaskableActorCriticPolicy, MaskableRolloutBuffer, MaskableDictRolloutBuffer
+        )
         if self.use_sde:
             raise ValueError(f"use_sde must be False for {type(self).__name__}: gSDE explores continuous actions")
-        if self.rollout_buffer_class is None:
-            dict_observations = isinstance(self.observation_space, spaces.Dict)
-            self.rollout_buffer_class = MaskableDictRolloutBuffer if dict_observations else MaskableRolloutBuffer
-        if not issubclass(self.rollout_buffer_class, MASKABLE_BUFFERS):
-            raise ValueError(
-                "rollout_buffer_class must be a MaskableRolloutBuffer or MaskableDictRolloutBuffer (sub)class, "
-                f"got {self.rollout_buffer_class}"
-            )
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
-        self.rollout_buffer = self.rollout_buffer_class(
+        self.rollout_buffer = buffer_class(
             self.n_steps,
-            self.observation_space,  # type: ignore[arg-type]
+            self.observation_space,
             self.action_space,
             device=self.device,
             gamma=self.gamma,
@@ -76,7 +66,7 @@ class MaskedActions(NaturalGradientAlgorithm):
             n_envs=self.n_envs,
             **self.rollout_buffer_kwargs,
         )
-        policy = self.policy_class(self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs)
+        policy = policy_class(self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs)
         self.policy = policy.to(self.device)
 
     def _rollout_step_inputs(self, env: VecEnv) -> dict[str, Any]:

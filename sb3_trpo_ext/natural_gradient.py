@@ -11,11 +11,11 @@ import copy
 import io
 import pathlib
 import warnings
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, RolloutBufferSamples, Schedule, TensorDict
@@ -44,6 +44,8 @@ from sb3_trpo_ext.surrogate import mean_entropy, normalize_advantages, surrogate
 from sb3_trpo_ext.update import PolicyBatch, ProposedStep, UpdateStatistics, distribution_actions, numerical_fault
 
 SelfNaturalGradient = TypeVar("SelfNaturalGradient", bound="NaturalGradientAlgorithm")
+PolicyT = TypeVar("PolicyT", bound=BasePolicy)
+BufferT = TypeVar("BufferT", bound=RolloutBuffer)
 
 SUPPORTED_ACTION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 
@@ -212,9 +214,26 @@ class NaturalGradientAlgorithm(RolloutLoop):
 
     def _build_policy_and_buffer(self) -> None:
         """The learning-rate schedule, the seed, the rollout buffer and the policy, as SB3's on-policy algorithms."""
-        if not (isinstance(self.policy_class, type) and issubclass(self.policy_class, ActorCriticPolicy)):
-            raise ValueError(f"policy must be an ActorCriticPolicy subclass (or an alias of one), got {self.policy_class}")
+        self._choose_classes(ActorCriticPolicy, RolloutBuffer, DictRolloutBuffer)
         super()._setup_model()
+
+    def _choose_classes(
+        self, policy: type[PolicyT], buffer: type[BufferT], dict_buffer: type[BufferT]
+    ) -> tuple[type[PolicyT], type[BufferT]]:
+        """
+        Refuse a policy class that is not a ``policy``; take ``buffer`` (``dict_buffer`` for Dict observations) when
+        no rollout buffer class is given, and refuse one that is neither. Returns the two classes.
+        """
+        if not (isinstance(self.policy_class, type) and issubclass(self.policy_class, policy)):
+            raise ValueError(f"policy must subclass {policy.__name__} (or be an alias of one), got {self.policy_class}")
+        if self.rollout_buffer_class is None:
+            self.rollout_buffer_class = dict_buffer if isinstance(self.observation_space, spaces.Dict) else buffer
+        if not issubclass(self.rollout_buffer_class, (buffer, dict_buffer)):
+            raise ValueError(
+                f"rollout_buffer_class must be a {buffer.__name__} or {dict_buffer.__name__} (sub)class, "
+                f"got {self.rollout_buffer_class}"
+            )
+        return cast(type[PolicyT], self.policy_class), cast(type[BufferT], self.rollout_buffer_class)
 
     @classmethod
     def load(

@@ -9,11 +9,10 @@ steps from the states the rollout started from, reset at episode starts, exactly
 whole sequences.
 """
 
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import numpy as np
 import torch as th
-from gymnasium import spaces
 from sb3_contrib.common.recurrent.buffers import RecurrentDictRolloutBuffer, RecurrentRolloutBuffer
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from sb3_contrib.common.recurrent.type_aliases import RNNStates
@@ -28,8 +27,6 @@ from sb3_trpo_ext.policies import PolicyInputs, SequenceInputs
 from sb3_trpo_ext.trpo import TRPO
 
 SelfRecurrent = TypeVar("SelfRecurrent", bound="Recurrence")
-
-RECURRENT_BUFFERS = (RecurrentRolloutBuffer, RecurrentDictRolloutBuffer)
 
 
 def _initial_states(buffer: RecurrentRolloutBuffer, hidden: np.ndarray, cell: np.ndarray) -> tuple[th.Tensor, th.Tensor]:
@@ -91,28 +88,20 @@ class Recurrence(NaturalGradientAlgorithm):
 
     def _build_policy_and_buffer(self) -> None:
         """As RecurrentPPO builds them, with zero LSTM states to start the first rollout from."""
-        if not (isinstance(self.policy_class, type) and issubclass(self.policy_class, RecurrentActorCriticPolicy)):
-            raise ValueError(
-                f"policy must be a RecurrentActorCriticPolicy subclass (or an alias of one), got {self.policy_class}"
-            )
-        if self.rollout_buffer_class is None:
-            dict_observations = isinstance(self.observation_space, spaces.Dict)
-            self.rollout_buffer_class = RecurrentDictRolloutBuffer if dict_observations else RecurrentRolloutBuffer
-        if not issubclass(self.rollout_buffer_class, RECURRENT_BUFFERS):
-            raise ValueError(
-                "rollout_buffer_class must be a RecurrentRolloutBuffer or RecurrentDictRolloutBuffer (sub)class, "
-                f"got {self.rollout_buffer_class}"
-            )
+        policy_class, buffer_class = self._choose_classes(
+            RecurrentActorCriticPolicy, RecurrentRolloutBuffer, RecurrentDictRolloutBuffer
+        )
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
-        policy = self.policy_class(
+        policy = policy_class(
             self.observation_space, self.action_space, self.lr_schedule, use_sde=self.use_sde, **self.policy_kwargs
         )
         self.policy = policy.to(self.device)
         lstm = self.policy.lstm_actor
         zeros = th.zeros(lstm.num_layers, self.n_envs, lstm.hidden_size, device=self.device)
         self._last_lstm_states = RNNStates((zeros, zeros.clone()), (zeros.clone(), zeros.clone()))
-        self.rollout_buffer = self.rollout_buffer_class(  # type: ignore[assignment]
+        # Both recurrent buffers take the LSTM states' shape after the spaces.
+        self.rollout_buffer = cast(type[RecurrentRolloutBuffer], buffer_class)(
             self.n_steps,
             self.observation_space,
             self.action_space,

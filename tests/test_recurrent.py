@@ -146,5 +146,5 @@ def test_recurrent_trpo_is_used_as_recurrent_ppo(tmp_path):
     loaded.learn(N_STEPS * N_ENVS, reset_num_timesteps=False)
     with pytest.raises(ValueError, match=r"Could not load a RecurrentTRPO model .*RecurrentActorCriticPolicy"):
         TRPO("MlpPolicy", "CartPole-v1").save(tmp_path / "plain") or RecurrentTRPO.load(tmp_path / "plain")
-    with pytest.raises(ValueError, match="policy must be a RecurrentActorCriticPolicy"):
+    with pytest.raises(ValueError, match="policy must subclass RecurrentActorCriticPolicy"):
         RecurrentTRPO(TRPO.policy_aliases["MlpPolicy"], "CartPole-v1")

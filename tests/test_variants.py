@@ -207,7 +207,7 @@ def test_maskable_trpo_without_masking_learns_as_unmasked():
 def test_maskable_trpo_refuses_what_it_cannot_mask():
     with pytest.raises(ValueError, match="needs an action space in"):
         MaskableTRPO("MlpPolicy", "Pendulum-v1")
-    with pytest.raises(ValueError, match="policy must be a MaskableActorCriticPolicy"):
+    with pytest.raises(ValueError, match="policy must subclass MaskableActorCriticPolicy"):
         MaskableTRPO(TRPO.policy_aliases["MlpPolicy"], "CartPole-v1")
     with pytest.raises(ValueError, match="action_masks\\(\\) method"):
         MaskableTRPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64).learn(64)
