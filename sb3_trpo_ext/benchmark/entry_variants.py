@@ -36,10 +36,10 @@ def parse_variant(text: str) -> dict[str, Any]:
     return {keyword.arg: ast.literal_eval(keyword.value) for keyword in call.keywords if keyword.arg is not None}
 
 
-def run(env_id: str, variant: str, seed: int, n_timesteps: int | None, eval_freq: int) -> dict[str, Any]:
+def run(env_id: str, variant: str, seed: int, n_timesteps: int | None, eval_freq: int, algo: str = ALGO) -> dict[str, Any]:
     th.set_num_threads(1)
     changes = parse_variant(variant)
-    settings = settings_for(ALGO, env_id)
+    settings = settings_for(algo, env_id)
     settings = dataclasses.replace(
         settings,
         n_envs=changes.pop("n_envs", settings.n_envs),
@@ -62,13 +62,15 @@ def run(env_id: str, variant: str, seed: int, n_timesteps: int | None, eval_freq
         final_return=curve.points[-1][1],
         curve_steps=[step for step, _ in curve.points],
         curve_returns=[value for _, value in curve.points],
-        provenance=provenance(ALGO),
+        provenance=provenance(algo),
+        **({} if algo == ALGO else {"algo": algo}),
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", required=True)
+    parser.add_argument("--algo", default=ALGO, help="the zoo algorithm whose entry is varied (this package's)")
     parser.add_argument("--variant", action="append", default=None, help='KEY=VALUE,... over the entry ("" = as is)')
     parser.add_argument("--seeds", type=int, nargs="+", default=[100, 101, 102])
     parser.add_argument("-n", "--n-timesteps", type=int, default=None, help="instead of the entry's n_timesteps")
@@ -80,9 +82,10 @@ def main() -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     done = set()
     if output.exists():
-        done = {(r["variant"], r["seed"]) for r in map(json.loads, output.read_text().splitlines()) if r["env"] == args.env}
+        records = map(json.loads, output.read_text().splitlines())
+        done = {(r["variant"], r["seed"]) for r in records if r["env"] == args.env and r.get("algo", ALGO) == args.algo}
     todo = [
-        (args.env, variant, seed, args.n_timesteps, args.eval_freq)
+        (args.env, variant, seed, args.n_timesteps, args.eval_freq, args.algo)
         for variant in (args.variant or [""])
         for seed in args.seeds
         if (variant, seed) not in done
