@@ -58,6 +58,13 @@ def test_same_settings_give_sb3_contrib_the_same_true_trust_region(env_id):
     assert (same.n_envs, same.normalize_kwargs) == (own.n_envs, own.normalize_kwargs)
 
 
+@pytest.mark.parametrize("algo", ["ppo", "npg_ext", "recurrent_trpo_ext", "ppo_lstm"])
+def test_same_settings_leave_every_other_algorithm_its_own_entry(algo):
+    # Only the two TRPOs share an entry; NPG or the recurrent pair must not be handed TRPO's feed-forward one.
+    env_id = "PendulumNoVel-v1" if algo in ("recurrent_trpo_ext", "ppo_lstm") else "Pendulum-v1"
+    assert settings_for(algo, env_id, same_settings=True) == settings_for(algo, env_id)
+
+
 def test_runs_are_interleaved_seed_by_seed_and_algorithm_by_algorithm():
     specs = run_specs(parse_args(["--envs", "CartPole-v1", "Pendulum-v1", "--seeds", "0", "1", "-n", "1000"]))
     assert [(s.seed, s.env_id, s.algo) for s in specs[:4]] == [

@@ -1,11 +1,13 @@
-"""Where an update's time goes: train() and collect_rollouts() of this TRPO and sb3-contrib's, side by side.
+"""Where an update's time goes: train() and collect_rollouts() of two algorithms, side by side.
 
     python -m sb3_trpo_ext.benchmark.profile_update --env HalfCheetah-v5 --updates 10 --top 20
+    python -m sb3_trpo_ext.benchmark.profile_update --env PendulumNoVel-v1 --algos recurrent_trpo_ext ppo_lstm
 
-Both get the same settings (the benchmark's --same-settings: this TRPO's zoo entry, the same true trust region) and
-one torch thread. Their train() and collect_rollouts() calls are interleaved, so that the machine's drift hits both
-alike; the medians and their ratio are printed, then cProfile's heaviest functions inside each algorithm's train()
-and collect_rollouts().
+By default this TRPO and sb3-contrib's, with the same settings (the benchmark's --same-settings: this TRPO's zoo
+entry, the same true trust region); any other pair runs with each one's own zoo entry. One torch thread. Their
+train() and collect_rollouts() calls are interleaved, so that the machine's drift hits both alike; the medians per
+update and per 1000 samples and their ratios are printed, then cProfile's heaviest functions inside each
+algorithm's train() and collect_rollouts().
 """
 
 import argparse
@@ -37,9 +39,10 @@ def main() -> None:
     parser.add_argument("--env", default="HalfCheetah-v5")
     parser.add_argument("--updates", type=int, default=10)
     parser.add_argument("--top", type=int, default=20)
+    parser.add_argument("--algos", nargs=2, default=["trpo_ext", "trpo"], choices=list(ALGORITHMS))
     args = parser.parse_args()
     th.set_num_threads(1)
-    models = {algo: build(algo, args.env, 0) for algo in ("trpo_ext", "trpo")}
+    models = {algo: build(algo, args.env, 0) for algo in args.algos}
     for model in models.values():
         _, model._callback_for_profile = model._setup_learn(0, callback=None, reset_num_timesteps=False)
         model._callback_for_profile.on_training_start(locals(), globals())
@@ -50,14 +53,19 @@ def main() -> None:
                 start = time.perf_counter()
                 call()
                 times[algo, phase].append(time.perf_counter() - start)
-    steps = models["trpo_ext"].n_steps * models["trpo_ext"].n_envs
-    print(f"{args.env}, {steps} steps per rollout, medians over {args.updates} interleaved updates (ms):")
+    print(f"{args.env}, medians over {args.updates} interleaved updates:")
+    first, second = args.algos
+    samples = {algo: model.n_steps * model.n_envs for algo, model in models.items()}
     for phase in ("train", "rollout"):
-        ours, theirs = (1000 * statistics.median(times[algo, phase]) for algo in models)
+        per_update = {algo: 1000 * statistics.median(times[algo, phase]) for algo in models}
+        per_1000 = {algo: 1000 * per_update[algo] / samples[algo] for algo in models}
         print(
-            f"  {phase:8s} {ALGORITHMS['trpo_ext']}: {ours:8.1f}   {ALGORITHMS['trpo']}: {theirs:8.1f}   "
-            f"ratio {ours / theirs:.2f}"
+            f"  {phase:8s} "
+            + "   ".join(f"{ALGORITHMS[a]}: {per_update[a]:8.1f} ms ({per_1000[a]:6.1f} per 1000 samples)" for a in models)
+            + f"   ratio {per_update[first] / per_update[second]:.2f} per update,"
+            f" {per_1000[first] / per_1000[second]:.2f} per sample"
         )
+    print("  samples per update: " + ", ".join(f"{ALGORITHMS[a]} {samples[a]}" for a in models))
     for algo, model in models.items():
         for phase, call in (("train", model.train), ("rollout", lambda model=model: rollout(model))):
             profile = cProfile.Profile()

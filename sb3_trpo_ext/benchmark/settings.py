@@ -165,9 +165,9 @@ def settings_for(algo: str, env_id: str, same_settings: bool = False) -> RunSett
     :param same_settings: give both TRPOs this TRPO's zoo entry (same batch, critic and CG settings) and the same
         true trust region: sb3-contrib's TRPO gets target_kl = delta / A and cg_damping = lambda / A, A being the
         number of KL terms it averages over, which makes its step this TRPO's step; it gets none of the knobs it
-        does not have. PPO keeps its own entry.
+        does not have. Every other algorithm keeps its own entry.
     """
-    if not same_settings or algo == "ppo":
+    if not same_settings or algo not in (ALGO, REFERENCE):
         return run_settings(*zoo_entry(algo, env_id), algo)
     name, entry = zoo_entry(ALGO, env_id)
     if algo == "trpo":
