@@ -18,6 +18,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "bench": ("sb3_contrib", "rl_zoo3", "yaml", "pandas", "matplotlib", "rliable"),
     "mujoco": ("mujoco",),
     "box2d": ("Box2D",),
+    "ray": ("ray",),
 }
 
 Function = TypeVar("Function", bound=Callable[..., Any])

@@ -4,12 +4,15 @@ Benchmark sb3-trpo-ext's TRPO against sb3-contrib's TRPO and SB3's PPO, on one m
     python -m sb3_trpo_ext.benchmark --envs CartPole-v1 Pendulum-v1 --seeds 0 1 2 --jobs 2 --output results
     python -m sb3_trpo_ext.benchmark --envs HalfCheetah-v5 -n 300000 --same-settings --output results-same
     python -m sb3_trpo_ext.benchmark --quick --envs CartPole-v1
+    python -m sb3_trpo_ext.benchmark --envs Hopper-v5 --seeds 0 1 2 3 4 --ray ray://head:10001 --output results
 
 Each algorithm runs with its own rl-zoo hyperparameters (this package's file for sb3-trpo-ext, rl_zoo3's for the
 others); every algorithm on an environment gets the same number of steps (``-n``, else this TRPO's zoo entry's).
 ``--same-settings`` gives both TRPOs this TRPO's entry and the same true trust region. Runs are interleaved
 (seed by seed, environment by environment, algorithm by algorithm) so that the machine's drift hits all alike,
-each in its own process with one torch thread, up to ``--jobs`` at a time.
+each in its own process with one torch thread, up to ``--jobs`` at a time. With ``--ray [ADDRESS]`` each run is a
+Ray task instead (one CPU each, a fresh worker process per run) on the cluster at ADDRESS (without one: the cluster
+``RAY_ADDRESS`` names, else a local one); the run files are written here, by this process, exactly as local runs'.
 
 Finished runs are kept in OUTPUT/runs/ and reused when the same command is run again, as long as they were made
 with the same settings, package versions and algorithm code (each run file records them and its commit); others are
@@ -22,14 +25,16 @@ import json
 import multiprocessing
 import shlex
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from sb3_trpo_ext.benchmark.provenance import provenance, reproduces
 from sb3_trpo_ext.benchmark.report import write_report
-from sb3_trpo_ext.benchmark.run import RunSpec, execute
+from sb3_trpo_ext.benchmark.run import RunSpec, execute, write_run
 from sb3_trpo_ext.benchmark.settings import ALGORITHMS, DEFAULT_ALGORITHMS, settings_for, settings_record
-from sb3_trpo_ext.extras import exits_on_missing_extra, require_env
+from sb3_trpo_ext.extras import exits_on_missing_extra, require, require_env
 from sb3_trpo_ext.zoo import ALGO
 
 DEFAULT_ENVS = [
@@ -63,7 +68,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--same-settings", action="store_true", help="both TRPOs get this TRPO's zoo entry and the same true trust region"
     )
-    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, one process each")
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, one process each (not with --ray)")
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run each run as a task on a Ray cluster (ADDRESS, else RAY_ADDRESS's or a local one); needs the ray extra",
+    )
     parser.add_argument("--eval-freq", type=int, default=None, help="steps between evaluations (default: budget / 10)")
     parser.add_argument(
         "--eval-episodes", type=int, default=None, help="deterministic episodes per evaluation (default: 10; 3 with --quick)"
@@ -71,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_TIMESTEPS} steps, seed 0, short evaluations")
     parser.add_argument("--output", default="benchmark_results", help="directory for the results")
     args = parser.parse_args(argv)
+    if args.ray is not None and args.jobs != 1:
+        parser.error("--jobs is for local runs; with --ray the cluster's CPUs decide how many run at a time")
     for name in ("jobs", "n_timesteps", "eval_freq", "eval_episodes"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -118,6 +133,41 @@ def stale(spec: RunSpec, output_dir: Path) -> str | None:
     return reproduces(record.get("provenance", {}), provenance(spec.algo))
 
 
+RunOutcome = tuple[RunSpec, dict[str, Any] | Exception]
+
+
+def local_runs(todo: list[RunSpec], output_dir: Path, jobs: int) -> Iterator[RunOutcome]:
+    """Each run in a fresh local process (maxtasksperchild=1: its peak memory is its own, no state leaks), in order."""
+    with multiprocessing.get_context("spawn").Pool(jobs, maxtasksperchild=1) as pool:
+        pending = [(spec, pool.apply_async(execute, (spec, str(output_dir)))) for spec in todo]
+        for spec, result in pending:
+            try:
+                yield spec, result.get()
+            except Exception as error:
+                yield spec, error
+
+
+def ray_runs(todo: list[RunSpec], output_dir: Path, address: str | None) -> Iterator[RunOutcome]:
+    """Each run as a Ray task (one CPU, a fresh worker process), anywhere on the cluster; written here as they finish."""
+    require("ray", "--ray")
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address)
+    remote_execute = ray.remote(num_cpus=1, max_calls=1)(execute)
+    pending = {remote_execute.remote(spec): spec for spec in todo}
+    while pending:
+        (ref,), _ = ray.wait(list(pending), num_returns=1)
+        spec = pending.pop(ref)
+        try:
+            run = ray.get(ref)
+        except Exception as error:
+            yield spec, error
+            continue
+        write_run(run, output_dir)
+        yield spec, run
+
+
 @exits_on_missing_extra
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
@@ -139,22 +189,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(specs)} runs, {len(specs) - len(todo)} already in {output_dir}, {args.jobs} at a time", flush=True)
 
     failures = []
-    # A fresh process per run (maxtasksperchild=1): its peak memory is its own, and no state leaks between runs.
-    with multiprocessing.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
-        pending = [(spec, pool.apply_async(execute, (spec, str(output_dir)))) for spec in todo]
-        for done, (spec, result) in enumerate(pending, start=1):
-            try:
-                run = result.get()
-            except Exception as error:
-                failures.append((spec, error))
-                print(f"[{done}/{len(todo)}] {spec.name} FAILED: {error!r}", flush=True)
-                continue
-            print(
-                f"[{done}/{len(todo)}] {spec.env_id} {ALGORITHMS[spec.algo]} seed {spec.seed}: return "
-                f"{run['final_return']:.1f}, {run['steps_per_second']:.0f} steps/s, train() "
-                f"{run['train_ms_per_update']:.1f} ms/update, {run['wall_seconds']:.0f} s",
-                flush=True,
-            )
+    runs = ray_runs(todo, output_dir, args.ray or None) if args.ray is not None else local_runs(todo, output_dir, args.jobs)
+    for done, (spec, run) in enumerate(runs, start=1):
+        if isinstance(run, Exception):
+            failures.append((spec, run))
+            print(f"[{done}/{len(todo)}] {spec.name} FAILED: {run!r}", flush=True)
+            continue
+        print(
+            f"[{done}/{len(todo)}] {spec.env_id} {ALGORITHMS[spec.algo]} seed {spec.seed}: return "
+            f"{run['final_return']:.1f}, {run['steps_per_second']:.0f} steps/s, train() "
+            f"{run['train_ms_per_update']:.1f} ms/update, {run['wall_seconds']:.0f} s",
+            flush=True,
+        )
     (output_dir / "command.txt").write_text(command + "\n")
     write_report(output_dir, command)
     print(f"report written to {output_dir}/summary.md", flush=True)

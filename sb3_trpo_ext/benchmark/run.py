@@ -210,7 +210,14 @@ def execute(spec: RunSpec, output_dir: str | None = None) -> dict[str, Any]:
         train_log_means=log_means,
     )
     if output_dir is not None:
-        path = Path(output_dir, "runs", f"{spec.name}.json")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(record, indent=1))
+        write_run(record, output_dir)
     return record
+
+
+def write_run(record: dict[str, Any], output_dir: str | Path) -> Path:
+    """Write a run's record to ``output_dir/runs/NAME.json``, where the benchmark looks for finished runs."""
+    spec = RunSpec(**{key: record[key] for key in RunSpec.__dataclass_fields__})
+    path = Path(output_dir, "runs", f"{spec.name}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1))
+    return path

@@ -1,0 +1,253 @@
+"""RayVecEnv and the benchmark's --ray, on a local Ray: DummyVecEnv's data bit for bit, SB3's VecEnv API, faults."""
+
+import json
+import os
+import time
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3 import PPO, SAC
+from stable_baselines3.common.callbacks import EvalCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor, VecNormalize
+
+from sb3_trpo_ext import TRPO
+from sb3_trpo_ext.extras import MissingExtraError
+
+ray = pytest.importorskip("ray")
+
+from sb3_trpo_ext.ray_vec_env import RayVecEnv, RayVecEnvError  # noqa: E402
+
+#: Logical CPUs of the test cluster: the actors ask for one each by default.
+CPUS = 4
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=CPUS, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def every_actor_freed(within: float = 30.0) -> bool:
+    """Whether every CPU of the test cluster is free again (each actor holds one); Ray frees them asynchronously."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if ray.available_resources().get("CPU", 0) == CPUS:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def faulty(env_id: str, **faults):
+    """
+    An env function whose env fails at step ``faults["at"]``: it raises (``raise_``), kills its process (``die``) or
+    hangs (``hang``). The class is made here so that Ray's pickler sends it by value: the tests folder is not on the
+    actors' path.
+    """
+
+    class Faulty(gym.Wrapper):
+        steps = 0
+
+        def step(self, action):
+            Faulty.steps += 1
+            if Faulty.steps == faults["at"]:
+                if faults.get("raise_"):
+                    raise ValueError("the simulator lost its licence")
+                if faults.get("die"):
+                    os._exit(3)
+                if faults.get("hang"):
+                    time.sleep(600)
+            return self.env.step(action)
+
+    return lambda: Monitor(Faulty(gym.make(env_id)))
+
+
+def healthy(env_id: str, **kwargs):
+    return lambda: Monitor(gym.make(env_id, **kwargs))
+
+
+def rollout_data(env, seed: int = 0):
+    model = TRPO("MlpPolicy", env, n_steps=128, seed=seed)
+    model.learn(3 * 128 * env.num_envs)
+    buffer = model.rollout_buffer
+    names = ("observations", "actions", "rewards", "episode_starts", "values", "log_probs", "advantages", "returns")
+    data = {name: getattr(buffer, name).copy() for name in names}
+    data["parameters"] = th.nn.utils.parameters_to_vector(model.policy.parameters()).detach().numpy()
+    data["episodes"] = np.array([[info["r"], info["l"]] for info in model.ep_info_buffer])
+    env.close()
+    return data
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "CartPole-v1"])
+def test_trpo_rollout_buffer_is_dummy_vec_envs_bit_for_bit(env_id):
+    # Five envs over three actors (the last holds one), through VecNormalize; Pendulum's episodes end by time limit,
+    # CartPole's by termination, inside the three rollouts: automatic resets and terminal observations are exercised.
+    def make(vec_env_cls, **kwargs):
+        env = make_vec_env(env_id, n_envs=5, seed=7, vec_env_cls=vec_env_cls, vec_env_kwargs=kwargs)
+        return VecNormalize(env)
+
+    dummy = rollout_data(make(DummyVecEnv))
+    remote = rollout_data(make(RayVecEnv, envs_per_actor=2))
+    assert dummy["episodes"].size > 0
+    for name, values in dummy.items():
+        assert values.dtype == remote[name].dtype, name
+        np.testing.assert_array_equal(values, remote[name], err_msg=name)
+
+
+@pytest.mark.parametrize("algorithm", [PPO, SAC])
+def test_any_sb3_algorithm_learns_on_it_as_on_dummy_vec_env(algorithm, tmp_path):
+    # On- and off-policy SB3 algorithms, with VecMonitor and an EvalCallback whose eval env is a RayVecEnv too.
+    def learn(vec_env_cls, **kwargs):
+        env = VecMonitor(make_vec_env("Pendulum-v1", n_envs=2, seed=1, vec_env_cls=vec_env_cls, vec_env_kwargs=kwargs))
+        eval_env = make_vec_env("Pendulum-v1", n_envs=1, seed=2, vec_env_cls=vec_env_cls, vec_env_kwargs=kwargs)
+        callback = EvalCallback(eval_env, eval_freq=100, n_eval_episodes=1, log_path=str(tmp_path / vec_env_cls.__name__))
+        extra = dict(learning_starts=100) if algorithm is SAC else dict(n_steps=128)
+        model = algorithm("MlpPolicy", env, seed=0, **extra).learn(512, callback=callback)
+        env.close()
+        eval_env.close()
+        return th.nn.utils.parameters_to_vector(model.policy.parameters()).detach(), callback.evaluations_results
+
+    (dummy, dummy_evaluations), (remote, remote_evaluations) = learn(DummyVecEnv), learn(RayVecEnv, envs_per_actor=2)
+    assert th.equal(dummy, remote)
+    assert len(remote_evaluations) == 2 and remote_evaluations == dummy_evaluations
+
+
+def test_vec_env_api_matches_dummy_vec_env():
+    fns = [healthy("CartPole-v1", render_mode="rgb_array") for _ in range(5)]
+    dummy, remote = DummyVecEnv(fns), RayVecEnv(fns, envs_per_actor=2)
+    try:
+        for env in (dummy, remote):
+            env.seed(11)
+            env.set_options({"low": -0.01, "high": 0.01})
+        np.testing.assert_array_equal(dummy.reset(), remote.reset())
+        assert remote.reset_infos == dummy.reset_infos
+        for _ in range(30):  # past CartPole's first terminations
+            actions = np.array([dummy.action_space.sample() for _ in range(5)])
+            expected, got = dummy.step(actions), remote.step(actions)
+            for a, b in zip(expected[:3], got[:3], strict=True):
+                assert a.dtype == b.dtype
+                np.testing.assert_array_equal(a, b)
+            for a, b in zip(expected[3], got[3], strict=True):
+                assert a.keys() == b.keys()
+                if "terminal_observation" in a:
+                    np.testing.assert_array_equal(a["terminal_observation"], b["terminal_observation"])
+        assert remote.reset_infos == dummy.reset_infos
+
+        # Attributes and methods, on chosen indices across actors, in the order asked.
+        remote.set_attr("marker", "x", indices=[4, 1])
+        assert remote.get_attr("marker", indices=[1, 4]) == ["x", "x"]
+        assert remote.has_attr("marker") is False  # not on every env
+        assert remote.has_attr("spec") is True
+        assert remote.env_method("get_wrapper_attr", "marker", indices=[4]) == ["x"]
+        assert [spec.id for spec in remote.get_attr("spec", indices=[3, 0])] == ["CartPole-v1"] * 2
+        assert remote.env_is_wrapped(Monitor) == [True] * 5
+        assert remote.env_is_wrapped(gym.wrappers.RecordVideo, indices=[2]) == [False]
+        assert remote.render_mode == "rgb_array"
+        for image, expected_image in zip(remote.get_images(), dummy.get_images(), strict=True):
+            np.testing.assert_array_equal(image, expected_image)
+    finally:
+        dummy.close()
+        remote.close()
+
+
+def test_faults_name_the_environment_and_the_model_keeps_its_last_update(tmp_path):
+    assert every_actor_freed()
+    fns = [healthy("Pendulum-v1") for _ in range(4)]
+    fns[3] = faulty("Pendulum-v1", at=300, raise_=True)  # during the third rollout of 128 steps
+    env = RayVecEnv(fns, envs_per_actor=2)
+    model = TRPO("MlpPolicy", env, n_steps=128, seed=0)
+    model.learn(128 * 4 * 2)  # two updates
+    updated = [th.nn.utils.parameters_to_vector(model.policy.parameters()).detach().clone()]
+    with pytest.raises(RayVecEnvError, match=r"environment 3 raised ValueError: the simulator lost its licence in step\(\)"):
+        model.learn(128 * 4 * 2, reset_num_timesteps=False)
+    assert th.equal(th.nn.utils.parameters_to_vector(model.policy.parameters()), updated[0])
+    assert every_actor_freed(), "the actors were not freed"
+    with pytest.raises(RayVecEnvError, match="closed"):
+        env.reset()
+
+    # It can be saved, and learns on with a fresh env.
+    model.save(tmp_path / "model")
+    model.set_env(RayVecEnv([healthy("Pendulum-v1") for _ in range(4)], envs_per_actor=2))
+    model.learn(128 * 4, reset_num_timesteps=False)
+    assert model.num_timesteps >= 128 * 4 * 3
+    assert not th.equal(th.nn.utils.parameters_to_vector(model.policy.parameters()), updated[0])
+    model.get_env().close()
+    assert every_actor_freed()
+
+
+def test_a_dead_actor_is_named_by_its_environments():
+    assert every_actor_freed()
+    fns = [healthy("Pendulum-v1"), healthy("Pendulum-v1"), faulty("Pendulum-v1", at=5, die=True), healthy("Pendulum-v1")]
+    env = RayVecEnv(fns, envs_per_actor=2)
+    env.reset()
+    with pytest.raises(RayVecEnvError, match=r"environments 2-3 \(Ray actor 1\) lost its Ray actor during step\(\)") as error:
+        for _ in range(10):
+            env.step(np.zeros((4, 1)))
+    assert error.value.env_indices == [2, 3]
+    assert every_actor_freed()
+
+
+def test_a_hanging_environment_times_out_instead_of_hanging():
+    fns = [healthy("Pendulum-v1"), faulty("Pendulum-v1", at=2, hang=True)]
+    env = RayVecEnv(fns, timeout=3.0)
+    env.reset()
+    start = time.monotonic()
+    with pytest.raises(RayVecEnvError, match=r"environment 1 \(Ray actor 1\) did not answer step\(\) within 3.0 s"):
+        for _ in range(3):
+            env.step(np.zeros((2, 1)))
+    assert time.monotonic() - start < 3.0 + 10.0  # the deadline, plus freeing the actors
+
+
+def test_env_functions_that_fail_and_actors_that_cannot_be_placed_are_named():
+    def broken():
+        raise FileNotFoundError("no such scene: warehouse.xml")
+
+    with pytest.raises(RayVecEnvError, match=r"environment 2 raised FileNotFoundError: no such scene: warehouse\.xml"):
+        RayVecEnv([healthy("Pendulum-v1"), healthy("Pendulum-v1"), broken], envs_per_actor=2)
+    with pytest.raises(
+        RayVecEnvError, match=r"did not answer start\(\) within 2.0 s \(each actor asks for \{'num_cpus': 64\}"
+    ):
+        RayVecEnv([healthy("Pendulum-v1")], actor_options={"num_cpus": 64}, start_timeout=2.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(env_fns=[]), "env_fns must hold at least one"),
+        (dict(envs_per_actor=0), "envs_per_actor must be >= 1, got 0"),
+        (dict(timeout=0), "timeout must be > 0 seconds, got 0"),
+        (dict(start_timeout=-1.0), "start_timeout must be > 0 seconds, got -1.0"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, message):
+    kwargs = {"env_fns": [healthy("Pendulum-v1")], **kwargs}
+    with pytest.raises(ValueError, match=message):
+        RayVecEnv(**kwargs)
+
+
+def test_without_the_extra_the_message_names_it(monkeypatch):
+    monkeypatch.setattr("sb3_trpo_ext.extras.missing_modules", lambda extra: ["ray"] if extra == "ray" else [])
+    with pytest.raises(MissingExtraError, match=r'pip install "sb3-trpo-ext\[ray\]"'):
+        RayVecEnv([healthy("Pendulum-v1")])
+
+
+def test_benchmark_runs_on_ray_give_the_local_runs_results(tmp_path, capsys):
+    from sb3_trpo_ext.benchmark.cli import main
+
+    common = ["--envs", "CartPole-v1", "--algos", "trpo_ext", "-n", "2048", "--eval-freq", "1024", "--seeds", "0", "1"]
+    assert main([*common, "--output", str(tmp_path / "local")]) == 0
+    assert main([*common, "--ray", "--output", str(tmp_path / "ray")]) == 0
+    for seed in (0, 1):
+        name = f"runs/CartPole-v1__trpo_ext__seed{seed}.json"
+        local, remote = (json.loads((tmp_path / where / name).read_text()) for where in ("local", "ray"))
+        assert remote["curve_returns"] == local["curve_returns"]
+        assert remote["final_return"] == local["final_return"]
+        assert remote["provenance"] == local["provenance"]
+    # Resumable as local runs: the Ray runs are found finished and not run again.
+    capsys.readouterr()
+    assert main([*common, "--ray", "--output", str(tmp_path / "ray")]) == 0
+    assert "2 runs, 2 already in" in capsys.readouterr().out
