@@ -61,20 +61,24 @@ def sleep_env(step_seconds: float) -> Callable[[], gym.Env]:
     return lambda: SleepEnv(step_seconds)
 
 
-def steps_per_second(env: VecEnv, seconds: float, min_steps: int = 20) -> float:
-    """Environment steps per second of ``env`` stepped with random actions for about ``seconds`` (after a warm-up)."""
+def steps_per_second(env: VecEnv, seconds: float, min_steps: int = 20) -> tuple[float, float]:
+    """
+    Environment steps per second of ``env`` stepped with random actions for about ``seconds`` (after a warm-up), and
+    the CPU milliseconds this process (the driver, all its threads) spent per vectorised step: on a cluster, where
+    the environments have cores of their own, the driver's share is what bounds the rate.
+    """
     env.reset()
     actions = np.stack([env.action_space.sample() for _ in range(env.num_envs)])
     for _ in range(3):
         env.step(actions)
-    steps, start = 0, time.perf_counter()
+    steps, start, cpu_start = 0, time.perf_counter(), time.process_time()
     while steps < min_steps or time.perf_counter() - start < seconds:
         env.step(actions)
         steps += 1
-    return steps * env.num_envs / (time.perf_counter() - start)
+    return steps * env.num_envs / (time.perf_counter() - start), 1000 * (time.process_time() - cpu_start) / steps
 
 
-def measure(make: Callable[[], VecEnv], seconds: float) -> float:
+def measure(make: Callable[[], VecEnv], seconds: float) -> tuple[float, float]:
     env = make()
     try:
         return steps_per_second(env, seconds)
@@ -96,18 +100,28 @@ def scaling(actors: list[int], envs_per_actor: int, step_seconds: float, seconds
         }
         row: dict[str, float] = dict(actors=n_actors, envs=len(fns))
         for name in makers if others else ["ray"]:
-            row[name] = measure(makers[name], seconds)
+            row[name], row[f"{name}_driver_ms"] = measure(makers[name], seconds)
         rows.append(row)
         print(row, flush=True)
     return rows
 
 
 def round_trip_costs(rows: list[dict], envs_per_actor: int) -> dict[str, float]:
-    """Fit seconds per vectorised step = round trip + per_actor * actors, from the 0 ms environment's rates."""
+    """
+    Straight lines through the 0 ms environment's costs per vectorised step against the number of actors: the wall
+    time (here the actors share the driver's cores) and the driver's CPU time (what stays with the driver when the
+    actors run elsewhere).
+    """
     actors = np.array([row["actors"] for row in rows], dtype=float)
-    seconds_per_step = np.array([row["envs"] / row["ray"] for row in rows])
-    per_actor, round_trip = np.polyfit(actors, seconds_per_step, 1)
-    return dict(round_trip_ms=1000 * round_trip, per_actor_ms=1000 * per_actor, envs_per_actor=envs_per_actor)
+    wall_per_actor, wall_fixed = np.polyfit(actors, [1000 * row["envs"] / row["ray"] for row in rows], 1)
+    driver_per_actor, driver_fixed = np.polyfit(actors, [row["ray_driver_ms"] for row in rows], 1)
+    return dict(
+        wall_fixed_ms=wall_fixed,
+        wall_per_actor_ms=wall_per_actor,
+        driver_fixed_ms=driver_fixed,
+        driver_per_actor_ms=driver_per_actor,
+        envs_per_actor=envs_per_actor,
+    )
 
 
 def fast_env(env_id: str, n_envs: int, seconds: float) -> dict[str, float]:
@@ -122,7 +136,7 @@ def fast_env(env_id: str, n_envs: int, seconds: float) -> dict[str, float]:
         f"ray 1x{n_envs}": lambda: RayVecEnv(fns, envs_per_actor=n_envs, actor_options=anywhere),
         f"ray {n_envs}x1": lambda: RayVecEnv(fns, envs_per_actor=1, actor_options=anywhere),
     }
-    result = {name: 1e6 / measure(make, seconds) for name, make in makers.items()}  # microseconds per env step
+    result = {name: 1e6 / measure(make, seconds)[0] for name, make in makers.items()}  # microseconds per env step
     print(result, flush=True)
     return result
 
@@ -137,22 +151,29 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         "",
         f"## A {results['step_ms']} ms environment, {results['envs_per_actor']} environments per actor (steps/s)",
         "",
-        "| actors | envs | RayVecEnv | vs 1 actor | SubprocVecEnv | DummyVecEnv |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| actors | envs | RayVecEnv | vs 1 actor | driver CPU ms/step | SubprocVecEnv | DummyVecEnv |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
             f"| {row['actors']} | {row['envs']} | {row['ray']:.0f} | {row['ray'] / base:.1f}x | "
-            f"{row.get('subproc', float('nan')):.0f} | {row.get('dummy', float('nan')):.0f} |"
+            f"{row['ray_driver_ms']:.2f} | {row['subproc']:.0f} | {row['dummy']:.0f} |"
         )
     costs = results["round_trip"]
     lines += [
         "",
         "## Fixed costs (a 0 ms environment)",
         "",
-        f"Seconds per vectorised step = {costs['round_trip_ms']:.2f} ms + {costs['per_actor_ms']:.2f} ms per actor "
-        f"({costs['envs_per_actor']} environments each); measured: "
-        + ", ".join(f"{row['actors']} actors {1000 * row['envs'] / row['ray']:.2f} ms" for row in results["zero_env"]),
+        f"Per vectorised step, {costs['envs_per_actor']} environments per actor: wall time "
+        f"{costs['wall_fixed_ms']:.2f} ms + {costs['wall_per_actor_ms']:.2f} ms per actor (actors and driver on these "
+        f"cores); the driver's CPU {costs['driver_fixed_ms']:.2f} ms + {costs['driver_per_actor_ms']:.2f} ms per actor.",
+        "",
+        "| actors | wall ms/step | driver CPU ms/step |",
+        "|---:|---:|---:|",
+        *(
+            f"| {row['actors']} | {1000 * row['envs'] / row['ray']:.2f} | {row['ray_driver_ms']:.2f} |"
+            for row in results["zero_env"]
+        ),
         "",
         f"## {results['fast_env_id']}, {results['fast_n_envs']} environments (microseconds per environment step)",
         "",
