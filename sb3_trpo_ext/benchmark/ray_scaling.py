@@ -141,6 +141,22 @@ def fast_env(env_id: str, n_envs: int, seconds: float) -> dict[str, float]:
     return result
 
 
+def expected_steps_per_second(actors: int, envs_per_actor: int, step_ms: float, results: dict[str, Any]) -> float:
+    """
+    The rate ``actors`` actors on a cluster would reach, each with cores of its own, from the measured costs: a
+    vectorised step takes the slowest actor's environments (``envs_per_actor * step_ms``), the round trip of one
+    actor (the 0 ms environment's wall time with 1 actor) and the driver's CPU for each further actor.
+    """
+    one_actor = next(row for row in results["zero_env"] if row["actors"] == 1)
+    round_trip_ms = 1000 * one_actor["envs"] / one_actor["ray"]
+    step = envs_per_actor * step_ms + round_trip_ms + results["round_trip"]["driver_per_actor_ms"] * (actors - 1)
+    return 1000 * actors * envs_per_actor / step
+
+
+#: The clusters the worked example is for: machines of this many cores, one actor per core.
+CORES_PER_MACHINE = 16
+
+
 def write_markdown(results: dict[str, Any], path: Path) -> None:
     rows = results["sleep_env"]
     base = rows[0]["ray"]
@@ -181,6 +197,27 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         "|---|---:|",
         *(f"| {name} | {value:.0f} |" for name, value in results["fast_env"].items()),
         "",
+        f"## Expected on N machines of {CORES_PER_MACHINE} cores, one actor per core (steps/s, a model of the costs above)",
+        "",
+        "| simulator step | envs per actor | " + " | ".join(f"{n} machine{'s' * (n > 1)}" for n in (1, 2, 4, 8)) + " |",
+        "|---:|---:|" + "---:|" * 4,
+    ]
+    for step_ms in (5.0, 50.0):
+        for envs_per_actor in (4, 16):
+            rates = [expected_steps_per_second(n * CORES_PER_MACHINE, envs_per_actor, step_ms, results) for n in (1, 2, 4, 8)]
+            lines.append(f"| {step_ms:g} ms | {envs_per_actor} | " + " | ".join(f"{rate:.0f}" for rate in rates) + " |")
+    check = [
+        (row["actors"], expected_steps_per_second(row["actors"], row["envs"] // row["actors"], results["step_ms"], results))
+        for row in rows
+    ]
+    lines += [
+        "",
+        f"The model against this machine's {results['step_ms']:g} ms runs above: "
+        + ", ".join(
+            f"{actors} actors {rate:.0f} (measured {row['ray']:.0f})" for (actors, rate), row in zip(check, rows, strict=True)
+        )
+        + ".",
+        "",
     ]
     path.write_text("\n".join(lines))
 
@@ -195,7 +232,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fast-env", default="HalfCheetah-v5")
     parser.add_argument("--fast-n-envs", type=int, default=4)
     parser.add_argument("--output", default="benchmarks/results/scale")
+    parser.add_argument("--report", action="store_true", help="only rewrite OUTPUT/scaling.md from OUTPUT/scaling.json")
     args = parser.parse_args(argv)
+    output = Path(args.output)
+    if args.report:
+        write_markdown(json.loads((output / "scaling.json").read_text()), output / "scaling.md")
+        return
     require("ray", "the scaling benchmark")
     require_env(args.fast_env)
     import ray
@@ -214,7 +256,6 @@ def main(argv: list[str] | None = None) -> None:
     results["round_trip"] = round_trip_costs(results["zero_env"], args.envs_per_actor)
     results["fast_env"] = fast_env(args.fast_env, args.fast_n_envs, args.seconds)
     ray.shutdown()
-    output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     (output / "scaling.json").write_text(json.dumps(results, indent=1))
     write_markdown(results, output / "scaling.md")
