@@ -149,6 +149,7 @@ def test_vec_env_api_matches_dummy_vec_env():
         assert remote.render_mode == "rgb_array"
         for image, expected_image in zip(remote.get_images(), dummy.get_images(), strict=True):
             np.testing.assert_array_equal(image, expected_image)
+        np.testing.assert_array_equal(remote.render(), dummy.render())  # the tiled image
     finally:
         dummy.close()
         remote.close()
