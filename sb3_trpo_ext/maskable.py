@@ -113,12 +113,12 @@ class MaskedActions(NaturalGradientAlgorithm):
             )
         self._use_masking = use_masking
         return super().learn(
-            total_timesteps, callback, log_interval, tb_log_name or type(self).__name__, reset_num_timesteps,
+            total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps,
             progress_bar=progress_bar,
         )  # fmt: skip
 
 
-class MaskableTRPO(MaskedActions, TRPO):  # type: ignore[misc]  # learn() takes use_masking, as MaskablePPO's
+class MaskableTRPO(MaskedActions, TRPO):
     """
     TRPO with invalid-action masking, used as sb3-contrib's MaskablePPO is (Discrete, MultiDiscrete and MultiBinary
     actions; policies ``MlpPolicy``, ``CnnPolicy``, ``MultiInputPolicy``, sb3-contrib's maskable ones). The trust

@@ -18,7 +18,7 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, RolloutBufferSamples, Schedule, TensorDict
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, RolloutBufferSamples, Schedule, TensorDict
 from stable_baselines3.common.utils import explained_variance
 
 from sb3_trpo_ext.conjugate_gradient import conjugate_gradient
@@ -283,6 +283,19 @@ class NaturalGradientAlgorithm(RolloutLoop):
         """
         params = with_critic_optimizer_state(load_path_or_dict, device, list(self.policy.parameters()), self._critic_params)
         super().set_parameters(params, exact_match=exact_match, device=device)
+
+    def learn(
+        self: SelfNaturalGradient,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str = "",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfNaturalGradient:
+        """As SB3's ``learn``; ``tb_log_name`` defaults to the class name (``TRPO``, ``NPG``, ``RecurrentTRPO``...)."""
+        name = tb_log_name or type(self).__name__
+        return super().learn(total_timesteps, callback, log_interval, name, reset_num_timesteps, progress_bar)
 
     def train(self) -> None:
         """One update from the collected rollout: natural-gradient policy step, then the critic.

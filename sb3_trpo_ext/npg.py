@@ -1,14 +1,8 @@
 """The natural policy gradient (NPG) as a Stable-Baselines3 on-policy algorithm."""
 
-from typing import TypeVar
-
-from stable_baselines3.common.type_aliases import MaybeCallback
-
 from sb3_trpo_ext.line_search import LineSearchResult
 from sb3_trpo_ext.natural_gradient import NaturalGradientAlgorithm
 from sb3_trpo_ext.update import PolicyBatch, ProposedStep
-
-SelfNPG = TypeVar("SelfNPG", bound="NPG")
 
 
 class NPG(NaturalGradientAlgorithm):
@@ -34,14 +28,3 @@ class NPG(NaturalGradientAlgorithm):
         if not candidate.is_finite:
             return LineSearchResult.rejected(step, n_candidates=1, n_nonfinite=1)
         return LineSearchResult(True, step, 1.0, 1, candidate)
-
-    def learn(
-        self: SelfNPG,
-        total_timesteps: int,
-        callback: MaybeCallback = None,
-        log_interval: int = 1,
-        tb_log_name: str = "NPG",
-        reset_num_timesteps: bool = True,
-        progress_bar: bool = False,
-    ) -> SelfNPG:
-        return super().learn(total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar)

@@ -9,7 +9,7 @@ steps from the states the rollout started from, reset at episode starts, exactly
 whole sequences.
 """
 
-from typing import Any, ClassVar, TypeVar, cast
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch as th
@@ -18,15 +18,13 @@ from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from sb3_contrib.common.recurrent.type_aliases import RNNStates
 from sb3_contrib.ppo_recurrent.policies import CnnLstmPolicy, MlpLstmPolicy, MultiInputLstmPolicy
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import MaybeCallback, PyTorchObs
+from stable_baselines3.common.type_aliases import PyTorchObs
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_trpo_ext.critic import fit_sequence_critic
 from sb3_trpo_ext.natural_gradient import NaturalGradientAlgorithm
 from sb3_trpo_ext.policies import PolicyInputs, SequenceInputs
 from sb3_trpo_ext.trpo import TRPO
-
-SelfRecurrent = TypeVar("SelfRecurrent", bound="Recurrence")
 
 
 def _initial_states(buffer: RecurrentRolloutBuffer, hidden: np.ndarray, cell: np.ndarray) -> tuple[th.Tensor, th.Tensor]:
@@ -152,19 +150,6 @@ class Recurrence(NaturalGradientAlgorithm):
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_last_lstm_states", "_next_lstm_states"]
-
-    def learn(
-        self: SelfRecurrent,
-        total_timesteps: int,
-        callback: MaybeCallback = None,
-        log_interval: int = 1,
-        tb_log_name: str = "",
-        reset_num_timesteps: bool = True,
-        progress_bar: bool = False,
-    ) -> SelfRecurrent:
-        """As SB3's ``learn``; ``tb_log_name`` defaults to the class name."""
-        name = tb_log_name or type(self).__name__
-        return super().learn(total_timesteps, callback, log_interval, name, reset_num_timesteps, progress_bar)
 
 
 class RecurrentTRPO(Recurrence, TRPO):

@@ -1,18 +1,16 @@
 """Trust Region Policy Optimization as a Stable-Baselines3 on-policy algorithm."""
 
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import torch as th
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
 from sb3_trpo_ext.hyperparameters import validate_line_search
 from sb3_trpo_ext.line_search import LineSearchResult, backtracking_line_search
 from sb3_trpo_ext.natural_gradient import NaturalGradientAlgorithm
 from sb3_trpo_ext.update import PolicyBatch, ProposedStep
-
-SelfTRPO = TypeVar("SelfTRPO", bound="TRPO")
 
 
 class TRPO(NaturalGradientAlgorithm):
@@ -133,14 +131,3 @@ class TRPO(NaturalGradientAlgorithm):
             max_iter=self.line_search_max_iter,
             accept_ratio=self.line_search_accept_ratio,
         )
-
-    def learn(
-        self: SelfTRPO,
-        total_timesteps: int,
-        callback: MaybeCallback = None,
-        log_interval: int = 1,
-        tb_log_name: str = "TRPO",
-        reset_num_timesteps: bool = True,
-        progress_bar: bool = False,
-    ) -> SelfTRPO:
-        return super().learn(total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar)

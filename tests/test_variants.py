@@ -143,7 +143,7 @@ def test_trpo_and_npg_share_one_update():
     # The variants differ in the step only: no other part of the core is overridden.
     def overridden(cls):
         own = {name for name in vars(cls) if not name.startswith("__") and name != "_abc_impl"}
-        return own & set(vars(NaturalGradientAlgorithm)) - {"learn"}  # learn(): only its tb_log_name
+        return own & set(vars(NaturalGradientAlgorithm))
 
     assert overridden(NPG) == {"_policy_step"}
     assert overridden(TRPO) == {"_policy_step", "_validate_hyperparameters", "_saved_by", "has_line_search",
