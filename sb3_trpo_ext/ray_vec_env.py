@@ -243,7 +243,7 @@ class RayVecEnv(VecEnv):
         the env's); any failure ends the env. ``extra`` adds to a timeout's message.
         """
         import ray
-        from ray.exceptions import GetTimeoutError, RayError
+        from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
         actors = list(range(len(self.actors))) if actors is None else actors
         try:
@@ -256,8 +256,10 @@ class RayVecEnv(VecEnv):
                     results.append(ray.get(ref, timeout=0))
                 except GetTimeoutError:
                     self._fail(actor, f"did not answer {call} within {timeout or self.timeout} s" + (extra() if extra else ""))
-                except RayError as error:
+                except RayActorError as error:
                     self._fail(actor, f"lost its Ray actor during {call}: {type(error).__name__}: {error}")
+                except RayError as error:  # outside the environments' code: the results could not be sent, say
+                    self._fail(actor, f"failed during {call}: {type(error).__name__}: {error}")
         for result in results:
             if isinstance(result, _Failure):
                 self._free()
@@ -344,6 +346,9 @@ class RayVecEnv(VecEnv):
             return
         import ray
 
+        if not ray.is_initialized():
+            self._free()
+            return
         closing = [actor.close.remote() for actor in self.actors]
         ray.wait(closing, num_returns=len(closing), timeout=self.timeout)
         self._free()
@@ -354,8 +359,9 @@ class RayVecEnv(VecEnv):
 
         self.closed = True
         self.waiting = False
-        for actor in self.actors:
-            ray.kill(actor)
+        if ray.is_initialized():  # after ray.shutdown() the actors are gone already
+            for actor in self.actors:
+                ray.kill(actor)
 
     def get_images(self) -> Sequence[np.ndarray | None]:
         if self.render_mode != "rgb_array":

@@ -2,6 +2,7 @@
 
 import json
 import os
+import threading
 import time
 
 import gymnasium as gym
@@ -44,9 +45,9 @@ def every_actor_freed(within: float = 30.0) -> bool:
 
 def faulty(env_id: str, **faults):
     """
-    An env function whose env fails at step ``faults["at"]``: it raises (``raise_``), kills its process (``die``) or
-    hangs (``hang``). The class is made here so that Ray's pickler sends it by value: the tests folder is not on the
-    actors' path.
+    An env function whose env fails at step ``faults["at"]``: it raises (``raise_``), kills its process (``die``),
+    hangs (``hang``) or returns an info that cannot be pickled (``unpicklable``). The class is made here so that
+    Ray's pickler sends it by value: the tests folder is not on the actors' path.
     """
 
     class Faulty(gym.Wrapper):
@@ -61,6 +62,9 @@ def faulty(env_id: str, **faults):
                     os._exit(3)
                 if faults.get("hang"):
                     time.sleep(600)
+                if faults.get("unpicklable"):
+                    observation, reward, terminated, truncated, info = self.env.step(action)
+                    return observation, reward, terminated, truncated, {**info, "lock": threading.Lock()}
             return self.env.step(action)
 
     return lambda: Monitor(Faulty(gym.make(env_id)))
@@ -189,6 +193,15 @@ def test_a_dead_actor_is_named_by_its_environments():
         for _ in range(10):
             env.step(np.zeros((4, 1)))
     assert error.value.env_indices == [2, 3]
+    assert every_actor_freed()
+
+
+def test_results_that_cannot_be_sent_are_named():
+    env = RayVecEnv([healthy("Pendulum-v1"), faulty("Pendulum-v1", at=2, unpicklable=True)])
+    env.reset()
+    with pytest.raises(RayVecEnvError, match=r"environment 1 \(Ray actor 1\) failed during step\(\): RayTaskError"):
+        for _ in range(3):
+            env.step(np.zeros((2, 1)))
     assert every_actor_freed()
 
 
