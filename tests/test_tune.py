@@ -21,7 +21,9 @@ def test_a_resumed_study_fails_the_trials_of_dead_workers_and_records_each_launc
     launches = optuna.load_study(study_name="Task-v0", storage=tune._storage(journal)).user_attrs["launches"]
     assert [launch["command"] for launch in launches] == ["first", "second"]
     assert {"commit", "versions", "code", "started"} <= set(launches[0])
+    before = journal.read_bytes()
     summary = tune.summary(journal, "Task-v0")
+    assert journal.read_bytes() == before  # reading a committed journal leaves it as it is
     assert (summary["trials"], summary["complete"], summary["fail"], summary["best_value"]) == (2, 1, 1, 1.0)
     assert summary["best_hyperparameters"] == params  # the entry to paste into the zoo file
 

@@ -84,7 +84,10 @@ def summary(path: Path, env_id: str) -> dict[str, Any]:
 
     from sb3_trpo_ext.zoo import convert_trpo_ext_params
 
-    study = _study(path, env_id)
+    import optuna
+
+    # load_study, not _study: reading a journal must not append to it (create_study logs a creation each time).
+    study = optuna.load_study(study_name=env_id, storage=_storage(path))
     trials = study.get_trials(deepcopy=False)
     counts = {state.name.lower(): sum(trial.state == state for trial in trials) for state in TrialState}
     result: dict[str, Any] = dict(env_id=env_id, trials=len(trials), **counts)
