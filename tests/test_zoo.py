@@ -17,6 +17,7 @@ from stable_baselines3.common.env_util import make_vec_env
 
 import sb3_trpo_ext.maskable
 from sb3_trpo_ext import NPG, TRPO, MaskableTRPO
+from sb3_trpo_ext.benchmark.settings import run_settings
 from sb3_trpo_ext.zoo import ALGO, ALGORITHMS, ZOO_KEYS, config_path, register, unknown_hyperparameters
 from sb3_trpo_ext.zoo.cli import main
 
@@ -80,9 +81,12 @@ def test_every_key_is_accepted_and_the_values_construct_a_model(env_id):
     assert unknown_hyperparameters(entry) == []
     kwargs = {k: v for k, v in entry.items() if k not in ZOO_KEYS}
     policy = kwargs.pop("policy", "MlpPolicy")
+    # policy_kwargs as rl_zoo3 reads them: a Python expression over dict and torch.nn
+    policy_kwargs = run_settings(env_id, entry, ALGO).hyperparameters.get("policy_kwargs", {})
     env = make_vec_env("Pendulum-v1", n_envs=entry.get("n_envs", 1))
-    model = TRPO(policy, env, **kwargs)
+    model = TRPO(policy, env, **{**kwargs, "policy_kwargs": policy_kwargs})
     assert all(getattr(model, key) == value for key, value in kwargs.items() if key != "policy_kwargs")
+    assert all(model.policy_kwargs[key] == value for key, value in policy_kwargs.items())
 
 
 def test_unknown_hyperparameters_are_named():
