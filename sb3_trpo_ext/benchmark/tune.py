@@ -80,11 +80,10 @@ def worker_command(args: argparse.Namespace, seed: int) -> list[str]:
 
 def summary(path: Path, env_id: str) -> dict[str, Any]:
     """Counts of finished trials and the best trial's value, parameters and rl-zoo hyperparameters."""
+    import optuna
     from optuna.trial import TrialState
 
     from sb3_trpo_ext.zoo import convert_trpo_ext_params
-
-    import optuna
 
     # load_study, not _study: reading a journal must not append to it (create_study logs a creation each time).
     study = optuna.load_study(study_name=env_id, storage=_storage(path))
