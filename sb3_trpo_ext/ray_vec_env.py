@@ -275,21 +275,25 @@ class RayVecEnv(VecEnv):
         self._free()
         raise RayVecEnvError(f"{_names(indices)} (Ray actor {actor}) {what}", indices)
 
-    def _by_actor(self, indices: VecEnvIndices) -> dict[int, list[int]]:
-        """Actor -> local indices of the targeted environments, in the order asked."""
-        groups: dict[int, list[int]] = {}
-        for index in self._get_indices(indices):
+    def _each(self, call: str, indices: VecEnvIndices, method: str, *args: Any) -> list[Any]:
+        """
+        Call ``method`` of the actors that hold ``indices``, each once with its local indices; one result per
+        environment, in the order of ``indices``.
+        """
+        self._check_open()
+        targets = list(self._get_indices(indices))
+        groups: dict[int, list[int]] = {}  # actor -> local indices
+        for index in targets:
             actor = index // self.envs_per_actor
             groups.setdefault(actor, []).append(index - self.slices[actor][0])
-        return groups
-
-    def _each(self, call: str, indices: VecEnvIndices, method: str, *args: Any) -> list[Any]:
-        """Call ``method`` of the actors that hold ``indices`` with their local indices; one result per environment."""
-        self._check_open()
-        groups = self._by_actor(indices)
         refs = [getattr(self.actors[actor], method).remote(local, *args) for actor, local in groups.items()]
         results = self._gather(refs, call, list(groups))
-        return [value for group in results for value in group]
+        by_index = {
+            self.slices[actor][0] + local: value
+            for (actor, locals_), values in zip(groups.items(), results, strict=True)
+            for local, value in zip(locals_, values, strict=True)
+        }
+        return [by_index[index] for index in targets]
 
     def _check_open(self) -> None:
         if self.closed:

@@ -145,6 +145,10 @@ def test_vec_env_api_matches_dummy_vec_env():
         remote.set_attr("marker", "x", indices=[4, 1])
         assert remote.get_attr("marker", indices=[1, 4]) == ["x", "x"]
         assert remote.has_attr("marker") is False  # not on every env
+        for index in range(5):
+            remote.set_attr("number", index, indices=index)
+        assert remote.get_attr("number", indices=[1, 4, 0, 3]) == [1, 4, 0, 3]
+        assert remote.env_method("get_wrapper_attr", "number", indices=[2, 0, 3]) == [2, 0, 3]
         assert remote.has_attr("spec") is True
         assert remote.env_method("get_wrapper_attr", "marker", indices=[4]) == ["x"]
         assert [spec.id for spec in remote.get_attr("spec", indices=[3, 0])] == ["CartPole-v1"] * 2
