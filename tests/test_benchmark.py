@@ -16,7 +16,7 @@ from torch import nn
 from sb3_trpo_ext.benchmark import provenance as provenance_module
 from sb3_trpo_ext.benchmark.cli import DEFAULT_ENVS, main, parse_args, run_specs, stale
 from sb3_trpo_ext.benchmark.provenance import code_fingerprint, fingerprint
-from sb3_trpo_ext.benchmark.report import aggregate_lines, markdown_summary
+from sb3_trpo_ext.benchmark.report import aggregate_lines, markdown_summary, returns_lines
 from sb3_trpo_ext.benchmark.run import RunSpec, execute
 from sb3_trpo_ext.benchmark.settings import run_settings, settings_for, settings_record, zoo_entry
 from sb3_trpo_ext.fisher import kl_averaged_dimensions
@@ -202,6 +202,7 @@ def test_the_summary_reports_the_sample_standard_deviation():
                 env_id="E-v0",
                 algo=algo,
                 seed=seed,
+                n_timesteps=10,
                 timesteps_done=10,
                 final_return=value,
                 train_ms_per_update=1.0,
@@ -215,6 +216,24 @@ def test_the_summary_reports_the_sample_standard_deviation():
         ]
     )
     assert "| 2.0 ± 1.4 |" in markdown_summary(runs)  # sqrt(2): ddof=1; ddof=0 would give 1.0
+
+
+def test_the_final_returns_table_gives_each_seed_and_the_published_return_at_its_budget():
+    def runs(budget):
+        return pd.DataFrame(
+            [
+                dict(env_id=env_id, algo=algo, seed=seed, n_timesteps=budget, final_return=value)
+                for env_id in ("Hopper-v5", "Pendulum-v1")
+                for algo, values in (("trpo", (30.0, 10.0)), ("trpo_ext", (2.0, 1.0, 3.0)))
+                for seed, value in enumerate(values)
+            ]
+        )
+
+    lines = returns_lines(runs(1_000_000))
+    assert lines[0] == "| task | steps | sb3-trpo-ext TRPO | sb3-contrib TRPO | published sb3-contrib TRPO |"
+    assert lines[2] == "| Hopper-v5 | 1,000,000 | 2.0 ± 1.0 (2.0, 1.0, 3.0) | 20.0 ± 14.1 (30.0, 10.0) | 3618 |"
+    assert lines[3].endswith("| – |")  # nothing published for Pendulum-v1
+    assert returns_lines(runs(300_000))[2].endswith("(30.0, 10.0) | – |")  # published at 1M, not comparable at 300k
 
 
 def test_the_summary_aggregates_final_returns_with_rliable():

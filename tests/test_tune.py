@@ -1,10 +1,17 @@
 """The tuning launcher: workers of one study, stale trials failed, every launch recorded."""
 
-import optuna
-from optuna.trial import TrialState
+import inspect
+import warnings
 
+import optuna
+import pytest
+from optuna.trial import TrialState
+from torch import nn
+
+from sb3_trpo_ext import TRPO
 from sb3_trpo_ext.benchmark import tune
-from sb3_trpo_ext.zoo import sample_trpo_ext_params
+from sb3_trpo_ext.benchmark.settings import run_settings, zoo_entry
+from sb3_trpo_ext.zoo import ALGO, sample_trpo_ext_params
 
 
 def test_a_resumed_study_fails_the_trials_of_dead_workers_and_records_each_launch(tmp_path):
@@ -42,3 +49,33 @@ def test_workers_share_the_journal_with_seeds_of_their_own_away_from_the_reporti
     assert [int(value(command, "--seed")) for command in commands] == [1000, 1001]
     assert all(value(command, "--max-total-trials") == "30" for command in commands)
     assert all(value(command, "--pruner") == "median" and value(command, "--sampler") == "tpe" for command in commands)
+
+
+@pytest.mark.parametrize("env_id", ["Walker2d-v5", "Swimmer-v5", "Ant-v5", "HalfCheetah-v5"])
+def test_a_packaged_entry_enqueued_as_a_trial_samples_back_to_the_same_hyperparameters(tmp_path, env_id):
+    entry = run_settings(*zoo_entry(ALGO, env_id), ALGO).hyperparameters
+    study = tune._study(tmp_path / "study.log", env_id)
+    tune.enqueue_entry(study, env_id)
+    tune.enqueue_entry(study, env_id)  # a second launch with --enqueue-entry adds nothing
+    assert len(study.get_trials(states=[TrialState.WAITING])) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fixed value outside the search space would only warn
+        sampled = sample_trpo_ext_params(study.ask(), 6, 2, {})
+    defaults = {name: p.default for name, p in inspect.signature(TRPO.__init__).parameters.items()}
+    for key, value in sampled.items():
+        if key == "policy_kwargs":
+            expected = {"log_std_init": 0.0, "ortho_init": True, "activation_fn": nn.Tanh}
+            expected |= {"net_arch": dict(pi=[64, 64], vf=[64, 64])} | (entry.get(key) or {})
+            assert value == expected
+        else:
+            assert value == pytest.approx(entry.get(key, defaults[key]), rel=1e-12), key
+
+
+def test_an_entry_outside_the_search_space_is_refused_by_name():
+    entry = dict(n_steps=1000, batch_size=100)
+    with pytest.raises(ValueError, match="n_steps 1000 and batch_size 100 must be powers of 2"):
+        tune.entry_as_trial(entry)
+    with pytest.raises(ValueError, match=r"net_arch \[400, 300\]"):
+        tune.entry_as_trial(dict(policy_kwargs="dict(net_arch=[400, 300])"))
+    with pytest.raises(ValueError, match="activation_fn"):
+        tune.entry_as_trial(dict(policy_kwargs="dict(activation_fn=nn.ELU)"))

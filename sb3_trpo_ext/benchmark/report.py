@@ -13,6 +13,11 @@ import pandas as pd
 
 from sb3_trpo_ext.benchmark.settings import ALGORITHMS, REFERENCE
 
+#: rl-baselines3-zoo's published sb3-contrib TRPO results (benchmark.md of rl-baselines3-zoo: one run each, 1M steps,
+#: the -v3 versions of these tasks): the budget they were measured at and the return, by the -v5 task compared here.
+PUBLISHED_BUDGET = 1_000_000
+PUBLISHED = {"HalfCheetah-v5": 1785, "Hopper-v5": 3618, "Walker2d-v5": 4933, "Ant-v5": 4982, "Swimmer-v5": 366}
+
 #: What each TRPO logged about its updates (mean over updates, then over seeds), for diagnosing a difference.
 #: sb3-contrib logs its KL averaged over action dimensions (kl_divergence_loss); this TRPO logs the true KL.
 DIAGNOSTICS = {
@@ -150,6 +155,29 @@ def aggregate_lines(table: pd.DataFrame, reps: int = 2000, seed: int = 0) -> lis
     return lines
 
 
+def returns_lines(table: pd.DataFrame) -> list[str]:
+    """
+    Markdown rows of the final returns: per task and algorithm, mean ± sample std over seeds with each seed's value,
+    and rl-zoo's published sb3-contrib TRPO return where the runs have its budget.
+    """
+    algos = [algo for algo in ALGORITHMS if algo in set(table["algo"])]
+    lines = [
+        "| task | steps | " + " | ".join(ALGORITHMS[algo] for algo in algos) + " | published sb3-contrib TRPO |",
+        "|---|---|" + "---|" * (len(algos) + 1),
+    ]
+    for env_id, runs in table.groupby("env_id", sort=False):
+        budgets = set(runs["n_timesteps"])
+        cells = []
+        for algo in algos:
+            group = runs[runs["algo"] == algo].sort_values("seed")
+            seeds = ", ".join(f"{value:.1f}" for value in group["final_return"])
+            cells.append(f"{_mean_std(group['final_return'], 1)} ({seeds})" if len(group) else "–")
+        published = PUBLISHED.get(str(env_id)) if budgets == {PUBLISHED_BUDGET} else None
+        budget = "/".join(f"{int(steps):,}" for steps in sorted(budgets))
+        lines.append(f"| {env_id} | {budget} | " + " | ".join(cells) + f" | {published or '–'} |")
+    return lines
+
+
 def _mean_std(values: pd.Series, digits: int) -> str:
     if values.isna().all():
         return "–"
@@ -187,7 +215,8 @@ def markdown_summary(table: pd.DataFrame, command: str = "") -> str:
                 f"| {group['peak_memory_mib'].mean():.0f} |"
             )
         lines += ["", *diagnostics_table(runs), ""]
-    lines += ["### Aggregate (rliable)", "", *aggregate_lines(table), ""]
+    lines += ["### Final returns", "", "Mean ± sample std over seeds (each seed's value, seeds in order):", ""]
+    lines += [*returns_lines(table), "", "### Aggregate (rliable)", "", *aggregate_lines(table), ""]
     return "\n".join(lines)
 
 

@@ -12,6 +12,9 @@ its environments) on the same journal file ``benchmarks/results/tuning/ENV.log``
 study, with a file every worker can reach. Workers stop when the study holds ``--trials`` finished or running
 trials. Tuning seeds start at 1000, away from the reporting seeds 0-4.
 
+``--enqueue-entry`` makes the packaged entry the study's next trial (once), so the search is measured against the
+settings it would replace, on the same tuning seeds and budget.
+
 A worker that is killed leaves its trial RUNNING for ever, and rl_zoo3 counts running trials towards the total.
 ``--fail-running`` marks such trials FAIL before the workers start; pass it only when no worker of the study is alive
 anywhere. Every launch appends the commit and package versions to the study's user attributes (``launches``), so
@@ -19,7 +22,9 @@ each trial's start time says which code produced it.
 """
 
 import argparse
+import inspect
 import json
+import math
 import subprocess
 import sys
 import time
@@ -27,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from sb3_trpo_ext.benchmark.provenance import provenance
+from sb3_trpo_ext.zoo import ALGO
 
 DEFAULT_OUTPUT = Path("benchmarks/results/tuning")
 
@@ -44,6 +50,60 @@ def _study(path: Path, env_id: str) -> Any:
     return optuna.create_study(storage=_storage(path), study_name=env_id, direction="maximize", load_if_exists=True)
 
 
+def entry_as_trial(entry: dict[str, Any]) -> dict[str, Any]:
+    """
+    A zoo entry of this TRPO as raw parameters of its search space (``sample_trpo_ext_params``), the inverse of
+    ``convert_trpo_ext_params``; keys the entry leaves out take the constructor's defaults.
+
+    :raises ValueError: naming what the search space cannot express (``n_steps`` or the minibatch count not a power
+        of 2, a network other than 64-64 or 256-256, an activation other than tanh or ReLU)
+    """
+    from torch import nn
+
+    from sb3_trpo_ext.benchmark.settings import run_settings
+    from sb3_trpo_ext.trpo import TRPO
+
+    defaults = {name: p.default for name, p in inspect.signature(TRPO.__init__).parameters.items()}
+    hyperparameters = defaults | run_settings("entry", entry, ALGO).hyperparameters
+    policy_kwargs: dict[str, Any] = {"net_arch": None, "activation_fn": nn.Tanh, "log_std_init": 0.0, "ortho_init": True}
+    policy_kwargs |= hyperparameters.get("policy_kwargs") or {}
+    n_steps, batch_size = hyperparameters["n_steps"], hyperparameters["batch_size"]
+    n_steps_pow, batch_pow = math.log2(n_steps), math.log2(batch_size)
+    if not (n_steps_pow.is_integer() and batch_pow.is_integer() and batch_size <= n_steps):
+        raise ValueError(f"n_steps {n_steps} and batch_size {batch_size} must be powers of 2, batch_size <= n_steps")
+    nets = {None: "small", str([64, 64]): "small", str(dict(pi=[64, 64], vf=[64, 64])): "small",
+            str(dict(pi=[256, 256], vf=[256, 256])): "medium"}  # fmt: skip
+    activations = {nn.Tanh: "tanh", nn.ReLU: "relu"}
+    net_arch = policy_kwargs["net_arch"]
+    if (None if net_arch is None else str(net_arch)) not in nets:
+        raise ValueError(f"net_arch {net_arch!r} is not in the search space (64-64 or 256-256 for both networks)")
+    if policy_kwargs["activation_fn"] not in activations:
+        raise ValueError(f"activation_fn {policy_kwargs['activation_fn']!r} is not in the search space (tanh, ReLU)")
+    return {
+        "n_steps_pow": int(n_steps_pow),
+        "minibatches_pow": int(n_steps_pow - batch_pow),
+        # rounded so that 1 - 0.9999 is the search space's bound 1e-4, not 9.9999999999989e-05 below it
+        "one_minus_gamma": float(f"{1 - hyperparameters['gamma']:.12g}"),
+        "one_minus_gae_lambda": float(f"{1 - hyperparameters['gae_lambda']:.12g}"),
+        **{key: hyperparameters[key] for key in ("learning_rate", "n_critic_updates", "cg_max_steps", "cg_damping",
+                                                 "target_kl", "line_search_shrinking_factor",
+                                                 "line_search_accept_ratio", "sub_sampling_factor")},
+        "net_arch": nets[None if net_arch is None else str(net_arch)],
+        "activation_fn": activations[policy_kwargs["activation_fn"]],
+        "log_std_init": float(policy_kwargs["log_std_init"]),
+        "ortho_init": bool(policy_kwargs["ortho_init"]),
+    }  # fmt: skip
+
+
+def enqueue_entry(study: Any, env_id: str) -> dict[str, Any]:
+    """Make this TRPO's packaged entry for ``env_id`` the study's next trial, unless a trial already has it."""
+    from sb3_trpo_ext.benchmark.settings import zoo_entry
+
+    params = entry_as_trial(zoo_entry(ALGO, env_id)[1])
+    study.enqueue_trial(params, user_attrs={"packaged_entry": True}, skip_if_exists=True)
+    return params
+
+
 def fail_running_trials(study: Any) -> list[int]:
     """Mark the study's RUNNING trials FAIL (their workers are gone); returns their numbers."""
     from optuna.trial import TrialState
@@ -57,8 +117,6 @@ def fail_running_trials(study: Any) -> list[int]:
 def record_launch(study: Any, command: list[str]) -> None:
     """Append this launch's time, commit, versions and worker command to the study's ``launches`` attribute."""
     launches = list(study.user_attrs.get("launches", []))
-    from sb3_trpo_ext.zoo import ALGO
-
     launches.append(dict(started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **provenance(ALGO), command=" ".join(command)))
     study.set_user_attr("launches", launches)
 
@@ -109,6 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--startup-trials", type=int, default=10, help="random trials before TPE, and the pruner's")
     parser.add_argument("--n-evaluations", type=int, default=3, help="evaluations per trial (the pruner's reports)")
     parser.add_argument("--eval-episodes", type=int, default=5)
+    parser.add_argument("--enqueue-entry", action="store_true", help="the packaged entry as the next trial (once)")
     parser.add_argument("--fail-running", action="store_true", help="mark RUNNING trials FAIL first (no live worker)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="folder of the journals")
     parser.add_argument("--log-folder", type=Path, default=Path("logs/tuning"), help="rl_zoo3's log folder")
@@ -125,6 +184,8 @@ def main(argv: list[str] | None = None) -> None:
         failed = fail_running_trials(study)
         if failed:
             print(f"marked RUNNING trials {failed} FAIL", flush=True)
+    if args.enqueue_entry:
+        print(f"enqueued the packaged entry: {enqueue_entry(study, args.env)}", flush=True)
     commands = [worker_command(args, args.seed + index) for index in range(args.workers)]
     record_launch(study, commands[0])
     workers = [subprocess.Popen(command) for command in commands]
