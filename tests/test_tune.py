@@ -9,7 +9,7 @@ from optuna.trial import TrialState
 from torch import nn
 
 from sb3_trpo_ext import TRPO
-from sb3_trpo_ext.benchmark import tune
+from sb3_trpo_ext.benchmark import entry_variants, tune
 from sb3_trpo_ext.benchmark.settings import run_settings, zoo_entry
 from sb3_trpo_ext.zoo import ALGO, sample_trpo_ext_params
 
@@ -79,3 +79,19 @@ def test_an_entry_outside_the_search_space_is_refused_by_name():
         tune.entry_as_trial(dict(policy_kwargs="dict(net_arch=[400, 300])"))
     with pytest.raises(ValueError, match="activation_fn"):
         tune.entry_as_trial(dict(policy_kwargs="dict(activation_fn=nn.ELU)"))
+
+
+def test_a_variant_can_be_a_study_trial_with_changes_over_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(tune, "DEFAULT_OUTPUT", tmp_path)
+    study = tune._study(tmp_path / "CartPole-v1.log", "CartPole-v1")
+    trial = study.ask()
+    sampled = sample_trpo_ext_params(trial, 1, 1, {})
+    study.tell(trial, 1.0)
+    assert entry_variants.study_trial_hyperparameters("CartPole-v1", 0) == sampled
+    record = entry_variants.run("CartPole-v1", "trial=0, n_critic_updates=3", 100, 64, 10_000)
+    used = record["hyperparameters"]
+    assert used["n_steps"] == repr(sampled["n_steps"]) and used["target_kl"] == repr(sampled["target_kl"])
+    assert used["policy_kwargs"] == repr(sampled["policy_kwargs"])
+    assert used["n_critic_updates"] == "3"  # the variant's own changes win over the trial's
+    with pytest.raises(ValueError, match=r"trial=5: .* has trials 0-0"):
+        entry_variants.study_trial_hyperparameters("CartPole-v1", 5)

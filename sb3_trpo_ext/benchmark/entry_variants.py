@@ -7,10 +7,12 @@ tool for trying a few settings by hand, on seeds kept apart from the reporting s
         --output benchmarks/results/variants/CartPole-v1.jsonl
 
 A variant is a comma-separated list of KEY=VALUE over the entry (values read as Python literals; the empty
-variant is the entry itself; ``n_envs``, ``n_timesteps`` and ``env_kwargs`` are accepted too). Each run is one
-JSON line: the env, variant, seed, steps, the final mean return over 10 deterministic episodes on a separate
-environment, the evaluations along the way, and the provenance (commit, versions, code). Lines already in the
-output are not run again, so the command resumes.
+variant is the entry itself; ``n_envs``, ``n_timesteps`` and ``env_kwargs`` are accepted too). ``trial=N`` takes
+the hyperparameters trial N of the task's study (``benchmark.tune``'s journal) tried, as rl_zoo3 did: over the
+entry. That is how a study's best trials are compared on more seeds than the one each trial had. Each run is one
+JSON line: the env, variant, seed, steps, the hyperparameters, the final mean return over 10 deterministic episodes
+on a separate environment, the evaluations along the way, and the provenance (commit, versions, code). Lines
+already in the output are not run again, so the command resumes.
 """
 
 import argparse
@@ -36,9 +38,27 @@ def parse_variant(text: str) -> dict[str, Any]:
     return {keyword.arg: ast.literal_eval(keyword.value) for keyword in call.keywords if keyword.arg is not None}
 
 
+def study_trial_hyperparameters(env_id: str, number: int, journal: Path | None = None) -> dict[str, Any]:
+    """The hyperparameters trial ``number`` of ``env_id``'s study sampled (default journal: ``benchmark.tune``'s)."""
+    import optuna
+
+    from sb3_trpo_ext.benchmark.tune import DEFAULT_OUTPUT, _storage
+    from sb3_trpo_ext.zoo import convert_trpo_ext_params
+
+    journal = journal or DEFAULT_OUTPUT / f"{env_id}.log"
+    if not journal.exists():
+        raise FileNotFoundError(f"trial={number}: no study journal {journal}")
+    trials = optuna.load_study(study_name=env_id, storage=_storage(journal)).get_trials(deepcopy=False)
+    if not 0 <= number < len(trials) or not trials[number].params:
+        raise ValueError(f"trial={number}: {journal} has trials 0-{len(trials) - 1}, and trial {number} sampled nothing")
+    return convert_trpo_ext_params(trials[number].params)
+
+
 def run(env_id: str, variant: str, seed: int, n_timesteps: int | None, eval_freq: int, algo: str = ALGO) -> dict[str, Any]:
     th.set_num_threads(1)
     changes = parse_variant(variant)
+    if "trial" in changes:
+        changes = study_trial_hyperparameters(env_id, changes.pop("trial")) | changes
     settings = settings_for(algo, env_id)
     settings = dataclasses.replace(
         settings,
@@ -62,6 +82,7 @@ def run(env_id: str, variant: str, seed: int, n_timesteps: int | None, eval_freq
         final_return=curve.points[-1][1],
         curve_steps=[step for step, _ in curve.points],
         curve_returns=[value for _, value in curve.points],
+        hyperparameters={key: repr(value) for key, value in settings.hyperparameters.items()},
         provenance=provenance(algo),
         **({} if algo == ALGO else {"algo": algo}),
     )
