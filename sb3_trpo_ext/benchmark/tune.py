@@ -75,7 +75,8 @@ def entry_as_trial(entry: dict[str, Any]) -> dict[str, Any]:
             str(dict(pi=[256, 256], vf=[256, 256])): "medium"}  # fmt: skip
     activations = {nn.Tanh: "tanh", nn.ReLU: "relu"}
     net_arch = policy_kwargs["net_arch"]
-    if (None if net_arch is None else str(net_arch)) not in nets:
+    net_key = None if net_arch is None else str(net_arch)
+    if net_key not in nets:
         raise ValueError(f"net_arch {net_arch!r} is not in the search space (64-64 or 256-256 for both networks)")
     if policy_kwargs["activation_fn"] not in activations:
         raise ValueError(f"activation_fn {policy_kwargs['activation_fn']!r} is not in the search space (tanh, ReLU)")
@@ -88,7 +89,7 @@ def entry_as_trial(entry: dict[str, Any]) -> dict[str, Any]:
         **{key: hyperparameters[key] for key in ("learning_rate", "n_critic_updates", "cg_max_steps", "cg_damping",
                                                  "target_kl", "line_search_shrinking_factor",
                                                  "line_search_accept_ratio", "sub_sampling_factor")},
-        "net_arch": nets[None if net_arch is None else str(net_arch)],
+        "net_arch": nets[net_key],
         "activation_fn": activations[policy_kwargs["activation_fn"]],
         "log_std_init": float(policy_kwargs["log_std_init"]),
         "ortho_init": bool(policy_kwargs["ortho_init"]),
