@@ -6,6 +6,7 @@ import subprocess
 import time
 
 import gymnasium as gym
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -16,7 +17,7 @@ from torch import nn
 from sb3_trpo_ext.benchmark import provenance as provenance_module
 from sb3_trpo_ext.benchmark.cli import DEFAULT_ENVS, main, parse_args, run_specs, stale
 from sb3_trpo_ext.benchmark.provenance import code_fingerprint, fingerprint
-from sb3_trpo_ext.benchmark.report import aggregate_lines, markdown_summary, returns_lines
+from sb3_trpo_ext.benchmark.report import aggregate_lines, learning_curves_figure, markdown_summary, returns_lines
 from sb3_trpo_ext.benchmark.run import RunSpec, execute
 from sb3_trpo_ext.benchmark.settings import run_settings, settings_for, settings_record, zoo_entry
 from sb3_trpo_ext.fisher import kl_averaged_dimensions
@@ -237,6 +238,43 @@ def test_the_final_returns_table_gives_each_seed_and_the_published_return_at_its
     )
     assert lines[3].endswith("| – |")  # nothing published for Pendulum-v1
     assert returns_lines(runs(300_000))[2].endswith("(seed 1 only) | – |")  # published at 1M, not comparable at 300k
+
+
+def test_learning_curves_name_every_algorithm_in_one_colour_each_across_panels():
+    # The first task lacks PPO; another has it: PPO must still be in the legend, and keep its colour everywhere.
+    curves = pd.DataFrame(
+        [
+            dict(env_id=env_id, algo=algo, seed=seed, step=step, seconds=float(step), mean_return=float(step + seed))
+            for env_id, algos in (("A-v0", ("trpo_ext", "trpo")), ("B-v0", ("trpo_ext", "ppo")), ("C-v0", ("ppo",)))
+            for algo in algos
+            for seed in (0, 1)
+            for step in (0, 10, 20)
+        ]
+    )
+    figure = learning_curves_figure(curves)
+    legend = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+    assert legend == ["sb3-trpo-ext TRPO", "sb3-contrib TRPO", "SB3 PPO"]
+    colours = {(ax.get_title(), line.get_label()): line.get_color() for ax in figure.axes for line in ax.get_lines()}
+    assert colours[("B-v0", "SB3 PPO")] == colours[("C-v0", "SB3 PPO")] != colours[("A-v0", "sb3-contrib TRPO")]
+
+
+def test_the_rliable_aggregate_is_the_same_whatever_numpy_s_global_generator_holds():
+    rng = np.random.default_rng(0)
+    runs = pd.DataFrame(
+        [
+            dict(env_id=env_id, algo=algo, seed=seed, final_return=float(rng.normal()))
+            for env_id in ("A-v0", "B-v0")
+            for algo in ("trpo_ext", "trpo")
+            for seed in range(3)
+        ]
+    )
+    np.random.seed(1)
+    first = aggregate_lines(runs, reps=200)
+    np.random.seed(2)
+    after = np.random.random()
+    np.random.seed(2)
+    assert aggregate_lines(runs, reps=200) == first
+    assert np.random.random() == after  # and the caller's generator is left where it was
 
 
 def test_the_summary_aggregates_final_returns_with_rliable():

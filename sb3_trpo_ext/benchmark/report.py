@@ -96,10 +96,17 @@ def aggregate_lines(table: pd.DataFrame, reps: int = 2000, seed: int = 0) -> lis
     algos = [algo for algo in ALGORITHMS if algo in set(table["algo"])]
 
     def interval(scores: dict[str, Any], function: Any) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        with warnings.catch_warnings():
-            # rliable seeds arch's bootstrap the way arch now deprecates; the estimates are the same.
-            warnings.filterwarnings("ignore", category=FutureWarning, module="arch")
-            return rly.get_interval_estimates(scores, function, reps=reps, random_state=np.random.RandomState(seed))
+        # rliable's independent-samples bootstrap (the probability of improvement's) draws from numpy's global
+        # generator, whatever random_state says: seed that too, and give it back as it was.
+        global_state = np.random.get_state()
+        np.random.seed(seed)
+        try:
+            with warnings.catch_warnings():
+                # rliable seeds arch's bootstrap the way arch now deprecates; the estimates are the same.
+                warnings.filterwarnings("ignore", category=FutureWarning, module="arch")
+                return rly.get_interval_estimates(scores, function, reps=reps, random_state=np.random.RandomState(seed))
+        finally:
+            np.random.set_state(global_state)
 
     def iqm(scores: np.ndarray) -> np.ndarray:
         return np.array([metrics.aggregate_iqm(scores)])
@@ -244,11 +251,21 @@ def plot_learning_curves(curves: pd.DataFrame, path: Path, x: str = "step") -> N
     Mean deterministic return per algorithm against ``x`` (``"step"``, or ``"seconds"`` of learning), with a band of
     ± one standard deviation across seeds. Against seconds, each algorithm's curve ends where its shortest seed ends.
     """
+    import matplotlib.pyplot as plt
+
+    figure = learning_curves_figure(curves, x)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def learning_curves_figure(curves: pd.DataFrame, x: str = "step") -> Any:
+    """The figure ``plot_learning_curves`` saves: one panel per task, one colour per algorithm in every panel."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    colours = {algo: f"C{index}" for index, algo in enumerate(ALGORITHMS)}
     envs = list(dict.fromkeys(curves["env_id"]))
     columns = min(len(envs), 4)
     rows = -(-len(envs) // columns)
@@ -266,18 +283,22 @@ def plot_learning_curves(curves: pd.DataFrame, path: Path, x: str = "step") -> N
             )
             mean = values.mean(axis=0)
             std = values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros_like(mean)
-            ax.plot(grid, mean, label=ALGORITHMS[algo])
-            ax.fill_between(grid, mean - std, mean + std, alpha=0.2)
+            ax.plot(grid, mean, label=ALGORITHMS[algo], color=colours[algo])
+            ax.fill_between(grid, mean - std, mean + std, alpha=0.2, color=colours[algo])
         ax.set_title(env_id)
         ax.set_xlabel("steps" if x == "step" else "seconds of learning (evaluations excluded)")
         ax.set_ylabel("deterministic return")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(envs) :]:
         ax.set_visible(False)
-    axes.flat[0].legend(fontsize="small")
+    # One legend for the figure: the first panel may lack an algorithm that others have.
+    handles: dict[str, Any] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    axes.flat[0].legend(list(handles.values()), list(handles), fontsize="small")
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    return figure
 
 
 def plot_speed_ratios(table: pd.DataFrame, path: Path) -> None:
