@@ -178,10 +178,12 @@ def returns_lines(table: pd.DataFrame) -> list[str]:
         for algo in algos:
             group = runs[runs["algo"] == algo].sort_values("seed")
             seeds = ", ".join(f"{value:.1f}" for value in group["final_return"])
-            if len(group) == 1:  # no spread to show, and the one seed need not be seed 0
+            if group.empty:
+                cells.append("–")
+            elif len(group) == 1:  # no spread to show, and the one seed need not be seed 0
                 cells.append(f"{group['final_return'].iloc[0]:.1f} (seed {group['seed'].iloc[0]} only)")
             else:
-                cells.append(f"{_mean_std(group['final_return'], 1)} ({seeds})" if len(group) else "–")
+                cells.append(f"{_mean_std(group['final_return'], 1)} ({seeds})")
         published = PUBLISHED.get(str(env_id)) if budgets == {PUBLISHED_BUDGET} else None
         budget = "/".join(f"{int(steps):,}" for steps in sorted(budgets))
         lines.append(f"| {env_id} | {budget} | " + " | ".join(cells) + f" | {published or '–'} |")
