@@ -1,5 +1,6 @@
 """The tuning launcher: workers of one study, stale trials failed, every launch recorded."""
 
+import dataclasses
 import inspect
 import warnings
 
@@ -10,6 +11,7 @@ from torch import nn
 
 from sb3_trpo_ext import TRPO
 from sb3_trpo_ext.benchmark import entry_variants, tune
+from sb3_trpo_ext.benchmark.provenance import provenance
 from sb3_trpo_ext.benchmark.settings import run_settings, zoo_entry
 from sb3_trpo_ext.zoo import ALGO, sample_trpo_ext_params
 
@@ -95,3 +97,34 @@ def test_a_variant_can_be_a_study_trial_with_changes_over_it(tmp_path, monkeypat
     assert used["n_critic_updates"] == "3"  # the variant's own changes win over the trial's
     with pytest.raises(ValueError, match=r"trial=5: .* has trials 0-0"):
         entry_variants.study_trial_hyperparameters("CartPole-v1", 5)
+
+
+def test_a_variant_is_run_again_once_its_entry_code_or_budget_has_changed(monkeypatch, capsys):
+    record = entry_variants.run("CartPole-v1", "", 100, 64, 10_000)
+    current = provenance(ALGO)
+
+    def to_make(records, n_timesteps=64, current=current):
+        variants = {
+            variant: entry_variants.variant_settings("CartPole-v1", variant, n_timesteps) for variant in ["", "target_kl=0.02"]
+        }
+        return entry_variants.runs_to_make(records, "CartPole-v1", ALGO, variants, [100, 101], current)
+
+    rest = [("", 101), ("target_kl=0.02", 100), ("target_kl=0.02", 101)]
+    assert to_make([record]) == rest
+    # Lines from before n_envs, n_timesteps and env_kwargs were recorded are judged by what they do record.
+    assert to_make([{k: v for k, v in record.items() if k not in ("n_envs", "n_timesteps", "env_kwargs")}]) == rest
+    assert to_make([record], n_timesteps=128) == [("", 100), *rest]
+    assert "n_timesteps differ" in capsys.readouterr().out
+    assert to_make([record], current={**current, "code": "0000000000000000"}) == [("", 100), *rest]
+    assert "the algorithm's code" in capsys.readouterr().out
+
+    packaged = entry_variants.settings_for
+    monkeypatch.setattr(
+        entry_variants,
+        "settings_for",
+        lambda algo, env_id: dataclasses.replace(
+            packaged(algo, env_id), hyperparameters={**packaged(algo, env_id).hyperparameters, "target_kl": 0.05}
+        ),
+    )
+    assert to_make([record]) == [("", 100), *rest]  # the entry behind "" is no longer the one that line ran
+    assert "hyperparameters differ" in capsys.readouterr().out

@@ -11,8 +11,9 @@ variant is the entry itself; ``n_envs``, ``n_timesteps`` and ``env_kwargs`` are 
 the hyperparameters trial N of the task's study (``benchmark.tune``'s journal) tried, as rl_zoo3 did: over the
 entry. That is how a study's best trials are compared on more seeds than the one each trial had. Each run is one
 JSON line: the env, variant, seed, steps, the hyperparameters, the final mean return over 10 deterministic episodes
-on a separate environment, the evaluations along the way, and the provenance (commit, versions, code). Lines
-already in the output are not run again, so the command resumes.
+on a separate environment, the evaluations along the way, and the provenance (commit, versions, code). A line
+already in the output is not run again, so the command resumes, unless what its variant stands for has changed
+since (the packaged entry, the algorithm's code, a package version): that run is made again and appended.
 """
 
 import argparse
@@ -25,9 +26,9 @@ from typing import Any
 
 import torch as th
 
-from sb3_trpo_ext.benchmark.provenance import provenance
+from sb3_trpo_ext.benchmark.provenance import provenance, reproduces
 from sb3_trpo_ext.benchmark.run import LearningCurve, make_env
-from sb3_trpo_ext.benchmark.settings import settings_for
+from sb3_trpo_ext.benchmark.settings import RunSettings, settings_for
 from sb3_trpo_ext.zoo import ALGO
 
 
@@ -54,19 +55,79 @@ def study_trial_hyperparameters(env_id: str, number: int, journal: Path | None =
     return convert_trpo_ext_params(trials[number].params)
 
 
-def run(env_id: str, variant: str, seed: int, n_timesteps: int | None, eval_freq: int, algo: str = ALGO) -> dict[str, Any]:
-    th.set_num_threads(1)
+def variant_settings(env_id: str, variant: str, n_timesteps: int | None = None, algo: str = ALGO) -> RunSettings:
+    """The packaged entry's run settings with ``variant`` over them (``n_timesteps``, if given, over both)."""
     changes = parse_variant(variant)
     if "trial" in changes:
         changes = study_trial_hyperparameters(env_id, changes.pop("trial")) | changes
     settings = settings_for(algo, env_id)
-    settings = dataclasses.replace(
+    return dataclasses.replace(
         settings,
         n_envs=changes.pop("n_envs", settings.n_envs),
         n_timesteps=n_timesteps or changes.pop("n_timesteps", settings.n_timesteps),
         env_kwargs={**(settings.env_kwargs or {}), **changes.pop("env_kwargs", {})} or None,
         hyperparameters={**settings.hyperparameters, **changes},
     )
+
+
+def why_rerun(record: dict[str, Any], settings: RunSettings, current: dict[str, Any]) -> str | None:
+    """
+    Why a recorded run of a variant is not the run its (variant, seed) would make now, or None if it is: the entry
+    behind a variant changes when the packaged file does, and the code and versions with the checkout.
+
+    :param record: one line of an output file
+    :param settings: what the variant resolves to now (:func:`variant_settings`)
+    :param current: the provenance a run would record now
+    """
+    # Through JSON, as the record went: a tuple in env_kwargs reads back as a list.
+    wanted = json.loads(json.dumps(_recorded_settings(settings)))
+    # Lines written before n_envs, n_timesteps and env_kwargs were recorded are judged by the rest.
+    differing = [key for key, value in wanted.items() if key in record and record[key] != value]
+    if differing:
+        return f"its {', '.join(differing)} differ from this command's"
+    return reproduces(record.get("provenance", {}), current)
+
+
+def _recorded_settings(settings: RunSettings) -> dict[str, Any]:
+    return dict(
+        hyperparameters={key: repr(value) for key, value in settings.hyperparameters.items()},
+        n_envs=settings.n_envs,
+        n_timesteps=settings.n_timesteps,
+        env_kwargs=settings.env_kwargs,
+    )
+
+
+def runs_to_make(
+    records: list[dict[str, Any]],
+    env_id: str,
+    algo: str,
+    variants: dict[str, RunSettings],
+    seeds: list[int],
+    current: dict[str, Any],
+) -> list[tuple[str, int]]:
+    """
+    The (variant, seed) pairs, variant by variant, that no record in an output file already made as they would be
+    made now; each stale record met on the way is named with :func:`why_rerun`'s reason.
+
+    :param records: the output file's lines
+    :param variants: each variant asked for, resolved (:func:`variant_settings`)
+    :param current: the provenance a run would record now
+    """
+    done = set()
+    for record in records:
+        if record["env"] != env_id or record.get("algo", ALGO) != algo or record["variant"] not in variants:
+            continue
+        reason = why_rerun(record, variants[record["variant"]], current)
+        if reason is None:
+            done.add((record["variant"], record["seed"]))
+        elif record["seed"] in seeds:
+            print(f"running {record['variant'] or '(entry)'} seed {record['seed']} again: {reason}", flush=True)
+    return [(variant, seed) for variant in variants for seed in seeds if (variant, seed) not in done]
+
+
+def run(env_id: str, variant: str, seed: int, n_timesteps: int | None, eval_freq: int, algo: str = ALGO) -> dict[str, Any]:
+    th.set_num_threads(1)
+    settings = variant_settings(env_id, variant, n_timesteps, algo)
     env = make_env(settings, env_id, seed)
     eval_env = make_env(settings, env_id, seed + 10_000, for_evaluation=True)
     model = settings.model(env, seed)
@@ -82,7 +143,7 @@ def run(env_id: str, variant: str, seed: int, n_timesteps: int | None, eval_freq
         final_return=curve.points[-1][1],
         curve_steps=[step for step, _ in curve.points],
         curve_returns=[value for _, value in curve.points],
-        hyperparameters={key: repr(value) for key, value in settings.hyperparameters.items()},
+        **_recorded_settings(settings),
         provenance=provenance(algo),
         **({} if algo == ALGO else {"algo": algo}),
     )
@@ -101,15 +162,11 @@ def main() -> None:
     args = parser.parse_args()
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    done = set()
-    if output.exists():
-        records = map(json.loads, output.read_text().splitlines())
-        done = {(r["variant"], r["seed"]) for r in records if r["env"] == args.env and r.get("algo", ALGO) == args.algo}
+    variants = {variant: variant_settings(args.env, variant, args.n_timesteps, args.algo) for variant in args.variant or [""]}
+    records = [json.loads(line) for line in output.read_text().splitlines()] if output.exists() else []
     todo = [
         (args.env, variant, seed, args.n_timesteps, args.eval_freq, args.algo)
-        for variant in (args.variant or [""])
-        for seed in args.seeds
-        if (variant, seed) not in done
+        for variant, seed in runs_to_make(records, args.env, args.algo, variants, args.seeds, provenance(args.algo))
     ]
     with multiprocessing.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
         for record in pool.imap(_run, todo):
