@@ -28,7 +28,7 @@ import torch as th
 
 from sb3_trpo_ext.benchmark.provenance import provenance, reproduces
 from sb3_trpo_ext.benchmark.run import LearningCurve, make_env
-from sb3_trpo_ext.benchmark.settings import RunSettings, settings_for
+from sb3_trpo_ext.benchmark.settings import RunSettings, settings_for, settings_record
 from sb3_trpo_ext.zoo import ALGO
 
 
@@ -81,7 +81,7 @@ def why_rerun(record: dict[str, Any], settings: RunSettings, current: dict[str, 
     """
     # Through JSON, as the record went: a tuple in env_kwargs reads back as a list.
     wanted = json.loads(json.dumps(_recorded_settings(settings)))
-    # Lines written before n_envs, n_timesteps and env_kwargs were recorded are judged by the rest.
+    # Lines written before all of these were recorded are judged by the ones they have.
     differing = [key for key, value in wanted.items() if key in record and record[key] != value]
     if differing:
         return f"its {', '.join(differing)} differ from this command's"
@@ -89,12 +89,8 @@ def why_rerun(record: dict[str, Any], settings: RunSettings, current: dict[str, 
 
 
 def _recorded_settings(settings: RunSettings) -> dict[str, Any]:
-    return dict(
-        hyperparameters={key: repr(value) for key, value in settings.hyperparameters.items()},
-        n_envs=settings.n_envs,
-        n_timesteps=settings.n_timesteps,
-        env_kwargs=settings.env_kwargs,
-    )
+    # The benchmark's run-file settings, plus the budget, which a variant may change.
+    return {**settings_record(settings), "n_timesteps": settings.n_timesteps}
 
 
 def runs_to_make(
