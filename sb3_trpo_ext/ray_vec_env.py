@@ -246,29 +246,40 @@ class RayVecEnv(VecEnv):
         from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
         actors = list(range(len(self.actors))) if actors is None else actors
+        seconds = timeout or self.timeout
         try:
-            results = ray.get(refs, timeout=timeout or self.timeout)
-        except RayError:
-            # Which actor, and why: the first that has not answered in time, or whose actor was lost, is reported.
-            results = []
+            results = ray.get(refs, timeout=seconds)
+        except RayError as error:
+            # ray.get raises at the first failure, while other actors may still be well within their deadline:
+            # a call that has answered with a failure is the cause, and only without one is it a timeout.
+            answered, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
             for actor, ref in zip(actors, refs, strict=True):
+                if ref not in answered:
+                    continue
                 try:
-                    results.append(ray.get(ref, timeout=0))
-                except GetTimeoutError:
-                    self._fail(actor, f"did not answer {call} within {timeout or self.timeout} s" + (extra() if extra else ""))
-                except RayActorError as error:
-                    self._fail(actor, f"lost its Ray actor during {call}: {type(error).__name__}: {error}")
-                except RayError as error:  # outside the environments' code: the results could not be sent, say
-                    self._fail(actor, f"failed during {call}: {type(error).__name__}: {error}")
-        for result in results:
-            if isinstance(result, _Failure):
+                    result = ray.get(ref, timeout=0)
+                except RayActorError as lost:
+                    self._fail(actor, f"lost its Ray actor during {call}: {type(lost).__name__}: {lost}")
+                except RayError as failed:  # outside the environments' code: the results could not be sent, say
+                    self._fail(actor, f"failed during {call}: {type(failed).__name__}: {failed}")
+                self._raise_if_failed(result)
+            if not isinstance(error, GetTimeoutError):
                 self._free()
-                raise RayVecEnvError(
-                    f"environment {result.env_index} raised {result.cause} in {result.call}\n"
-                    f"Traceback in the Ray actor:\n{result.traceback}",
-                    [result.env_index],
-                )
+                raise RayVecEnvError(f"{call} failed: {type(error).__name__}: {error}", list(range(self.num_envs))) from error
+            silent = next(actor for actor, ref in zip(actors, refs, strict=True) if ref not in answered)
+            self._fail(silent, f"did not answer {call} within {seconds} s" + (extra() if extra else ""))
+        for result in results:
+            self._raise_if_failed(result)
         return results
+
+    def _raise_if_failed(self, result: Any) -> None:
+        if isinstance(result, _Failure):
+            self._free()
+            raise RayVecEnvError(
+                f"environment {result.env_index} raised {result.cause} in {result.call}\n"
+                f"Traceback in the Ray actor:\n{result.traceback}",
+                [result.env_index],
+            )
 
     def _fail(self, actor: int, what: str) -> NoReturn:
         indices = list(range(*self.slices[actor]))

@@ -196,6 +196,18 @@ def test_the_code_fingerprint_ignores_comments_docstrings_and_layout(tmp_path):
     assert fingerprint(tmp_path) != before
 
 
+def test_the_code_fingerprint_leaves_out_what_no_benchmark_run_executes(tmp_path):
+    for module in ("trpo.py", "ray_vec_env.py", "benchmark/run.py", "zoo/cli.py"):
+        (tmp_path / module).parent.mkdir(exist_ok=True)
+        (tmp_path / module).write_text("x = 1\n")
+    before = fingerprint(tmp_path)
+    for module in ("ray_vec_env.py", "benchmark/run.py", "zoo/cli.py"):
+        (tmp_path / module).write_text("x = 2\n")
+    assert fingerprint(tmp_path) == before
+    (tmp_path / "trpo.py").write_text("x = 2\n")
+    assert fingerprint(tmp_path) != before
+
+
 def test_the_summary_reports_the_sample_standard_deviation():
     runs = pd.DataFrame(
         [

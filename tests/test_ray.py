@@ -211,11 +211,6 @@ def test_results_that_cannot_be_sent_are_named():
     assert every_actor_freed()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: RayVecEnv reports an actor that has not answered yet as timed out when another actor's call fails "
-    "first; the fix changes the algorithm-code fingerprint the committed benchmark runs are reused by",
-)
 def test_a_failure_is_named_while_another_actor_is_still_stepping():
     # The failed call returns first; the slow actor has not answered yet but is well within its deadline.
     env = RayVecEnv([faulty("Pendulum-v1", at=2, slow=3.0), faulty("Pendulum-v1", at=2, unpicklable=True)])

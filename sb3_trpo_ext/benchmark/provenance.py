@@ -19,8 +19,9 @@ import sb3_trpo_ext
 #: Distributions whose versions decide what a run computes.
 PACKAGES = ("sb3-trpo-ext", "stable-baselines3", "sb3-contrib", "torch", "gymnasium", "mujoco", "box2d", "numpy")
 
-#: The part of this package that is not the algorithm: changing it changes no return.
-NOT_ALGORITHM = ("benchmark", "zoo")
+#: The part of this package that is not the algorithm: changing it changes no return. The benchmark steps its
+#: environments in its own process, never through RayVecEnv.
+NOT_ALGORITHM = ("benchmark", "zoo", "ray_vec_env.py")
 
 
 def _version(distribution: str) -> str | None:
