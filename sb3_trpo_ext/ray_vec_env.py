@@ -253,21 +253,24 @@ class RayVecEnv(VecEnv):
             # ray.get raises at the first failure, while other actors may still be well within their deadline:
             # a call that has answered with a failure is the cause, and only without one is it a timeout.
             answered, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+            results, silent = [], []
             for actor, ref in zip(actors, refs, strict=True):
                 if ref not in answered:
+                    silent.append(actor)
                     continue
                 try:
-                    result = ray.get(ref, timeout=0)
+                    results.append(ray.get(ref, timeout=0))
                 except RayActorError as lost:
                     self._fail(actor, f"lost its Ray actor during {call}: {type(lost).__name__}: {lost}")
                 except RayError as failed:  # outside the environments' code: the results could not be sent, say
                     self._fail(actor, f"failed during {call}: {type(failed).__name__}: {failed}")
-                self._raise_if_failed(result)
+                self._raise_if_failed(results[-1])
             if not isinstance(error, GetTimeoutError):
                 self._free()
                 raise RayVecEnvError(f"{call} failed: {type(error).__name__}: {error}", list(range(self.num_envs))) from error
-            silent = next(actor for actor, ref in zip(actors, refs, strict=True) if ref not in answered)
-            self._fail(silent, f"did not answer {call} within {seconds} s" + (extra() if extra else ""))
+            if silent:
+                self._fail(silent[0], f"did not answer {call} within {seconds} s" + (extra() if extra else ""))
+            # Every call answered between the deadline and the check: nothing failed.
         for result in results:
             self._raise_if_failed(result)
         return results

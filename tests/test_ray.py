@@ -221,6 +221,23 @@ def test_a_failure_is_named_while_another_actor_is_still_stepping():
     assert every_actor_freed()
 
 
+def test_calls_that_answer_just_after_their_deadline_are_not_a_failure(monkeypatch):
+    # The deadline passes while the answers are on their way: by the time the env looks, every call has answered.
+    env = RayVecEnv([healthy("Pendulum-v1"), healthy("Pendulum-v1")])
+    env.reset()
+    real_get = ray.get
+
+    def get_after_the_deadline(refs, timeout=None):
+        monkeypatch.setattr(ray, "get", real_get)
+        real_get(refs)
+        raise ray.exceptions.GetTimeoutError("Get timed out: some object(s) not ready.")
+
+    monkeypatch.setattr(ray, "get", get_after_the_deadline)
+    observations, rewards, _, _ = env.step(np.zeros((2, 1)))
+    assert observations.shape == (2, 3) and np.isfinite(rewards).all()
+    env.close()
+
+
 def test_a_hanging_environment_times_out_instead_of_hanging():
     fns = [healthy("Pendulum-v1"), faulty("Pendulum-v1", at=2, hang=True)]
     env = RayVecEnv(fns, timeout=3.0)
