@@ -238,6 +238,23 @@ def test_calls_that_answer_just_after_their_deadline_are_not_a_failure(monkeypat
     env.close()
 
 
+def test_a_ray_error_that_no_call_explains_names_every_environment(monkeypatch):
+    env = RayVecEnv([healthy("Pendulum-v1"), healthy("Pendulum-v1")])
+    env.reset()
+    real_get = ray.get
+
+    def get_with_a_system_error(refs, timeout=None):
+        monkeypatch.setattr(ray, "get", real_get)
+        real_get(refs)
+        raise ray.exceptions.RaySystemError("the object store is gone")
+
+    monkeypatch.setattr(ray, "get", get_with_a_system_error)
+    with pytest.raises(RayVecEnvError, match=r"step\(\) failed: RaySystemError: .*the object store is gone") as raised:
+        env.step(np.zeros((2, 1)))
+    assert raised.value.env_indices == [0, 1]
+    assert every_actor_freed()
+
+
 def test_a_hanging_environment_times_out_instead_of_hanging():
     fns = [healthy("Pendulum-v1"), faulty("Pendulum-v1", at=2, hang=True)]
     env = RayVecEnv(fns, timeout=3.0)
