@@ -221,18 +221,23 @@ def test_a_failure_is_named_while_another_actor_is_still_stepping():
     assert every_actor_freed()
 
 
+def raise_once_every_call_has_answered(monkeypatch, error: Exception) -> None:
+    """The next ``ray.get`` waits for its calls' answers, then raises ``error``: as if it had come just before them."""
+    real_get = ray.get
+
+    def get(refs, timeout=None):
+        monkeypatch.setattr(ray, "get", real_get)
+        real_get(refs)
+        raise error
+
+    monkeypatch.setattr(ray, "get", get)
+
+
 def test_calls_that_answer_just_after_their_deadline_are_not_a_failure(monkeypatch):
     # The deadline passes while the answers are on their way: by the time the env looks, every call has answered.
     env = RayVecEnv([healthy("Pendulum-v1"), healthy("Pendulum-v1")])
     env.reset()
-    real_get = ray.get
-
-    def get_after_the_deadline(refs, timeout=None):
-        monkeypatch.setattr(ray, "get", real_get)
-        real_get(refs)
-        raise ray.exceptions.GetTimeoutError("Get timed out: some object(s) not ready.")
-
-    monkeypatch.setattr(ray, "get", get_after_the_deadline)
+    raise_once_every_call_has_answered(monkeypatch, ray.exceptions.GetTimeoutError("Get timed out"))
     observations, rewards, _, _ = env.step(np.zeros((2, 1)))
     assert observations.shape == (2, 3) and np.isfinite(rewards).all()
     env.close()
@@ -241,14 +246,7 @@ def test_calls_that_answer_just_after_their_deadline_are_not_a_failure(monkeypat
 def test_a_ray_error_that_no_call_explains_names_every_environment(monkeypatch):
     env = RayVecEnv([healthy("Pendulum-v1"), healthy("Pendulum-v1")])
     env.reset()
-    real_get = ray.get
-
-    def get_with_a_system_error(refs, timeout=None):
-        monkeypatch.setattr(ray, "get", real_get)
-        real_get(refs)
-        raise ray.exceptions.RaySystemError("the object store is gone")
-
-    monkeypatch.setattr(ray, "get", get_with_a_system_error)
+    raise_once_every_call_has_answered(monkeypatch, ray.exceptions.RaySystemError("the object store is gone"))
     with pytest.raises(RayVecEnvError, match=r"step\(\) failed: RaySystemError: .*the object store is gone") as raised:
         env.step(np.zeros((2, 1)))
     assert raised.value.env_indices == [0, 1]
