@@ -28,6 +28,21 @@ def _requirement(algorithm: Any) -> Callable[[bool, str, str], None]:
     return require
 
 
+def target_kl_at(target_kl: float | Callable[[float], float], progress_remaining: float) -> float:
+    """
+    delta for the update at ``progress_remaining`` (1 at the start of ``learn``, 0 or below at its last update):
+    ``target_kl`` itself, or its schedule's value there, which must be a finite number >= 0 (0: no step).
+    """
+    if not callable(target_kl):
+        return target_kl
+    delta = target_kl(progress_remaining)
+    if not (_is_real(delta) and delta >= 0):
+        raise ValueError(
+            f"target_kl's schedule must give a finite number >= 0, got {delta!r} at progress remaining {progress_remaining}"
+        )
+    return float(delta)
+
+
 def validate_line_search(algorithm: Any) -> None:
     """Raise a ValueError naming the first line-search hyperparameter of ``algorithm`` (a TRPO) outside its values."""
     require, a = _requirement(algorithm), algorithm
@@ -50,7 +65,12 @@ def validate_hyperparameters(algorithm: Any) -> None:
     allowed values, or a combination that cannot work with its environment.
     """
     require, a = _requirement(algorithm), algorithm
-    require(_is_real(a.target_kl) and a.target_kl > 0, "target_kl", "a finite number > 0")
+    # A schedule that starts at 0 would never step; later values are checked as they are used (target_kl_at).
+    require(
+        target_kl_at(a.target_kl, 1.0) > 0 if callable(a.target_kl) else _is_real(a.target_kl) and a.target_kl > 0,
+        "target_kl",
+        "a finite number > 0, or a schedule (a function of the progress remaining) whose first value is one",
+    )
     require(_is_count(a.cg_max_steps, 1), "cg_max_steps", "an integer >= 1")
     require(_is_real(a.cg_damping) and a.cg_damping >= 0, "cg_damping", "a finite number >= 0")
     require(_is_real(a.cg_residual_tol) and a.cg_residual_tol >= 0, "cg_residual_tol", "a finite number >= 0")

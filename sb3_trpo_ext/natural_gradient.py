@@ -25,7 +25,7 @@ from sb3_trpo_ext.conjugate_gradient import conjugate_gradient
 from sb3_trpo_ext.critic import critic_optimizer, fit_critic
 from sb3_trpo_ext.fast_paths import FastPaths
 from sb3_trpo_ext.fisher import fisher_vector_product, flat_grad, kl_divergence, supports_analytic_fisher
-from sb3_trpo_ext.hyperparameters import validate_hyperparameters, warn_if_the_last_minibatch_is_short
+from sb3_trpo_ext.hyperparameters import target_kl_at, validate_hyperparameters, warn_if_the_last_minibatch_is_short
 from sb3_trpo_ext.line_search import Candidate, LineSearchResult, max_step_size
 from sb3_trpo_ext.policies import (
     CnnPolicy,
@@ -78,7 +78,8 @@ class NaturalGradientAlgorithm(RolloutLoop):
     :param rollout_buffer_kwargs: Keyword arguments to pass to the rollout buffer on creation
     :param normalize_advantage: Whether to normalize the advantages over each batch
     :param target_kl: The trust-region radius delta: the mean KL(pi_old || pi_new) the step is sized for,
-        with the KL of the whole action distribution (summed over action dimensions)
+        with the KL of the whole action distribution (summed over action dimensions); it can be a function of the
+        current progress remaining (from 1 to 0), like ``learning_rate``, whose value may fall to 0 (no step)
     :param sub_sampling_factor: Use every k-th sample of the batch for the Fisher-vector products only
         (the gradient and the step always use the whole batch);
         see p40-42 of John Schulman's thesis http://joschu.net/docs/thesis.pdf
@@ -133,7 +134,7 @@ class NaturalGradientAlgorithm(RolloutLoop):
         rollout_buffer_class: type[RolloutBuffer] | None = None,
         rollout_buffer_kwargs: dict[str, Any] | None = None,
         normalize_advantage: bool = True,
-        target_kl: float = 0.01,
+        target_kl: float | Schedule = 0.01,
         sub_sampling_factor: int = 1,
         ent_coef: float = 0.0,
         fvp_method: str = "auto",
@@ -330,10 +331,11 @@ class NaturalGradientAlgorithm(RolloutLoop):
         cg = conjugate_gradient(fvp, policy_gradient, self.cg_max_steps, self.cg_residual_tol)
 
         # §5-§6: the step size beta = sqrt(2 delta / d^T (F + lambda I) d), then the step (for TRPO a line search).
-        beta = max_step_size(cg.curvature, self.target_kl)
+        delta = target_kl_at(self.target_kl, self._current_progress_remaining)
+        beta = max_step_size(cg.curvature, delta)
         full_step = None if beta is None else beta * cg.solution
         expected = 0.0 if full_step is None else (policy_gradient @ full_step).item()
-        search = self._policy_step(batch, ProposedStep(theta_old, full_step, expected, surrogate_before.item()))
+        search = self._policy_step(batch, ProposedStep(theta_old, full_step, expected, surrogate_before.item(), delta))
         set_flat_parameters(params, theta_old + search.step if search.accepted else theta_old)
         fault = numerical_fault(policy_gradient, beta, search)
         if fault is not None:
@@ -351,6 +353,7 @@ class NaturalGradientAlgorithm(RolloutLoop):
             kl_divergence=accepted.mean_kl if accepted else 0.0,
             max_kl=accepted.max_kl if accepted else 0.0,
             kl_before=kl_before,
+            target_kl=delta,
             step_size=search.step_fraction * (beta or 0.0),
             line_search_steps=search.n_candidates if self.has_line_search else None,
             is_line_search_success=float(search.accepted) if self.has_line_search else None,

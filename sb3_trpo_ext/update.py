@@ -39,12 +39,14 @@ class ProposedStep:
     :param full_step: beta * d, or None when no sound step size exists (the curvature was not finite and positive)
     :param expected_improvement: g^T beta d, the surrogate's improvement in the linear model (0 without a step)
     :param surrogate_before: L(theta_old)
+    :param target_kl: delta, this update's trust region (``target_kl`` or its schedule's value now)
     """
 
     theta_old: th.Tensor
     full_step: th.Tensor | None
     expected_improvement: float
     surrogate_before: float
+    target_kl: float
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class UpdateStatistics:
     kl_divergence: float
     max_kl: float
     kl_before: float
+    target_kl: float
     step_size: float
     line_search_steps: int | None
     is_line_search_success: float | None

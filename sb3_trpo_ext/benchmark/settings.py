@@ -44,7 +44,8 @@ ENV_KEYS = ("n_envs", "n_timesteps", "normalize", "policy", "env_kwargs")
 #: Zoo keys that need rl_zoo3's wrappers or callbacks; the benchmark does not rebuild those.
 UNSUPPORTED_KEYS = ("env_wrapper", "vec_env_wrapper", "frame_stack", "callback", "normalize_kwargs", "monitor_kwargs")
 
-SCHEDULED_KEYS = ("learning_rate", "clip_range", "clip_range_vf")
+#: Zoo keys whose value may be a schedule, "lin_<initial>" as rl_zoo3 writes it (target_kl: this package's algorithms).
+SCHEDULED_KEYS = ("learning_rate", "clip_range", "clip_range_vf", "target_kl")
 
 
 def algorithm_class(algo: str) -> type[OnPolicyAlgorithm]:
