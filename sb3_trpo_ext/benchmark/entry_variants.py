@@ -28,7 +28,7 @@ import torch as th
 
 from sb3_trpo_ext.benchmark.provenance import provenance, reproduces
 from sb3_trpo_ext.benchmark.run import LearningCurve, make_env
-from sb3_trpo_ext.benchmark.settings import RunSettings, settings_for, settings_record
+from sb3_trpo_ext.benchmark.settings import RunSettings, settings_for, settings_record, zoo_hyperparameters
 from sb3_trpo_ext.zoo import ALGO
 
 
@@ -66,7 +66,7 @@ def variant_settings(env_id: str, variant: str, n_timesteps: int | None = None, 
         n_envs=changes.pop("n_envs", settings.n_envs),
         n_timesteps=n_timesteps or changes.pop("n_timesteps", settings.n_timesteps),
         env_kwargs={**(settings.env_kwargs or {}), **changes.pop("env_kwargs", {})} or None,
-        hyperparameters={**settings.hyperparameters, **changes},
+        hyperparameters={**settings.hyperparameters, **zoo_hyperparameters(changes, f"{env_id} with {variant}")},
     )
 
 

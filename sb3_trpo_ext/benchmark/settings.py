@@ -125,21 +125,27 @@ def _evaluated(text: str) -> Any:
     return eval(text, {"__builtins__": {}, "dict": dict, "nn": nn})
 
 
+def zoo_hyperparameters(hyperparameters: dict[str, Any], entry_name: str) -> dict[str, Any]:
+    """Zoo values as the constructor takes them, as rl_zoo3 makes them: "lin_<initial>" schedules, policy_kwargs text."""
+    converted = dict(hyperparameters)
+    for key in SCHEDULED_KEYS:
+        value = converted.get(key)
+        if isinstance(value, str):
+            kind, _, initial = value.partition("_")
+            if kind != "lin":
+                raise ValueError(f"{key} schedule {value!r} in zoo entry {entry_name!r}: only 'lin_<value>' is known")
+            converted[key] = LinearSchedule(float(initial), 0.0, 1.0)
+    if isinstance(converted.get("policy_kwargs"), str):
+        converted["policy_kwargs"] = _evaluated(converted["policy_kwargs"])
+    return converted
+
+
 def run_settings(entry_name: str, entry: dict[str, Any], algo: str) -> RunSettings:
     """Turn a zoo entry into constructor arguments the way rl_zoo3 does (schedules, normalisation, kwargs)."""
     unsupported = [key for key in UNSUPPORTED_KEYS if key in entry]
     if unsupported:
         raise ValueError(f"zoo entry {entry_name!r} of {algo!r} uses {unsupported}, which the benchmark does not support")
-    hyperparameters = {key: value for key, value in entry.items() if key not in ENV_KEYS}
-    for key in SCHEDULED_KEYS:
-        value = hyperparameters.get(key)
-        if isinstance(value, str):
-            kind, initial = value.split("_")
-            if kind != "lin":
-                raise ValueError(f"{key} schedule {value!r} in zoo entry {entry_name!r}: only 'lin_<value>' is known")
-            hyperparameters[key] = LinearSchedule(float(initial), 0.0, 1.0)
-    if isinstance(hyperparameters.get("policy_kwargs"), str):
-        hyperparameters["policy_kwargs"] = _evaluated(hyperparameters["policy_kwargs"])
+    hyperparameters = zoo_hyperparameters({key: value for key, value in entry.items() if key not in ENV_KEYS}, entry_name)
     normalize = entry.get("normalize", False)
     normalize_kwargs = None
     if normalize:
