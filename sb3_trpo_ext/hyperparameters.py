@@ -30,11 +30,14 @@ def _requirement(algorithm: Any) -> Callable[[bool, str, str], None]:
 
 def target_kl_at(target_kl: float | Callable[[float], float], progress_remaining: float) -> float:
     """
-    delta for the update at ``progress_remaining`` (1 at the start of ``learn``, 0 or below at its last update):
-    ``target_kl`` itself, or its schedule's value there, which must be a finite number >= 0 (0: no step).
+    delta for the update at ``progress_remaining``: ``target_kl`` itself, or its schedule's value there, which must be
+    a finite number >= 0 (0: no step).
     """
     if not callable(target_kl):
         return target_kl
+    # The last rollout of learn() may overshoot total_timesteps, leaving the progress remaining below 0: a schedule
+    # is read on [0, 1] only, so that one going linearly to 0 (rl_zoo3's "lin_") ends at 0, not below.
+    progress_remaining = min(max(progress_remaining, 0.0), 1.0)
     delta = target_kl(progress_remaining)
     if not (_is_real(delta) and delta >= 0):
         raise ValueError(

@@ -13,12 +13,11 @@ import gymnasium as gym
 import yaml
 from stable_baselines3 import PPO
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
-from stable_baselines3.common.utils import LinearSchedule
 from torch import nn
 
 from sb3_trpo_ext.fisher import kl_averaged_dimensions
 from sb3_trpo_ext.trpo import TRPO
-from sb3_trpo_ext.zoo import ALGO, config_path
+from sb3_trpo_ext.zoo import ALGO, config_path, linear_schedule
 from sb3_trpo_ext.zoo import ALGORITHMS as OWN_ALGORITHMS
 
 #: Benchmark name -> label in reports. This package's algorithms take their entries from its own zoo files, the
@@ -131,10 +130,7 @@ def zoo_hyperparameters(hyperparameters: dict[str, Any], entry_name: str) -> dic
     for key in SCHEDULED_KEYS:
         value = converted.get(key)
         if isinstance(value, str):
-            kind, _, initial = value.partition("_")
-            if kind != "lin":
-                raise ValueError(f"{key} schedule {value!r} in zoo entry {entry_name!r}: only 'lin_<value>' is known")
-            converted[key] = LinearSchedule(float(initial), 0.0, 1.0)
+            converted[key] = linear_schedule(value, key, f"zoo entry {entry_name!r}")
     if isinstance(converted.get("policy_kwargs"), str):
         converted["policy_kwargs"] = _evaluated(converted["policy_kwargs"])
     return converted

@@ -11,6 +11,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from stable_baselines3.common.utils import LinearSchedule
+
 from sb3_trpo_ext.extras import require
 from sb3_trpo_ext.maskable import MaskableTRPO
 from sb3_trpo_ext.natural_gradient import NaturalGradientAlgorithm
@@ -146,6 +148,32 @@ def _sample_natural_gradient_params(
     return convert_trpo_ext_params(sampled)
 
 
+def linear_schedule(text: str, key: str, where: str) -> LinearSchedule:
+    """
+    rl_zoo3's schedule ``"lin_<initial>"``: from ``initial`` at the start of ``learn`` linearly to 0 at its end.
+
+    :param key: the hyperparameter it is the value of, and ``where`` the entry, for the error message
+    """
+    kind, _, initial = text.partition("_")
+    try:
+        start = float(initial) if kind == "lin" else None
+    except ValueError:
+        start = None
+    if start is None:
+        raise ValueError(f"{key} schedule {text!r} in {where}: only 'lin_<initial value>' is known")
+    return LinearSchedule(start, 0.0, 1.0)
+
+
+def _preprocess_schedules_with_target_kl(hyperparams: dict[str, Any]) -> dict[str, Any]:
+    hyperparams = _RL_ZOO3_PREPROCESS_SCHEDULES(hyperparams)
+    if isinstance(hyperparams.get("target_kl"), str):
+        hyperparams["target_kl"] = linear_schedule(hyperparams["target_kl"], "target_kl", "the zoo entry")
+    return hyperparams
+
+
+_RL_ZOO3_PREPROCESS_SCHEDULES: Any = None
+
+
 def register() -> None:
     """
     Make this package's algorithms zoo algorithms (:data:`ALGORITHMS`): in rl_zoo3's ALGOS, HYPERPARAMS_SAMPLER and
@@ -155,6 +183,13 @@ def register() -> None:
     """
     require("zoo", "sb3_trpo_ext.zoo.register()")
     from rl_zoo3 import hyperparams_opt, utils
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    # rl_zoo3 makes "lin_<initial>" a schedule for learning_rate and PPO's clip ranges only; target_kl takes one too.
+    global _RL_ZOO3_PREPROCESS_SCHEDULES
+    if _RL_ZOO3_PREPROCESS_SCHEDULES is None:
+        _RL_ZOO3_PREPROCESS_SCHEDULES = ExperimentManager._preprocess_schedules
+        ExperimentManager._preprocess_schedules = staticmethod(_preprocess_schedules_with_target_kl)  # type: ignore[method-assign]
 
     for algo, algorithm in ALGORITHMS.items():
         utils.ALGOS[algo] = algorithm
@@ -168,6 +203,7 @@ __all__ = [
     "accepted_hyperparameters",
     "config_path",
     "convert_trpo_ext_params",
+    "linear_schedule",
     "register",
     "sample_maskable_trpo_ext_params",
     "sample_npg_ext_params",
