@@ -1,5 +1,6 @@
 """TRPO as a drop-in Stable-Baselines3 algorithm."""
 
+import copy
 import csv
 import math
 
@@ -13,6 +14,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback,
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack, VecNormalize
 
 from sb3_trpo_ext import TRPO
@@ -26,6 +28,7 @@ LOGGED = [
     "kl_divergence",
     "max_kl",
     "kl_before",
+    "target_kl",
     "step_size",
     "line_search_steps",
     "is_line_search_success",
@@ -69,6 +72,46 @@ def test_learns_on_every_action_space_and_keeps_the_trust_region(space):
         assert update["kl_divergence"] <= 0.02 and update["max_kl"] >= update["kl_divergence"]
         assert abs(update["kl_before"]) < 1e-6
     assert any(update["is_line_search_success"] for update in record.updates)
+
+
+def test_a_scheduled_target_kl_sizes_each_update_by_its_value_at_that_update():
+    model = TRPO("MlpPolicy", ToyEnv(ACTION_SPACES["box3"]), target_kl=LinearSchedule(0.02, 0.0, 1.0), **SMALL)
+    record = RecordLogs()
+    model.learn(64 * 5, callback=record)
+    # Update k follows rollout k, at progress remaining 1 - k/5; the last one's values stay in the logger.
+    updates = [*record.updates, {k[6:]: v for k, v in model.logger.name_to_value.items() if k.startswith("train/")}]
+    assert [u["target_kl"] for u in updates] == pytest.approx([0.016, 0.012, 0.008, 0.004, 0.0])
+    assert all(u["kl_divergence"] <= u["target_kl"] for u in updates)
+    assert any(u["is_line_search_success"] for u in updates[:-1])
+    # A trust region of 0 takes no step.
+    assert updates[-1]["step_size"] == 0.0 and updates[-1]["is_line_search_success"] == 0.0
+
+
+def test_a_constant_target_kl_schedule_is_the_same_update_as_the_number():
+    by_number = TRPO("MlpPolicy", "Pendulum-v1", target_kl=0.02, **SMALL).learn(64 * 3)
+    by_schedule = TRPO("MlpPolicy", "Pendulum-v1", target_kl=lambda _: 0.02, **SMALL).learn(64 * 3)
+    assert same_parameters(by_number, by_schedule)
+
+
+def test_a_target_kl_schedule_that_leaves_the_finite_non_negative_numbers_is_named_and_undone():
+    with pytest.raises(ValueError, match="target_kl must be a finite number > 0, or a schedule"):
+        TRPO("MlpPolicy", "Pendulum-v1", target_kl=lambda progress: 0.0, **SMALL)
+    model = TRPO("MlpPolicy", "Pendulum-v1", target_kl=lambda progress: 0.02 if progress > 0.5 else -0.01, **SMALL)
+    kept = KeepPolicyState()
+    with pytest.raises(ValueError, match=r"target_kl's schedule must give a finite number >= 0, got -0\.01 at progress"):
+        model.learn(64 * 4, callback=kept)  # the first update at progress remaining 0.75, the second at 0.5
+    assert model._n_updates == 1
+    assert all(th.equal(kept.state[name], value) for name, value in model.policy.state_dict().items())
+
+
+class KeepPolicyState(BaseCallback):
+    """Keeps the policy's state as it was before the latest update."""
+
+    def _on_rollout_end(self) -> None:
+        self.state = copy.deepcopy(self.model.policy.state_dict())
+
+    def _on_step(self) -> bool:
+        return True
 
 
 def test_gsde_uses_double_backprop_and_learns():
@@ -175,6 +218,9 @@ def test_save_load_round_trip(tmp_path):
     loaded.set_env(DummyVecEnv([lambda: ToyEnv(ACTION_SPACES["box3"])]))
     loaded.learn(128, reset_num_timesteps=False)
     assert loaded.num_timesteps == 256
+    scheduled = TRPO("MlpPolicy", env, target_kl=LinearSchedule(0.02, 0.0, 1.0), **SMALL)
+    scheduled.save(tmp_path / "scheduled")
+    assert TRPO.load(tmp_path / "scheduled", env=env).target_kl(0.5) == pytest.approx(0.01)
     # get_parameters / set_parameters between two models
     fresh = TRPO("MlpPolicy", env, **SMALL)
     fresh.set_parameters(model.get_parameters())

@@ -2,6 +2,7 @@
 
 import dataclasses
 import inspect
+import re
 import warnings
 
 import optuna
@@ -128,3 +129,13 @@ def test_a_variant_is_run_again_once_its_entry_code_or_budget_has_changed(monkey
     )
     assert to_make([record]) == [("", 100), *rest]  # the entry behind "" is no longer the one that line ran
     assert "hyperparameters differ" in capsys.readouterr().out
+
+
+def test_a_variant_schedule_in_rl_zoo3s_lin_form_becomes_a_schedule_as_in_an_entry():
+    scheduled = entry_variants.variant_settings("Walker2d-v5", "target_kl='lin_0.06', learning_rate='lin_1e-3'")
+    for key, start in (("target_kl", 0.06), ("learning_rate", 1e-3)):
+        schedule = scheduled.hyperparameters[key]
+        assert [schedule(p) for p in (1.0, 0.5, 0.0)] == pytest.approx([start, start / 2, 0.0])
+    message = "target_kl schedule 'exp_0.06' in variant \"target_kl='exp_0.06'\" of Walker2d-v5"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        entry_variants.variant_settings("Walker2d-v5", "target_kl='exp_0.06'")

@@ -250,6 +250,18 @@ def test_misspelled_hyperparameter_is_a_clear_error(workdir):
         zoo("train", "--env", "CartPole-v1", "-conf", "mine.yml")
 
 
+def test_train_takes_a_target_kl_schedule_in_rl_zoo3s_lin_form(workdir):
+    entry = "  n_timesteps: 128\n  policy: MlpPolicy\n  n_steps: 64\n  batch_size: 32\n  target_kl: {}\n"
+    (workdir / "mine.yml").write_text("Pendulum-v1:\n" + entry.format("lin_0.02"))
+    zoo("train", "--env", "Pendulum-v1", "-conf", "mine.yml", "--eval-freq", -1, "-f", "logs")
+    model = TRPO.load(workdir / "logs" / ALGO / "Pendulum-v1_1" / "Pendulum-v1.zip")
+    assert [model.target_kl(p) for p in (1.0, 0.25)] == pytest.approx([0.02, 0.005])
+    (workdir / "mine.yml").write_text("Pendulum-v1:\n" + entry.format("exp_0.02"))
+    message = "target_kl schedule 'exp_0.02' in the zoo entry: only 'lin_<initial value>' is known"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        zoo("train", "--env", "Pendulum-v1", "-conf", "mine.yml", "--eval-freq", -1, "-f", "logs")
+
+
 def test_help_goes_to_stdout_with_exit_status_0(capsys):
     main(["--help"])
     out, err = capsys.readouterr()

@@ -66,7 +66,7 @@ def variant_settings(env_id: str, variant: str, n_timesteps: int | None = None, 
         n_envs=changes.pop("n_envs", settings.n_envs),
         n_timesteps=n_timesteps or changes.pop("n_timesteps", settings.n_timesteps),
         env_kwargs={**(settings.env_kwargs or {}), **changes.pop("env_kwargs", {})} or None,
-        hyperparameters={**settings.hyperparameters, **zoo_hyperparameters(changes, f"{env_id} with {variant}")},
+        hyperparameters={**settings.hyperparameters, **zoo_hyperparameters(changes, f"variant {variant!r} of {env_id}")},
     )
 
 

@@ -124,13 +124,17 @@ def _evaluated(text: str) -> Any:
     return eval(text, {"__builtins__": {}, "dict": dict, "nn": nn})
 
 
-def zoo_hyperparameters(hyperparameters: dict[str, Any], entry_name: str) -> dict[str, Any]:
-    """Zoo values as the constructor takes them, as rl_zoo3 makes them: "lin_<initial>" schedules, policy_kwargs text."""
+def zoo_hyperparameters(hyperparameters: dict[str, Any], where: str) -> dict[str, Any]:
+    """
+    Zoo values as the constructor takes them, as rl_zoo3 makes them: "lin_<initial>" schedules, policy_kwargs text.
+
+    :param where: what the values are, for an error message ("zoo entry 'CartPole-v1'")
+    """
     converted = dict(hyperparameters)
     for key in SCHEDULED_KEYS:
         value = converted.get(key)
         if isinstance(value, str):
-            converted[key] = linear_schedule(value, key, f"zoo entry {entry_name!r}")
+            converted[key] = linear_schedule(value, key, where)
     if isinstance(converted.get("policy_kwargs"), str):
         converted["policy_kwargs"] = _evaluated(converted["policy_kwargs"])
     return converted
@@ -141,7 +145,8 @@ def run_settings(entry_name: str, entry: dict[str, Any], algo: str) -> RunSettin
     unsupported = [key for key in UNSUPPORTED_KEYS if key in entry]
     if unsupported:
         raise ValueError(f"zoo entry {entry_name!r} of {algo!r} uses {unsupported}, which the benchmark does not support")
-    hyperparameters = zoo_hyperparameters({key: value for key, value in entry.items() if key not in ENV_KEYS}, entry_name)
+    hyperparameters = {key: value for key, value in entry.items() if key not in ENV_KEYS}
+    hyperparameters = zoo_hyperparameters(hyperparameters, f"zoo entry {entry_name!r}")
     normalize = entry.get("normalize", False)
     normalize_kwargs = None
     if normalize:
