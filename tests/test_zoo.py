@@ -79,14 +79,13 @@ def test_config_has_every_required_entry_with_a_validation_comment():
 def test_every_key_is_accepted_and_the_values_construct_a_model(env_id):
     entry = ENTRIES[env_id]
     assert unknown_hyperparameters(entry) == []
-    kwargs = {k: v for k, v in entry.items() if k not in ZOO_KEYS}
-    policy = kwargs.pop("policy", "MlpPolicy")
-    # policy_kwargs as rl_zoo3 reads them: a Python expression over dict and torch.nn
-    policy_kwargs = run_settings(env_id, entry, ALGO).hyperparameters.get("policy_kwargs", {})
-    env = make_vec_env("Pendulum-v1", n_envs=entry.get("n_envs", 1))
-    model = TRPO(policy, env, **{**kwargs, "policy_kwargs": policy_kwargs})
-    assert all(getattr(model, key) == value for key, value in kwargs.items() if key != "policy_kwargs")
-    assert all(model.policy_kwargs[key] == value for key, value in policy_kwargs.items())
+    # The values as rl_zoo3 reads them: "lin_" schedules, policy_kwargs as a Python expression over dict and torch.nn
+    settings = run_settings(env_id, entry, ALGO)
+    kwargs = {key: value for key, value in settings.hyperparameters.items() if key != "policy_kwargs"}
+    assert set(kwargs) == set(entry) - ZOO_KEYS - {"policy", "policy_kwargs"}
+    model = settings.model(make_vec_env("Pendulum-v1", n_envs=settings.n_envs), seed=0)
+    assert isinstance(model, TRPO) and all(getattr(model, key) == value for key, value in kwargs.items())
+    assert all(model.policy_kwargs[key] == value for key, value in settings.hyperparameters.get("policy_kwargs", {}).items())
 
 
 def test_unknown_hyperparameters_are_named():
