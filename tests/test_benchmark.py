@@ -50,7 +50,11 @@ def entry_comment(env_id: str) -> str:
     return " ".join(lines[start:end])
 
 
-@pytest.mark.parametrize("env_id", DEFAULT_ENVS)
+#: The tasks whose entry's trust region is a number, which sb3-contrib's TRPO can be given.
+FIXED_TRUST_REGION_ENVS = [env for env in DEFAULT_ENVS if not isinstance(zoo_entry("trpo_ext", env)[1].get("target_kl"), str)]
+
+
+@pytest.mark.parametrize("env_id", FIXED_TRUST_REGION_ENVS)
 def test_same_settings_give_sb3_contrib_the_same_true_trust_region(env_id):
     # --same-settings gives sb3-contrib this package's entry with target_kl and cg_damping divided by the KL terms it
     # averages over. The entries taken from sb3-contrib's zoo had multiplied them: sb3-contrib then gets exactly its
@@ -67,6 +71,13 @@ def test_same_settings_give_sb3_contrib_the_same_true_trust_region(env_id):
         assert same.hyperparameters.pop(key) == pytest.approx(own.hyperparameters.pop(key, default))
     assert same.hyperparameters == own.hyperparameters
     assert (same.n_envs, same.normalize_kwargs) == (own.n_envs, own.normalize_kwargs)
+
+
+def test_same_settings_refuse_a_scheduled_trust_region_sb3_contrib_cannot_take():
+    # Hopper-v5's entry takes target_kl "lin_0.045"; sb3-contrib's TRPO takes only a number.
+    assert callable(settings_for("trpo_ext", "Hopper-v5", same_settings=True).hyperparameters["target_kl"])
+    with pytest.raises(ValueError, match="--same-settings on Hopper-v5: sb3-contrib's TRPO takes a number for target_kl"):
+        settings_for("trpo", "Hopper-v5", same_settings=True)
 
 
 @pytest.mark.parametrize("algo", ["ppo", "npg_ext", "recurrent_trpo_ext", "ppo_lstm"])

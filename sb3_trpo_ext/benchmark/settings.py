@@ -188,5 +188,11 @@ def settings_for(algo: str, env_id: str, same_settings: bool = False) -> RunSett
         # (F + A lambda I) x = g, so both the radius and the damping are divided by A.
         defaults = inspect.signature(TRPO.__init__).parameters
         for key in ("target_kl", "cg_damping"):
-            entry[key] = entry.get(key, defaults[key].default) / dimensions
+            value = entry.get(key, defaults[key].default)
+            if isinstance(value, str):
+                raise ValueError(
+                    f"--same-settings on {env_id}: sb3-contrib's TRPO takes a number for {key}, and this TRPO's entry "
+                    f"{name!r} has the schedule {value!r}"
+                )
+            entry[key] = value / dimensions
     return run_settings(name, entry, algo)
