@@ -177,7 +177,8 @@ _RL_ZOO3_PREPROCESS_SCHEDULES: Any = None
 def register() -> None:
     """
     Make this package's algorithms zoo algorithms (:data:`ALGORITHMS`): in rl_zoo3's ALGOS, HYPERPARAMS_SAMPLER and
-    HYPERPARAMS_CONVERTER.
+    HYPERPARAMS_CONVERTER; and make rl_zoo3 read ``target_kl: lin_<initial>`` as a schedule, as it reads
+    ``learning_rate``'s (:func:`linear_schedule`).
 
     :raises MissingExtraError: (an ImportError) when the ``zoo`` extra is not installed
     """
