@@ -14,7 +14,6 @@ from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback,
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack, VecNormalize
 
 from sb3_trpo_ext import TRPO
@@ -75,7 +74,7 @@ def test_learns_on_every_action_space_and_keeps_the_trust_region(space):
 
 
 def test_a_scheduled_target_kl_sizes_each_update_by_its_value_at_that_update():
-    model = TRPO("MlpPolicy", ToyEnv(ACTION_SPACES["box3"]), target_kl=LinearSchedule(0.02, 0.0, 1.0), **SMALL)
+    model = TRPO("MlpPolicy", ToyEnv(ACTION_SPACES["box3"]), target_kl=lambda progress: 0.02 * progress, **SMALL)
     record = RecordLogs()
     model.learn(64 * 5, callback=record)
     # Update k follows rollout k, at progress remaining 1 - k/5; the last one's values stay in the logger.
@@ -218,7 +217,7 @@ def test_save_load_round_trip(tmp_path):
     loaded.set_env(DummyVecEnv([lambda: ToyEnv(ACTION_SPACES["box3"])]))
     loaded.learn(128, reset_num_timesteps=False)
     assert loaded.num_timesteps == 256
-    scheduled = TRPO("MlpPolicy", env, target_kl=LinearSchedule(0.02, 0.0, 1.0), **SMALL)
+    scheduled = TRPO("MlpPolicy", env, target_kl=lambda progress: 0.02 * progress, **SMALL)
     scheduled.save(tmp_path / "scheduled")
     assert TRPO.load(tmp_path / "scheduled", env=env).target_kl(0.5) == pytest.approx(0.01)
     # get_parameters / set_parameters between two models

@@ -7,11 +7,10 @@ Users who drive rl_zoo3 themselves call :func:`register` first; ``python -m sb3_
 """
 
 import inspect
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
-
-from stable_baselines3.common.utils import LinearSchedule
 
 from sb3_trpo_ext.extras import require
 from sb3_trpo_ext.maskable import MaskableTRPO
@@ -148,7 +147,7 @@ def _sample_natural_gradient_params(
     return convert_trpo_ext_params(sampled)
 
 
-def linear_schedule(text: str, key: str, where: str) -> LinearSchedule:
+def linear_schedule(text: str, key: str, where: str) -> Callable[[float], float]:
     """
     rl_zoo3's schedule ``"lin_<initial>"``: from ``initial`` at the start of ``learn`` linearly to 0 at its end.
 
@@ -161,6 +160,12 @@ def linear_schedule(text: str, key: str, where: str) -> LinearSchedule:
         start = None
     if start is None:
         raise ValueError(f"{key} schedule {text!r} in {where}: only 'lin_<initial value>' is known")
+    try:
+        from stable_baselines3.common.utils import LinearSchedule
+    except ImportError:  # stable-baselines3 < 2.6 has the function form only
+        from stable_baselines3.common.utils import get_linear_fn
+
+        return get_linear_fn(start, 0.0, 1.0)
     return LinearSchedule(start, 0.0, 1.0)
 
 
