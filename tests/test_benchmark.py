@@ -4,6 +4,7 @@ import copy
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -14,9 +15,10 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.utils import LinearSchedule
 from torch import nn
 
+import sb3_trpo_ext
 from sb3_trpo_ext.benchmark import provenance as provenance_module
 from sb3_trpo_ext.benchmark.cli import DEFAULT_ENVS, main, parse_args, run_specs, stale
-from sb3_trpo_ext.benchmark.provenance import code_fingerprint, fingerprint
+from sb3_trpo_ext.benchmark.provenance import code_fingerprint, fingerprint, harness_fingerprint
 from sb3_trpo_ext.benchmark.report import aggregate_lines, learning_curves_figure, markdown_summary, returns_lines
 from sb3_trpo_ext.benchmark.run import RunSpec, execute
 from sb3_trpo_ext.benchmark.settings import run_settings, settings_for, settings_record, zoo_entry
@@ -181,6 +183,11 @@ def test_finished_runs_are_reused_only_with_the_same_settings_versions_and_code(
         or record["provenance"]["versions"]["torch"] == torch.__version__
     )
     assert record["provenance"]["code"] == code_fingerprint()
+    # What else decides a run, for every algorithm: the harness, rl_zoo3's version, the machine and the threads.
+    assert record["provenance"]["harness"] == harness_fingerprint(Path(sb3_trpo_ext.__file__).parent)
+    assert record["provenance"]["versions"]["rl_zoo3"] is not None
+    assert record["provenance"]["cpu"] and record["provenance"]["cpu_count"] >= 1
+    assert record["provenance"]["torch_threads"] == 1
 
     def tampered(change):
         edited = copy.deepcopy(record)
@@ -217,6 +224,21 @@ def test_the_code_fingerprint_leaves_out_what_no_benchmark_run_executes(tmp_path
     assert fingerprint(tmp_path) == before
     (tmp_path / "trpo.py").write_text("x = 2\n")
     assert fingerprint(tmp_path) != before
+
+
+def test_the_harness_fingerprint_covers_how_runs_are_built_and_evaluated_and_the_zoo_entries(tmp_path):
+    for name in ("benchmark/run.py", "benchmark/settings.py", "benchmark/report.py", "zoo/__init__.py", "zoo/cli.py",
+                 "zoo/trpo_ext.yml", "trpo.py"):  # fmt: skip
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("x = 1\n")
+    before = harness_fingerprint(tmp_path)
+    for name in ("benchmark/report.py", "zoo/cli.py", "trpo.py"):
+        (tmp_path / name).write_text("x = 2\n")
+    assert harness_fingerprint(tmp_path) == before
+    for name in ("benchmark/run.py", "benchmark/settings.py", "zoo/__init__.py", "zoo/trpo_ext.yml"):
+        (tmp_path / name).write_text("x = 3\n")
+        assert harness_fingerprint(tmp_path) != before, name
+        (tmp_path / name).write_text("x = 1\n")
 
 
 def test_the_summary_reports_the_sample_standard_deviation():

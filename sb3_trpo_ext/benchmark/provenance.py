@@ -1,13 +1,15 @@
 """
-What produced a benchmark run: the commit, the package versions and a fingerprint of this TRPO's code.
+What produced a benchmark run: the commit, the package versions, a fingerprint of this TRPO's code and one of the
+harness that builds and evaluates every algorithm's runs, the Python version, the CPU and the torch threads.
 
-A finished run is reused only when what would produce it again is the same; the fingerprint lets a change of
+A finished run is reused only when what would produce it again is the same; the fingerprints let a change of
 comments, docstrings or formatting keep the runs, and any change of what the code does retire them.
 """
 
 import ast
 import hashlib
 import importlib.metadata
+import os
 import platform
 import subprocess
 from functools import cache
@@ -17,11 +19,25 @@ from typing import Any
 import sb3_trpo_ext
 
 #: Distributions whose versions decide what a run computes.
-PACKAGES = ("sb3-trpo-ext", "stable-baselines3", "sb3-contrib", "torch", "gymnasium", "mujoco", "box2d", "numpy")
+PACKAGES = (
+    "sb3-trpo-ext",
+    "stable-baselines3",
+    "sb3-contrib",
+    "rl_zoo3",
+    "torch",
+    "gymnasium",
+    "mujoco",
+    "box2d",
+    "numpy",
+)
 
 #: The part of this package that is not the algorithm: changing it changes no return. The benchmark steps its
 #: environments in its own process, never through RayVecEnv.
 NOT_ALGORITHM = ("benchmark", "zoo", "ray_vec_env.py")
+
+#: What decides a run of any algorithm besides the algorithm: how the benchmark builds, trains and evaluates it
+#: (benchmark/run.py, benchmark/settings.py) and the zoo entries with the code that reads them.
+HARNESS = ("benchmark/run.py", "benchmark/settings.py", "zoo/__init__.py", "zoo/*.yml")
 
 
 def _version(distribution: str) -> str | None:
@@ -40,23 +56,44 @@ def _without_docstrings(tree: ast.AST) -> ast.AST:
     return tree
 
 
-def fingerprint(root: Path) -> str:
-    """A hash of the Python modules under ``root`` as Python reads them: comments, docstrings and layout do not count."""
+def _digest(root: Path, paths: list[Path]) -> str:
+    """A hash of ``paths`` (relative to ``root``): Python modules as Python reads them, so that comments, docstrings
+    and layout do not count; other files as they are."""
     digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        relative = path.relative_to(root)
-        if relative.parts[0] in NOT_ALGORITHM:
-            continue
-        tree = _without_docstrings(ast.parse(path.read_text()))
-        digest.update(relative.as_posix().encode())
-        digest.update(ast.dump(tree).encode())
+    for path in sorted(paths):
+        digest.update(path.relative_to(root).as_posix().encode())
+        if path.suffix == ".py":
+            digest.update(ast.dump(_without_docstrings(ast.parse(path.read_text()))).encode())
+        else:
+            digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def fingerprint(root: Path) -> str:
+    """A hash of the Python modules under ``root`` but the ones of :data:`NOT_ALGORITHM`, as Python reads them."""
+    return _digest(root, [path for path in root.rglob("*.py") if path.relative_to(root).parts[0] not in NOT_ALGORITHM])
+
+
+def harness_fingerprint(root: Path) -> str:
+    """A hash of the :data:`HARNESS` files under ``root``, Python modules as Python reads them."""
+    return _digest(root, [path for pattern in HARNESS for path in root.glob(pattern)])
 
 
 @cache
 def code_fingerprint() -> str:
     """The fingerprint of this TRPO's algorithm modules."""
     return fingerprint(Path(sb3_trpo_ext.__file__).parent)
+
+
+def cpu_model() -> str:
+    """The processor's model name as the operating system reports it (``platform.processor()`` where it does not)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def git_commit(root: Path | None = None) -> str | None:
@@ -80,7 +117,10 @@ def git_commit(root: Path | None = None) -> str | None:
 
 
 def provenance(algo: str) -> dict[str, Any]:
-    """The commit, versions and (for this package's TRPO) code fingerprint a run records."""
+    """The commit, versions, fingerprints (the algorithm's code for this package's algorithms, the harness for every
+    algorithm), CPU and torch threads a run records."""
+    import torch as th
+
     from sb3_trpo_ext.zoo import ALGORITHMS
 
     return dict(
@@ -88,6 +128,10 @@ def provenance(algo: str) -> dict[str, Any]:
         python=platform.python_version(),
         versions={name: _version(name) for name in PACKAGES},
         code=code_fingerprint() if algo in ALGORITHMS else None,
+        harness=harness_fingerprint(Path(sb3_trpo_ext.__file__).parent),
+        cpu=cpu_model(),
+        cpu_count=os.cpu_count(),
+        torch_threads=th.get_num_threads(),
     )
 
 
