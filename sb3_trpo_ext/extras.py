@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 EXTRAS: dict[str, tuple[str, ...]] = {
     "zoo": ("rl_zoo3", "optuna", "yaml"),
     "plots": ("matplotlib", "seaborn"),
-    "bench": ("sb3_contrib", "rl_zoo3", "yaml", "pandas", "matplotlib", "rliable"),
+    "bench": ("rl_zoo3", "yaml", "pandas", "matplotlib", "rliable"),
     "mujoco": ("mujoco",),
     "box2d": ("Box2D",),
     "ray": ("ray",),

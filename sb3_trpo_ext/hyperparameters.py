@@ -1,4 +1,4 @@
-"""The checks every hyperparameter passes, in the constructor and after a load: a ValueError naming it."""
+"""The checks every hyperparameter passes, in the constructor and after a load: a :class:`HyperparameterError` naming it."""
 
 import math
 import warnings
@@ -12,6 +12,11 @@ from sb3_trpo_ext.fisher import FVP_METHODS
 ON_NONFINITE = ("raise", "skip")
 
 
+class HyperparameterError(ValueError):
+    """A hyperparameter, or a combination of them with the environment, that the algorithm does not take; the message
+    names it and what is allowed (command lines print it as one line)."""
+
+
 def _is_real(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -23,7 +28,7 @@ def _is_count(value: Any, minimum: int) -> bool:
 def _requirement(algorithm: Any) -> Callable[[bool, str, str], None]:
     def require(ok: bool, name: str, allowed: str) -> None:
         if not ok:
-            raise ValueError(f"{name} must be {allowed}, got {getattr(algorithm, name)!r}")
+            raise HyperparameterError(f"{name} must be {allowed}, got {getattr(algorithm, name)!r}")
 
     return require
 
@@ -40,14 +45,14 @@ def target_kl_at(target_kl: float | Callable[[float], float], progress_remaining
     progress_remaining = min(max(progress_remaining, 0.0), 1.0)
     delta = target_kl(progress_remaining)
     if not (_is_real(delta) and delta >= 0):
-        raise ValueError(
+        raise HyperparameterError(
             f"target_kl's schedule must give a finite number >= 0, got {delta!r} at progress remaining {progress_remaining}"
         )
     return float(delta)
 
 
 def validate_line_search(algorithm: Any) -> None:
-    """Raise a ValueError naming the first line-search hyperparameter of ``algorithm`` (a TRPO) outside its values."""
+    """Raise a HyperparameterError naming the first line-search hyperparameter of ``algorithm`` (a TRPO) outside its values."""
     require, a = _requirement(algorithm), algorithm
     require(
         _is_real(a.line_search_shrinking_factor) and 0 < a.line_search_shrinking_factor < 1,
@@ -64,7 +69,7 @@ def validate_line_search(algorithm: Any) -> None:
 
 def validate_hyperparameters(algorithm: Any) -> None:
     """
-    Raise a ValueError naming the first hyperparameter of ``algorithm`` (a natural-gradient algorithm) outside its
+    Raise a HyperparameterError naming the first hyperparameter of ``algorithm`` (a natural-gradient algorithm) outside its
     allowed values, or a combination that cannot work with its environment.
     """
     require, a = _requirement(algorithm), algorithm
@@ -89,14 +94,16 @@ def validate_hyperparameters(algorithm: Any) -> None:
         return
     rollout_size = a.n_steps * a.env.num_envs
     if a.normalize_advantage and rollout_size < 2:
-        raise ValueError(
+        raise HyperparameterError(
             "n_steps * n_envs must be >= 2 when normalize_advantage=True (a single advantage has no spread), "
             f"got n_steps={a.n_steps} and n_envs={a.env.num_envs}"
         )
     if a.batch_size > rollout_size:
-        raise ValueError(f"batch_size must be <= n_steps * n_envs = {rollout_size} (the rollout size), got {a.batch_size}")
+        raise HyperparameterError(
+            f"batch_size must be <= n_steps * n_envs = {rollout_size} (the rollout size), got {a.batch_size}"
+        )
     if a.sub_sampling_factor > 1 and math.ceil(rollout_size / a.sub_sampling_factor) < 2:
-        raise ValueError(
+        raise HyperparameterError(
             f"sub_sampling_factor must leave at least 2 of the n_steps * n_envs = {rollout_size} samples for the "
             f"Fisher-vector products, i.e. be <= {rollout_size - 1}, got {a.sub_sampling_factor}"
         )

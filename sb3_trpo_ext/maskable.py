@@ -19,6 +19,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import MaybeCallback, RolloutBufferSamples
 from stable_baselines3.common.vec_env import VecEnv
 
+from sb3_trpo_ext.hyperparameters import HyperparameterError
 from sb3_trpo_ext.natural_gradient import NaturalGradientAlgorithm
 from sb3_trpo_ext.policies import PolicyInputs
 from sb3_trpo_ext.trpo import TRPO
@@ -48,12 +49,14 @@ class MaskedActions(NaturalGradientAlgorithm):
         """As MaskablePPO builds them: no gSDE, a maskable buffer (for Dict observations its Dict variant)."""
         if not isinstance(self.action_space, MASKABLE_ACTION_SPACES):
             allowed = [space.__name__ for space in MASKABLE_ACTION_SPACES]
-            raise ValueError(f"{type(self).__name__} needs an action space in {allowed} to mask, got {self.action_space}")
+            raise HyperparameterError(
+                f"{type(self).__name__} needs an action space in {allowed} to mask, got {self.action_space}"
+            )
         policy_class, buffer_class = self._choose_classes(
             MaskableActorCriticPolicy, MaskableRolloutBuffer, MaskableDictRolloutBuffer
         )
         if self.use_sde:
-            raise ValueError(f"use_sde must be False for {type(self).__name__}: gSDE explores continuous actions")
+            raise HyperparameterError(f"use_sde must be False for {type(self).__name__}: gSDE explores continuous actions")
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
         self.rollout_buffer = buffer_class(

@@ -25,7 +25,12 @@ from sb3_trpo_ext.conjugate_gradient import conjugate_gradient
 from sb3_trpo_ext.critic import critic_optimizer, fit_critic
 from sb3_trpo_ext.fast_paths import FastPaths
 from sb3_trpo_ext.fisher import fisher_vector_product, flat_grad, kl_divergence, supports_analytic_fisher
-from sb3_trpo_ext.hyperparameters import target_kl_at, validate_hyperparameters, warn_if_the_last_minibatch_is_short
+from sb3_trpo_ext.hyperparameters import (
+    HyperparameterError,
+    target_kl_at,
+    validate_hyperparameters,
+    warn_if_the_last_minibatch_is_short,
+)
 from sb3_trpo_ext.line_search import Candidate, LineSearchResult, max_step_size
 from sb3_trpo_ext.policies import (
     CnnPolicy,
@@ -197,7 +202,7 @@ class NaturalGradientAlgorithm(RolloutLoop):
 
     def _setup_model(self) -> None:
         if not isinstance(self.action_space, SUPPORTED_ACTION_SPACES):
-            raise ValueError(
+            raise HyperparameterError(
                 f"action space must be one of {[space.__name__ for space in SUPPORTED_ACTION_SPACES]}, got {self.action_space}"
             )
         self._build_policy_and_buffer()
@@ -206,7 +211,7 @@ class NaturalGradientAlgorithm(RolloutLoop):
         # Decided here, once: every fast path reads this.
         self._fast_paths = FastPaths.of(self.policy, self._actor_params, self._critic_params, self.fast_paths)
         if self.fvp_method == "analytic" and not supports_analytic_fisher(self.policy.action_dist):
-            raise ValueError(
+            raise HyperparameterError(
                 f"fvp_method='analytic' has no closed-form Fisher for {type(self.policy.action_dist).__name__}; "
                 "use 'auto' or 'autograd'"
             )
@@ -226,11 +231,13 @@ class NaturalGradientAlgorithm(RolloutLoop):
         no rollout buffer class is given, and refuse one that is neither. Returns the two classes.
         """
         if not (isinstance(self.policy_class, type) and issubclass(self.policy_class, policy)):
-            raise ValueError(f"policy must subclass {policy.__name__} (or be an alias of one), got {self.policy_class}")
+            raise HyperparameterError(
+                f"policy must subclass {policy.__name__} (or be an alias of one), got {self.policy_class}"
+            )
         if self.rollout_buffer_class is None:
             self.rollout_buffer_class = dict_buffer if isinstance(self.observation_space, spaces.Dict) else buffer
         if not issubclass(self.rollout_buffer_class, (buffer, dict_buffer)):
-            raise ValueError(
+            raise HyperparameterError(
                 f"rollout_buffer_class must be a {buffer.__name__} or {dict_buffer.__name__} (sub)class, "
                 f"got {self.rollout_buffer_class}"
             )

@@ -30,6 +30,26 @@ from sb3_trpo_ext.extras import require
 DEFAULT_ACTOR_OPTIONS: dict[str, Any] = {"num_cpus": 1}
 
 
+def actor_demand(actor_options: dict[str, Any]) -> dict[str, float]:
+    """The cluster resources one actor holds while it lives, as Ray counts them (an actor takes 1 CPU unless told)."""
+    demand = {
+        "CPU": actor_options.get("num_cpus", 1),
+        "GPU": actor_options.get("num_gpus", 0),
+        "memory": actor_options.get("memory", 0),
+        **actor_options.get("resources", {}),
+    }
+    return {name: float(amount) for name, amount in demand.items() if amount}
+
+
+def placement_shortfall(n_actors: int, each: dict[str, float], total: dict[str, float]) -> dict[str, tuple[float, float]]:
+    """The resources that ``n_actors`` actors asking ``each`` need beyond the cluster's ``total``: name -> (needed, total)."""
+    return {
+        name: (n_actors * amount, total.get(name, 0.0))
+        for name, amount in each.items()
+        if n_actors * amount > total.get(name, 0.0)
+    }
+
+
 class RayVecEnvError(RuntimeError):
     """An environment of a :class:`RayVecEnv` failed; ``env_indices`` are the environments it concerns."""
 
@@ -212,6 +232,7 @@ class RayVecEnv(VecEnv):
         n_envs = len(env_fns)
         #: (first, stop) environment indices of each actor
         self.slices = [(first, min(first + envs_per_actor, n_envs)) for first in range(0, n_envs, envs_per_actor)]
+        self._check_placeable(n_envs)
         group = ray.remote(EnvironmentGroup).options(**self.actor_options)
         # Any: Ray's stubs do not type an actor's remote methods.
         self.actors: list[Any] = [group.remote(env_fns[first:stop], first) for first, stop in self.slices]
@@ -224,6 +245,28 @@ class RayVecEnv(VecEnv):
         super().__init__(n_envs, observation_space, action_space)
 
     # The remote calls
+
+    def _check_placeable(self, n_envs: int) -> None:
+        """Fail at once, with the fix, when the cluster's total resources can never hold every actor at the same time
+        (a wait for them would only end at ``start_timeout``)."""
+        import ray
+
+        each = actor_demand(self.actor_options)
+        short = placement_shortfall(len(self.slices), each, ray.cluster_resources())
+        if not short:
+            return
+        needs = ", ".join(f"{needed:g} {name} (the cluster has {total:g})" for name, (needed, total) in short.items())
+        fix = "hold more environments per actor (envs_per_actor)"
+        cpus = ray.cluster_resources().get("CPU", 0.0)
+        if "CPU" in short and cpus >= each["CPU"]:
+            fits = int(cpus // each["CPU"])
+            fix += f", e.g. envs_per_actor={-(-n_envs // fits)} for {fits} actors"
+        raise RayVecEnvError(
+            f"the {len(self.slices)} Ray actors of {n_envs} environments ({self.envs_per_actor} per actor) can never be "
+            f"placed together: each actor asks for {self.actor_options}, so together they need {needs}. To fit, {fix}, "
+            f"or ask less of each actor (actor_options, e.g. {{'num_cpus': 0.5}})",
+            list(range(n_envs)),
+        )
 
     def _placement_hint(self) -> str:
         import ray

@@ -22,6 +22,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_trpo_ext.critic import fit_sequence_critic
+from sb3_trpo_ext.hyperparameters import HyperparameterError
 from sb3_trpo_ext.natural_gradient import NaturalGradientAlgorithm
 from sb3_trpo_ext.policies import PolicyInputs, SequenceInputs
 from sb3_trpo_ext.trpo import TRPO
@@ -79,7 +80,7 @@ class Recurrence(NaturalGradientAlgorithm):
     def _validate_hyperparameters(self) -> None:
         super()._validate_hyperparameters()
         if self.env is not None and self.sub_sampling_factor > self.env.num_envs:
-            raise ValueError(
+            raise HyperparameterError(
                 f"sub_sampling_factor must be <= n_envs = {self.env.num_envs} for {type(self).__name__}: the Fisher is "
                 f"sub-sampled by whole sequences, one per environment; got {self.sub_sampling_factor}"
             )

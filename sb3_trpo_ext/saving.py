@@ -38,6 +38,15 @@ def require_saved(path: str | pathlib.Path | io.BufferedIOBase, hyperparameters:
         raise ValueError(f"it was saved by another algorithm (it has no {', '.join(missing)})")
 
 
+#: Hyperparameters that every zip of this package's TRPO holds and sb3-contrib's TRPO does not have.
+OWN_HYPERPARAMETERS = frozenset({"fvp_method", "cg_residual_tol", "line_search_accept_ratio"})
+
+
+def saved_by_sb3_contrib(path: str | pathlib.Path | io.BufferedIOBase) -> bool:
+    """Whether the TRPO zip at ``path`` was saved by sb3-contrib's TRPO (it has none of :data:`OWN_HYPERPARAMETERS`)."""
+    return not OWN_HYPERPARAMETERS & saved_attributes(path)
+
+
 def saved_attributes(path: str | pathlib.Path | io.BufferedIOBase) -> set[str]:
     """The names of the attributes a model zip saved (its ``data`` entry), without unpickling any of them."""
     file = open_path(path, "r", verbose=0, suffix="zip")

@@ -1,16 +1,23 @@
 """Trust Region Policy Optimization as a Stable-Baselines3 on-policy algorithm."""
 
-from typing import Any, ClassVar
+import io
+import pathlib
+import warnings
+from typing import Any, ClassVar, TypeVar
 
 import torch as th
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
+from sb3_trpo_ext.fisher import kl_averaged_dimensions
 from sb3_trpo_ext.hyperparameters import validate_line_search
 from sb3_trpo_ext.line_search import LineSearchResult, backtracking_line_search
 from sb3_trpo_ext.natural_gradient import NaturalGradientAlgorithm
+from sb3_trpo_ext.saving import LOAD_ERRORS, saved_by_sb3_contrib
 from sb3_trpo_ext.update import PolicyBatch, ProposedStep
+
+SelfTRPO = TypeVar("SelfTRPO", bound="TRPO")
 
 
 class TRPO(NaturalGradientAlgorithm):
@@ -112,6 +119,56 @@ class TRPO(NaturalGradientAlgorithm):
     def _validate_hyperparameters(self) -> None:
         super()._validate_hyperparameters()
         validate_line_search(self)
+
+    @classmethod
+    def load(
+        cls: type[SelfTRPO],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfTRPO:
+        """
+        Load a model saved by this TRPO or, for ``TRPO`` itself, by sb3-contrib's (see ``BaseAlgorithm.load``).
+
+        sb3-contrib's TRPO bounds and damps the KL averaged over A terms (the action dimensions of a Gaussian or
+        Bernoulli policy, docs/algorithm.md §9), and its line search takes any improvement: its model is loaded with
+        ``target_kl`` and ``cg_damping`` times A and ``line_search_accept_ratio=0``, the same step on the true KL,
+        and a warning says so. A value passed here as a keyword is taken as it is.
+        """
+        try:
+            from_sb3_contrib = cls is TRPO and saved_by_sb3_contrib(path)
+        except LOAD_ERRORS:
+            from_sb3_contrib = False  # not a model zip at all: the load below says so
+        model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+        if from_sb3_contrib:
+            model._take_sb3_contrib_step(given=set(kwargs))
+        return model
+
+    def _take_sb3_contrib_step(self, given: set[str]) -> None:
+        """Turn sb3-contrib's (delta, lambda) into this TRPO's (A delta, A lambda), and its line search's test into ours."""
+        terms = kl_averaged_dimensions(self.action_space)
+        changed = []
+        for name in ("target_kl", "cg_damping"):  # numbers in sb3-contrib, which takes no schedule for either
+            if name not in given and terms != 1:
+                value = getattr(self, name)
+                setattr(self, name, terms * value)
+                changed.append(f"{name} {value!r} -> {terms * value!r}")
+        if "line_search_accept_ratio" not in given:
+            self.line_search_accept_ratio = 0.0
+            changed.append("line_search_accept_ratio 0 (it takes any improvement)")
+        self._validate_hyperparameters()
+        if not changed:
+            return
+        warnings.warn(
+            f"Loaded an sb3_contrib.TRPO model, whose trust region and damping apply to the KL averaged over {terms} "
+            f"term(s); to take the same step on the true KL: {'; '.join(changed)}.",
+            UserWarning,
+            stacklevel=3,
+        )
 
     @classmethod
     def _saved_by(cls) -> str:

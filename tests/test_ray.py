@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -20,7 +22,7 @@ from sb3_trpo_ext.extras import MissingExtraError
 
 ray = pytest.importorskip("ray")
 
-from sb3_trpo_ext.ray_vec_env import RayVecEnv, RayVecEnvError  # noqa: E402
+from sb3_trpo_ext.ray_vec_env import RayVecEnv, RayVecEnvError, actor_demand, placement_shortfall  # noqa: E402
 
 #: Logical CPUs of the test cluster: the actors ask for one each by default.
 CPUS = 4
@@ -264,16 +266,56 @@ def test_a_hanging_environment_times_out_instead_of_hanging():
     assert time.monotonic() - start < 3.0 + 10.0  # the deadline, plus freeing the actors
 
 
-def test_env_functions_that_fail_and_actors_that_cannot_be_placed_are_named():
+def test_env_functions_that_fail_and_actors_that_cannot_be_placed_yet_are_named():
     def broken():
         raise FileNotFoundError("no such scene: warehouse.xml")
 
     with pytest.raises(RayVecEnvError, match=r"environment 2 raised FileNotFoundError: no such scene: warehouse\.xml"):
         RayVecEnv([healthy("Pendulum-v1"), healthy("Pendulum-v1"), broken], envs_per_actor=2)
-    with pytest.raises(
-        RayVecEnvError, match=r"did not answer start\(\) within 2.0 s \(each actor asks for \{'num_cpus': 64\}"
-    ):
-        RayVecEnv([healthy("Pendulum-v1")], actor_options={"num_cpus": 64}, start_timeout=2.0)
+    assert every_actor_freed()
+    # Placeable on this cluster, but not while another env holds every CPU: that is a wait, up to start_timeout.
+    holder = RayVecEnv([healthy("Pendulum-v1")] * CPUS)
+    try:
+        with pytest.raises(
+            RayVecEnvError, match=r"did not answer start\(\) within 2.0 s \(each actor asks for \{'num_cpus': 1\}"
+        ):
+            RayVecEnv([healthy("Pendulum-v1")], start_timeout=2.0)
+    finally:
+        holder.close()
+
+
+def test_actors_the_cluster_can_never_hold_fail_at_once_with_the_fix():
+    start = time.monotonic()
+    with pytest.raises(RayVecEnvError, match=r"need 64 CPU \(the cluster has 4\)") as error:
+        RayVecEnv([healthy("Pendulum-v1")], actor_options={"num_cpus": 64})
+    assert "envs_per_actor" in str(error.value) and "actor_options" in str(error.value)
+    with pytest.raises(RayVecEnvError, match=r"need 1 warehouse \(the cluster has 0\)"):
+        RayVecEnv([healthy("Pendulum-v1")], actor_options={"num_cpus": 0, "resources": {"warehouse": 1}})
+    assert time.monotonic() - start < 10.0
+    assert placement_shortfall(3, actor_demand({}), {"CPU": 2.0}) == {"CPU": (3.0, 2.0)}
+    assert placement_shortfall(2, actor_demand({"num_cpus": 1, "num_gpus": 0.5}), {"CPU": 2.0, "GPU": 1.0}) == {}
+    assert every_actor_freed()
+
+
+def test_four_environments_on_a_laptop_s_two_cpus_fail_at_once_naming_the_fix():
+    # A fresh interpreter: this module's Ray has 4 CPUs.
+    code = (
+        "import time, gymnasium as gym, ray\n"
+        "from sb3_trpo_ext.ray_vec_env import RayVecEnv, RayVecEnvError\n"
+        "ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)\n"
+        "start = time.monotonic()\n"
+        "try:\n"
+        "    RayVecEnv([lambda: gym.make('Pendulum-v1')] * 4)\n"
+        "except RayVecEnvError as error:\n"
+        "    print(f'{time.monotonic() - start:.1f}|{error}')\n"
+        "env = RayVecEnv([lambda: gym.make('Pendulum-v1')] * 4, envs_per_actor=2)\n"
+        "print('placed', env.num_envs)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    seconds, message = result.stdout.splitlines()[0].split("|", 1)
+    assert float(seconds) < 5.0, result.stdout  # not start_timeout's 120 s
+    assert "need 4 CPU (the cluster has 2)" in message and "envs_per_actor=2 for 2 actors" in message
+    assert result.stdout.splitlines()[1] == "placed 4", result.stderr  # the fix it names works
 
 
 @pytest.mark.parametrize(

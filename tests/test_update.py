@@ -1,6 +1,7 @@
 """One whole TRPO update against the dense computation, exact restoration, covariance, and the critic."""
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -92,6 +93,58 @@ def test_sb3_contrib_settings_times_the_averaged_terms_give_sb3_contrib_s_step(s
         # Keeping lambda while scaling delta is a different, longer step: the damping must scale too.
         _, undamped = contrib_and_own_step(ACTION_SPACES[space], 0.1, 0.01 * averaged_terms)
         assert float(undamped.norm() / contrib_step.norm()) > 1.05
+
+
+def actor_step(model, theta_old):
+    """The change of the actor's parameters, ordered as this package's TRPO orders them."""
+    names = [
+        name for name, p in model.policy.named_parameters() if name.startswith(("mlp_extractor.policy", "action", "log_std"))
+    ]
+    parameters = dict(model.policy.named_parameters())
+    return th.cat([parameters[name].detach().flatten() for name in names]) - theta_old
+
+
+@pytest.mark.parametrize("space,terms", [("box3", 3), ("multibinary", 3), ("discrete", 1)])
+def test_a_loaded_sb3_contrib_zip_takes_sb3_contrib_s_step(tmp_path, space, terms):
+    settings = dict(n_steps=256, batch_size=256, policy_kwargs=dict(net_arch=dict(pi=[16], vf=[16])), n_critic_updates=1)
+    contrib = sb3_contrib.TRPO("MlpPolicy", ToyEnv(ACTION_SPACES[space]), cg_max_steps=300, seed=3, **settings)
+    contrib.save(tmp_path / "contrib")
+    with pytest.warns(UserWarning, match="Loaded an sb3_contrib.TRPO model") as warned:
+        loaded = TRPO.load(tmp_path / "contrib", env=ToyEnv(ACTION_SPACES[space]), cg_residual_tol=1e-12)
+    assert len([w for w in warned if "sb3_contrib.TRPO" in str(w.message)]) == 1
+    assert (loaded.target_kl, loaded.cg_damping) == pytest.approx((terms * 0.01, terms * 0.1))
+    assert loaded.line_search_accept_ratio == 0.0
+    # The same batch for both: sb3-contrib's rollout.
+    collect_rollout(contrib)
+    loaded.rollout_buffer = contrib.rollout_buffer
+    for model in (contrib, loaded):
+        model.set_logger(configure(None, []))
+    theta_old = flat_parameters(loaded._actor_params).clone()
+    assert th.equal(actor_step(contrib, theta_old), th.zeros_like(theta_old))
+    contrib.train()
+    loaded.train()
+    contrib_step, step = actor_step(contrib, theta_old), flat_parameters(loaded._actor_params) - theta_old
+    assert contrib_step.norm() > 0
+    assert float(step @ contrib_step / (step.norm() * contrib_step.norm())) > 0.99999  # direction
+    assert float(step.norm() / contrib_step.norm()) == pytest.approx(1.0, rel=1e-4)  # size
+    # Saved again, it is this TRPO's zip: loaded as it is, with no second conversion.
+    loaded.save(tmp_path / "ours")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = TRPO.load(tmp_path / "ours")
+    assert (again.target_kl, again.cg_damping, again.line_search_accept_ratio) == (
+        loaded.target_kl,
+        loaded.cg_damping,
+        0.0,
+    )
+
+
+def test_values_given_to_load_are_taken_as_they_are(tmp_path):
+    sb3_contrib.TRPO("MlpPolicy", ToyEnv(ACTION_SPACES["box3"]), n_steps=64, batch_size=64).save(tmp_path / "contrib")
+    with pytest.warns(UserWarning, match="cg_damping 0.1 -> 0.3") as warned:
+        loaded = TRPO.load(tmp_path / "contrib", target_kl=0.05)
+    assert "target_kl" not in str(warned[0].message)
+    assert (loaded.target_kl, loaded.cg_damping) == pytest.approx((0.05, 0.3))
 
 
 @pytest.mark.parametrize("space", ["discrete", "box3"])

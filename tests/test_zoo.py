@@ -238,27 +238,85 @@ def test_the_search_space_covers_what_decides_returns():
     TRPO("MlpPolicy", "Pendulum-v1", **params)  # the sampled settings build a model
 
 
-def test_unknown_env_id_is_a_clear_error(workdir):
-    with pytest.raises(ValueError, match="CartPol-v1 not found in gym registry, you maybe meant CartPole-v1"):
-        zoo("train", "--env", "CartPol-v1", "-n", 256)
+def one_line_error(capsys, *args) -> str:
+    """Run the command line on wrong input: it must end with exit status 1 and one line on stderr, no traceback."""
+    with pytest.raises(SystemExit) as exit_info:
+        zoo(*args)
+    assert exit_info.value.code == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("sb3-trpo-ext: error: "), lines
+    return lines[0]
 
 
-def test_misspelled_hyperparameter_is_a_clear_error(workdir):
+@pytest.mark.parametrize("command", ["train", "enjoy"])
+def test_unknown_env_id_is_one_line(workdir, capsys, command):
+    line = one_line_error(capsys, command, "--env", "CartPol-v1", "-n", 256)
+    assert "unknown task --env 'CartPol-v1' (did you mean 'CartPole-v1'?)" in line
+
+
+def test_a_zoo_task_and_one_of_gym_packages_are_known_tasks(workdir, capsys, monkeypatch):
+    import sb3_trpo_ext.zoo.cli as cli
+
+    monkeypatch.setattr(cli, "_run", lambda *args: None)  # the check only, not the training
+    zoo("train", "--env", "CartPoleNoVel-v1", "-n", 256)
+    (workdir / "my_tasks.py").write_text(
+        "import gymnasium as gym\ngym.register('MyCartPole-v0', entry_point='gymnasium.envs.classic_control:CartPoleEnv')\n"
+    )
+    monkeypatch.syspath_prepend(str(workdir))
+    zoo("train", "--env", "MyCartPole-v0", "--gym-packages", "my_tasks", "-n", 256)
+    assert capsys.readouterr().err == ""
+
+
+def test_misspelled_hyperparameter_in_an_entry_is_one_line(workdir, capsys):
     (workdir / "mine.yml").write_text("CartPole-v1:\n  n_timesteps: 1000\n  policy: MlpPolicy\n  target_kll: 0.02\n")
-    with pytest.raises(ValueError, match="'target_kll' \\(did you mean 'target_kl'\\?\\)"):
-        zoo("train", "--env", "CartPole-v1", "-conf", "mine.yml")
+    line = one_line_error(capsys, "train", "--env", "CartPole-v1", "-conf", "mine.yml")
+    assert (
+        "mine.yml: the entry for CartPole-v1 has hyperparameters TRPO does not take: 'target_kll' (did you mean 'target_kl'?)"
+        in line
+    )
 
 
-def test_train_takes_a_target_kl_schedule_in_rl_zoo3s_lin_form(workdir):
+def test_misspelled_hyperparameter_on_the_command_line_is_one_line(workdir, capsys):
+    line = one_line_error(capsys, "train", "--env", "CartPole-v1", "-n", 256, "--hyperparams", "gamma:0.9", "target_kll:0.01")
+    assert "--hyperparams has hyperparameters TRPO does not take: 'target_kll' (did you mean 'target_kl'?)" in line
+
+
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ("target_kl:-1", "target_kl must be a finite number > 0"),
+        ("cg_max_steps:0", "cg_max_steps must be an integer >= 1, got 0"),
+        ("batch_size:4096", "batch_size must be <= n_steps * n_envs = 2048"),
+        ("target_kl:'exp_0.02'", "target_kl schedule 'exp_0.02' in the zoo entry: only 'lin_<initial value>' is known"),
+    ],
+)
+def test_a_bad_hyperparameter_value_is_one_line(workdir, capsys, item, message):
+    line = one_line_error(capsys, "train", "--env", "CartPole-v1", "-n", 256, "--eval-freq", -1, "--hyperparams", item)
+    assert message in line
+
+
+def test_train_and_enjoy_use_one_torch_thread_unless_told(workdir, monkeypatch):
+    import sb3_trpo_ext.zoo.cli as cli
+
+    passed = []
+    monkeypatch.setattr(cli, "_run", lambda entry_point, program, args: passed.append(args))
+    zoo("train", "--env", "CartPole-v1")
+    zoo("enjoy", "--env", "CartPole-v1", "--num-threads", 3)
+    zoo("record-video", "--env", "CartPole-v1")  # rl_zoo3's record_video takes no --num-threads
+    assert passed[0][passed[0].index("--num-threads") + 1] == "1"
+    assert passed[1].count("--num-threads") == 1 and passed[1][passed[1].index("--num-threads") + 1] == "3"
+    assert "--num-threads" not in passed[2]
+
+
+def test_train_takes_a_target_kl_schedule_in_rl_zoo3s_lin_form(workdir, capsys):
     entry = "  n_timesteps: 128\n  policy: MlpPolicy\n  n_steps: 64\n  batch_size: 32\n  target_kl: {}\n"
     (workdir / "mine.yml").write_text("Pendulum-v1:\n" + entry.format("lin_0.02"))
     zoo("train", "--env", "Pendulum-v1", "-conf", "mine.yml", "--eval-freq", -1, "-f", "logs")
     model = TRPO.load(workdir / "logs" / ALGO / "Pendulum-v1_1" / "Pendulum-v1.zip")
     assert [model.target_kl(p) for p in (1.0, 0.25)] == pytest.approx([0.02, 0.005])
     (workdir / "mine.yml").write_text("Pendulum-v1:\n" + entry.format("exp_0.02"))
-    message = "target_kl schedule 'exp_0.02' in the zoo entry: only 'lin_<initial value>' is known"
-    with pytest.raises(ValueError, match=re.escape(message)):
-        zoo("train", "--env", "Pendulum-v1", "-conf", "mine.yml", "--eval-freq", -1, "-f", "logs")
+    line = one_line_error(capsys, "train", "--env", "Pendulum-v1", "-conf", "mine.yml", "--eval-freq", -1, "-f", "logs")
+    assert "target_kl schedule 'exp_0.02' in the zoo entry: only 'lin_<initial value>' is known" in line
 
 
 def test_help_goes_to_stdout_with_exit_status_0(capsys):
@@ -266,6 +324,7 @@ def test_help_goes_to_stdout_with_exit_status_0(capsys):
     out, err = capsys.readouterr()
     assert out.startswith("usage: sb3-trpo-ext COMMAND") and err == ""
     assert all(command in out for command in ("train", "optimize", "enjoy", "record-video", "plot"))
+    assert all(algo in out for algo in ALGORITHMS)
     assert "``" not in out
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sb3_trpo_ext.extras import require
+from sb3_trpo_ext.hyperparameters import HyperparameterError
 from sb3_trpo_ext.maskable import MaskableTRPO
 from sb3_trpo_ext.natural_gradient import NaturalGradientAlgorithm
 from sb3_trpo_ext.npg import NPG
@@ -159,7 +160,7 @@ def linear_schedule(text: str, key: str, where: str) -> Callable[[float], float]
     except ValueError:
         start = None
     if start is None:
-        raise ValueError(f"{key} schedule {text!r} in {where}: only 'lin_<initial value>' is known")
+        raise HyperparameterError(f"{key} schedule {text!r} in {where}: only 'lin_<initial value>' is known")
     try:
         from stable_baselines3.common.utils import LinearSchedule
     except ImportError:  # stable-baselines3 < 2.6 has the function form only

@@ -1,14 +1,25 @@
-"""The ``sb3-trpo-ext`` command (also ``python -m sb3_trpo_ext.zoo``): rl_zoo3's commands for this TRPO."""
+"""
+The ``sb3-trpo-ext`` command (also ``python -m sb3_trpo_ext.zoo``): rl_zoo3's commands for this package's algorithms.
+
+Wrong input (an unknown task, a hyperparameter the algorithm does not take, a value outside what it allows) ends the
+command with one line on stderr naming it and what is allowed, and exit status 1.
+"""
 
 import difflib
+import importlib
 import runpy
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from sb3_trpo_ext.extras import exits_on_missing_extra, require, require_env
+from sb3_trpo_ext.hyperparameters import HyperparameterError
 from sb3_trpo_ext.zoo import ALGO, ALGORITHMS, accepted_hyperparameters, config_path, register, unknown_hyperparameters
 
 COMMANDS = ("train", "optimize", "enjoy", "record-video", "plot")
+
+#: The commands whose rl_zoo3 script takes ``--num-threads``: one torch thread unless the user asks for others.
+THREADED_COMMANDS = ("train", "optimize", "enjoy")
 
 USAGE = """\
 usage: sb3-trpo-ext COMMAND [rl_zoo3 flags...]    (also: python -m sb3_trpo_ext.zoo COMMAND ...)
@@ -20,15 +31,23 @@ commands:
   record-video  record a video of a trained agent
   plot          plot training curves; -o/--output FILE writes the figure instead of showing it
 
-Every flag goes to rl_zoo3 unchanged; --algo defaults to trpo_ext (also: npg_ext, maskable_trpo_ext) and, for train
-and optimize, --conf-file to the algorithm's packaged hyperparameters. "sb3-trpo-ext COMMAND --help" lists a command's flags.
+Every flag goes to rl_zoo3 unchanged. --algo defaults to {default} (also: {others});
+for train and optimize --conf-file defaults to the algorithm's packaged hyperparameters; train, optimize and enjoy run
+with --num-threads 1 (small networks run fastest on one torch thread) unless given.
+"sb3-trpo-ext COMMAND --help" lists a command's flags.
 
 Needs the zoo extra: pip install "sb3-trpo-ext[zoo]" (plot also needs "plots"; MuJoCo and Box2D tasks "mujoco"
 and "box2d").
 
 example:
   sb3-trpo-ext train --env CartPole-v1 --seed 0
-"""
+""".format(default=ALGO, others=", ".join(algo for algo in ALGORITHMS if algo != ALGO))
+
+
+def fail(message: str) -> NoReturn:
+    """End the command on wrong input: one line on stderr, exit status 1."""
+    print(f"sb3-trpo-ext: error: {message}", file=sys.stderr)
+    raise SystemExit(1)
 
 
 def _value_of(args: Sequence[str], *flags: str) -> str | None:
@@ -41,8 +60,37 @@ def _value_of(args: Sequence[str], *flags: str) -> str | None:
     return None
 
 
+def _items_of(args: Sequence[str], *flags: str) -> list[str]:
+    """The ``key:value`` items after one of ``flags`` (rl_zoo3's ``--hyperparams a:1 b:2``), up to the next flag."""
+    for index, arg in enumerate(args):
+        if arg in flags:
+            items = []
+            for item in args[index + 1 :]:
+                if item.startswith("-") and ":" not in item:
+                    break
+                items.append(item)
+            return items
+    return []
+
+
+def _unknown_keys_message(keys: Sequence[str], algo: str) -> str:
+    accepted = sorted(accepted_hyperparameters(algo))
+    hints = []
+    for key in keys:
+        close = difflib.get_close_matches(key, accepted, n=1)
+        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return f"hyperparameters {ALGORITHMS[algo].__name__} does not take: {', '.join(hints)}"
+
+
 def check_config_entry(args: Sequence[str], algo: str = ALGO) -> None:
-    """Refuse a zoo entry with keys that the algorithm does not take, before any training starts, with a suggestion."""
+    """
+    Refuse hyperparameters that the algorithm does not take, in the zoo entry or in ``--hyperparams``, before any
+    training starts, with a suggestion: a :class:`HyperparameterError`.
+    """
+    given = [item.split(":", 1)[0] for item in _items_of(args, "-params", "--hyperparams")]
+    unknown = unknown_hyperparameters(dict.fromkeys(given), algo)
+    if unknown:
+        raise HyperparameterError(f"--hyperparams has {_unknown_keys_message(unknown, algo)}")
     conf = _value_of(args, "-conf", "--conf-file") or str(config_path(algo))
     if not conf.endswith((".yml", ".yaml")):
         return
@@ -56,13 +104,20 @@ def check_config_entry(args: Sequence[str], algo: str = ALGO) -> None:
         return  # rl_zoo3 reports the missing entry itself
     unknown = unknown_hyperparameters(entry, algo)
     if unknown:
-        accepted = sorted(accepted_hyperparameters(algo))
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(key, accepted, n=1)
-            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        algorithm = ALGORITHMS[algo].__name__
-        raise ValueError(f"{conf}: the entry for {env_id} has hyperparameters {algorithm} does not take: {', '.join(hints)}")
+        raise HyperparameterError(f"{conf}: the entry for {env_id} has {_unknown_keys_message(unknown, algo)}")
+
+
+def check_env_id(env_id: str, args: Sequence[str]) -> None:
+    """Fail with one line when ``env_id`` is no registered task (after the zoo's tasks and ``--gym-packages``)."""
+    import gymnasium as gym
+    import rl_zoo3.import_envs  # noqa: F401  # registers the zoo's own tasks (CartPoleNoVel-v1, ...)
+
+    for package in _items_of(args, "--gym-packages"):
+        importlib.import_module(package)  # as rl_zoo3 does: a package the user names registers its tasks
+    if env_id not in gym.registry:
+        close = difflib.get_close_matches(env_id, list(gym.registry), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        fail(f"unknown task --env {env_id!r}{hint}; gymnasium's registry lists the tasks (--gym-packages PACKAGE adds one's)")
 
 
 def _run(entry_point: Callable[[], object] | str, program: str, args: list[str]) -> None:
@@ -89,13 +144,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     require("zoo", f"sb3-trpo-ext {command}")
     if command == "plot":
         require("plots", "sb3-trpo-ext plot")
+    try:
+        _command(command, args)
+    except HyperparameterError as error:
+        fail(str(error))
+
+
+def _command(command: str, args: list[str]) -> None:
     env_id = _value_of(args, "--env")
     if env_id is not None and command != "plot":
+        check_env_id(env_id, args)
         require_env(env_id)
     register()
     algo = _value_of(args, "--algo", "-a")
     if algo is None:
         algo, args = ALGO, ["--algo", ALGO, *args]
+    if command in THREADED_COMMANDS and _value_of(args, "--num-threads") is None:
+        args += ["--num-threads", "1"]
     if command in ("train", "optimize"):
         from rl_zoo3.train import train
 
