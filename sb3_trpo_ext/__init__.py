@@ -1,12 +1,22 @@
 """sb3-trpo-ext: natural-gradient algorithms for Stable-Baselines3 (TRPO with the trust region on the true KL, NPG,
-MaskableTRPO, RecurrentTRPO), and RayVecEnv to sample on a Ray cluster."""
+MaskableTRPO, MaskableNPG, RecurrentTRPO), and RayVecEnv to sample on a Ray cluster."""
 
-from sb3_trpo_ext.maskable import MaskableTRPO
+from sb3_trpo_ext.maskable import MaskableNPG, MaskableTRPO
 from sb3_trpo_ext.npg import NPG
 from sb3_trpo_ext.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 from sb3_trpo_ext.ray_vec_env import RayVecEnv
 from sb3_trpo_ext.recurrent import RecurrentTRPO
 from sb3_trpo_ext.trpo import TRPO
 
-__all__ = ["NPG", "TRPO", "CnnPolicy", "MaskableTRPO", "MlpPolicy", "MultiInputPolicy", "RayVecEnv", "RecurrentTRPO"]
+__all__ = [
+    "NPG",
+    "TRPO",
+    "CnnPolicy",
+    "MaskableNPG",
+    "MaskableTRPO",
+    "MlpPolicy",
+    "MultiInputPolicy",
+    "RayVecEnv",
+    "RecurrentTRPO",
+]
 __version__ = "0.1.0"

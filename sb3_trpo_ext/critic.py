@@ -10,6 +10,7 @@ The plain path goes through ``RolloutBuffer.get``, autograd and ``optimizer.step
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -20,18 +21,19 @@ from stable_baselines3.common.type_aliases import PyTorchObs
 from torch.nn import functional as F
 
 from sb3_trpo_ext.mlp import MlpNetwork, critic_features
+from sb3_trpo_ext.policies import map_observations, per_sample
 from sb3_trpo_ext.torch_private import fused_adam_kernel, has_no_step_hooks
 
 Minibatches = Iterator[tuple[PyTorchObs, th.Tensor]]
 
 
 def critic_optimizer(
-    policy: ActorCriticPolicy, critic_params: Sequence[th.Tensor], learning_rate: float, fast: bool
+    policy: ActorCriticPolicy, critic_params: Sequence[th.Tensor], learning_rate: float, fused: bool
 ) -> th.optim.Optimizer:
-    """The policy's optimiser class and options over the critic's parameters only; fused, on the fast paths."""
+    """The policy's optimiser class and options over the critic's parameters only; Adam fused if ``fused``."""
     optimizer_kwargs = dict(policy.optimizer_kwargs)
     is_adam = policy.optimizer_class in (th.optim.Adam, th.optim.AdamW)
-    if fast and is_adam and not {"fused", "foreach"} & set(optimizer_kwargs):
+    if fused and is_adam and not {"fused", "foreach"} & set(optimizer_kwargs):
         # One fused kernel per step instead of a dozen small ones: the critic takes hundreds of small steps
         # per update (measured: about a quarter less time in the critic fit).
         optimizer_kwargs["fused"] = True
@@ -46,23 +48,24 @@ def fit_critic(
     n_epochs: int,
     batch_size: int,
     network: MlpNetwork | None,
-    fast: bool,
+    resident: bool,
 ) -> float | None:
     """
     Fit the value function; the mean minibatch loss, or None when no minibatch was fitted.
 
     :param policy: the actor-critic policy, whose ``optimizer`` holds ``critic_params`` only
     :param critic_params: the parameters the critic trains
-    :param buffer: the rollout, its whole batch already read (its arrays flattened)
+    :param buffer: the rollout
     :param n_epochs: passes over the batch
     :param batch_size: minibatch size
-    :param network: the critic as an MLP network (features -> value), or None
-    :param fast: take the fast path (resident minibatches; with ``network``, layer-by-layer gradients and fused steps)
+    :param network: the critic as an MLP network (features -> value), taken with ``resident``; or None
+    :param resident: cut the minibatches from tensors made once (with ``network``, layer-by-layer gradients and the
+        optimiser's steps on its state); else ``buffer.get(batch_size)`` and autograd
     """
     if not critic_params:
         return None
     minibatches: Minibatches
-    if fast and network is not None:
+    if resident and network is not None:
         minibatches = resident_minibatches(buffer, n_epochs, batch_size, lambda obs: critic_features(policy, obs))
         # Inference mode: no autograd bookkeeping on the hundreds of small tensors a fit makes.
         with optimizer_steps(policy.optimizer, network.parameters) as take_step, th.inference_mode():
@@ -70,7 +73,7 @@ def fit_critic(
     else:
         minibatches = (
             resident_minibatches(buffer, n_epochs, batch_size)
-            if fast
+            if resident
             else ((data.observations, data.returns.reshape(-1, 1)) for _ in range(n_epochs) for data in buffer.get(batch_size))
         )
         losses = [autograd_critic_step(policy, critic_params, observations, returns) for observations, returns in minibatches]
@@ -129,31 +132,20 @@ def resident_minibatches(
     by index from tensors made once instead of copied out of numpy each time. With ``features``, the inputs are the
     observations' features rather than the observations: the layers before the critic do not train here.
     """
-    # The whole batch has been read, so the buffer's arrays are already flattened to (n_samples, ...).
-    assert buffer.generator_ready
-    if isinstance(buffer.observations, dict):
-        observations: PyTorchObs = {key: buffer.to_torch(value) for key, value in buffer.observations.items()}
-    else:
-        observations = buffer.to_torch(buffer.observations)
+    observations = map_observations(per_sample(buffer), buffer.observations)
     if features is not None:
         observations = features(observations)
     # A column, as the critic's output: (n_samples, 1).
-    returns = buffer.to_torch(buffer.returns.reshape(-1, 1))
+    returns = per_sample(buffer)(buffer.returns).reshape(-1, 1)
     n_samples = len(returns)
     for _ in range(n_epochs):
         # One gather per epoch; its consecutive slices are then the minibatches, without copies.
         order = th.as_tensor(np.random.permutation(n_samples), device=returns.device)
-        if isinstance(observations, dict):
-            shuffled: PyTorchObs = {key: value[order] for key, value in observations.items()}
-        else:
-            shuffled = observations[order]
+        shuffled = map_observations(itemgetter(order), observations)
         shuffled_returns = returns[order]
         for start in range(0, n_samples, batch_size):
             end = start + batch_size
-            if isinstance(shuffled, dict):
-                yield {key: value[start:end] for key, value in shuffled.items()}, shuffled_returns[start:end]
-            else:
-                yield shuffled[start:end], shuffled_returns[start:end]
+            yield map_observations(itemgetter(slice(start, end)), shuffled), shuffled_returns[start:end]
 
 
 OptimizerStep = Callable[[Sequence[th.Tensor]], None]

@@ -12,11 +12,20 @@ parameters through a private API). Tests check that both give the same update.
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch as th
+from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.type_aliases import PyTorchObs
 
+from sb3_trpo_ext.critic import critic_optimizer, fit_critic
+from sb3_trpo_ext.fisher import FisherVectorProduct, fisher_vector_product
 from sb3_trpo_ext.mlp import MlpNetwork, actor_network, critic_network
+from sb3_trpo_ext.policies import PolicyInputs
+from sb3_trpo_ext.rollout import MlpRolloutActor, RolloutActor, add_to_buffer
+from sb3_trpo_ext.torch_private import distribution_checks_off
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,55 @@ class FastPaths:
     enabled: bool
     actor: MlpNetwork | None = None
     critic: MlpNetwork | None = None
+
+    # What the fast paths decide; nothing else reads whether they are on.
+
+    def fisher_vector_product(
+        self, policy: Any, inputs: PolicyInputs, params: Sequence[th.nn.Parameter], method: str, damping: float
+    ) -> FisherVectorProduct:
+        """v -> (F + damping I) v on ``inputs`` (:func:`~sb3_trpo_ext.fisher.fisher_vector_product`): layer by layer
+        on the MLP actor; off, by double backprop wherever the analytic form would swap parameters privately."""
+        return fisher_vector_product(policy, inputs, params, method, damping, self.actor, swap_parameters=self.enabled)
+
+    def critic_optimizer(self, policy: Any, critic_params: Sequence[th.Tensor], learning_rate: float) -> th.optim.Optimizer:
+        """The policy's optimiser class over the critic's parameters; fused Adam on the fast paths."""
+        return critic_optimizer(policy, critic_params, learning_rate, fused=self.enabled)
+
+    def fit_critic(
+        self, policy: Any, critic_params: Sequence[th.Tensor], buffer: RolloutBuffer, n_epochs: int, batch_size: int
+    ) -> float | None:
+        """:func:`~sb3_trpo_ext.critic.fit_critic`: resident minibatches and the MLP critic's own steps when on."""
+        return fit_critic(policy, critic_params, buffer, n_epochs, batch_size, self.critic, resident=self.enabled)
+
+    def rollout_actor(self, policy: Any) -> RolloutActor:
+        """
+        The rollout actor for the steps of one rollout: the policy's MLP networks where it has them and the fast
+        paths are on, else ``policy(observations)`` (without torch.distributions' argument checks when on).
+        """
+        if self.actor is not None and self.critic is not None:
+            return MlpRolloutActor(policy, self.actor, self.critic)
+        if not self.enabled:
+            return policy
+
+        def act(observations: PyTorchObs, **step_inputs: Any) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+            with distribution_checks_off():
+                return policy(observations, **step_inputs)
+
+        return act
+
+    def add_to_buffer(
+        self,
+        buffer: RolloutBuffer,
+        obs: np.ndarray | dict[str, np.ndarray],
+        action: np.ndarray,
+        reward: np.ndarray,
+        episode_start: np.ndarray,
+        value: th.Tensor,
+        log_prob: th.Tensor,
+        **step_inputs: Any,
+    ) -> None:
+        """``buffer.add(...)``; on the fast paths, for SB3's own buffer, without its defensive copies."""
+        add_to_buffer(self.enabled, buffer, obs, action, reward, episode_start, value, log_prob, **step_inputs)
 
     @classmethod
     def of(

@@ -153,7 +153,7 @@ def fisher_vector_product(
     method: str = "auto",
     damping: float = 0.0,
     network: MlpNetwork | None = None,
-    public_api_only: bool = False,
+    swap_parameters: bool = True,
 ) -> FisherVectorProduct:
     """
     v -> (F + damping I) v, F the Fisher of the mean KL over the batch ``inputs`` with respect to ``params``,
@@ -167,8 +167,8 @@ def fisher_vector_product(
     :param damping: lambda, added as lambda v
     :param network: the actor as an MLP network (:func:`~sb3_trpo_ext.mlp.actor_network`): the analytic products
         then run layer by layer on one evaluation of it; None takes forward-mode AD and autograd
-    :param public_api_only: where the analytic form would swap parameters through torch's private API (forward-mode
-        AD on actors other than ``network``), take the same Fisher by double backprop instead
+    :param swap_parameters: whether the analytic form may swap parameters through torch's private API (forward-mode
+        AD on actors other than ``network``); False takes the same Fisher by double backprop there
     """
     if method not in FVP_METHODS:
         raise ValueError(f"fvp_method must be one of {FVP_METHODS}, got {method!r}")
@@ -186,7 +186,7 @@ def fisher_vector_product(
         if network is not None:
             assert isinstance(policy, ActorCriticPolicy) and inputs.action_masks is None, "an MLP network is SB3's policy's"
             product = _mlp_gauss_newton_product(policy, network, inputs.observations, params)
-        elif swappable and not public_api_only:
+        elif swappable and swap_parameters:
             try:
                 product = _gauss_newton_product(policy, inputs, params)
             except PrivateApiChanged:

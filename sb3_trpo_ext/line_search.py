@@ -34,27 +34,34 @@ class Candidate:
 
 
 @dataclass(frozen=True)
-class LineSearchResult:
+class StepResult:
     """
-    :param accepted: whether a candidate passed every test
-    :param step: the accepted step alpha^j * full_step (zeros when none was accepted)
-    :param step_fraction: alpha^j for the accepted candidate, 0 when none was accepted
-    :param n_candidates: how many candidates were evaluated
-    :param candidate: the accepted candidate, or None
-    :param n_nonfinite: how many candidates had a non-finite surrogate or KL
+    How much of the proposed step beta * d a step rule took (docs/algorithm.md §6).
+
+    :param step: the step taken, alpha^j * beta * d (zeros when none was taken)
+    :param fraction: alpha^j for the step taken (1 for the whole step), 0 when none was taken
+    :param candidate: the policy the step moved to, judged on the exact surrogate and KL; None when none was taken
+    :param n_evaluated: how many candidates were judged
+    :param n_nonfinite: how many of them had a non-finite surrogate or KL
+    :param line_search_steps: the candidates a line search judged; None for a rule without a line search
     """
 
-    accepted: bool
     step: th.Tensor
-    step_fraction: float
-    n_candidates: int
+    fraction: float
     candidate: Candidate | None
+    n_evaluated: int
     n_nonfinite: int = 0
+    line_search_steps: int | None = None
+
+    @property
+    def accepted(self) -> bool:
+        """Whether a step was taken."""
+        return self.candidate is not None
 
     @classmethod
-    def rejected(cls, like: th.Tensor, n_candidates: int, n_nonfinite: int = 0) -> "LineSearchResult":
+    def rejected(cls, like: th.Tensor, n_evaluated: int, n_nonfinite: int = 0, line_search: bool = False) -> "StepResult":
         """No step: theta stays theta_old."""
-        return cls(False, th.zeros_like(like), 0.0, n_candidates, None, n_nonfinite)
+        return cls(th.zeros_like(like), 0.0, None, n_evaluated, n_nonfinite, n_evaluated if line_search else None)
 
 
 def is_acceptable(
@@ -83,7 +90,7 @@ def backtracking_line_search(
     shrinking_factor: float,
     max_iter: int,
     accept_ratio: float,
-) -> LineSearchResult:
+) -> StepResult:
     """
     Try theta_old + alpha^j * full_step for j = 0, 1, ..., max_iter - 1 and return the first acceptable one.
 
@@ -102,6 +109,6 @@ def backtracking_line_search(
         step = fraction * full_step
         candidate = evaluate(step)
         if is_acceptable(candidate, surrogate_before, fraction * expected_improvement, target_kl, accept_ratio):
-            return LineSearchResult(True, step, fraction, j + 1, candidate, n_nonfinite)
+            return StepResult(step, fraction, candidate, j + 1, n_nonfinite, line_search_steps=j + 1)
         n_nonfinite += not candidate.is_finite
-    return LineSearchResult.rejected(full_step, max_iter, n_nonfinite)
+    return StepResult.rejected(full_step, max_iter, n_nonfinite, line_search=True)

@@ -15,71 +15,88 @@ from sb3_contrib.common.maskable.buffers import MaskableDictRolloutBuffer, Maska
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from sb3_contrib.common.maskable.utils import get_action_masks, is_masking_supported
 from sb3_contrib.ppo_mask.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import MaybeCallback, RolloutBufferSamples
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_trpo_ext.hyperparameters import HyperparameterError
+from sb3_trpo_ext.kinds import PolicyKind
 from sb3_trpo_ext.natural_gradient import NaturalGradientAlgorithm
+from sb3_trpo_ext.npg import NPG
 from sb3_trpo_ext.policies import PolicyInputs
 from sb3_trpo_ext.trpo import TRPO
 
-SelfMaskable = TypeVar("SelfMaskable", bound="MaskedActions")
+SelfMaskable = TypeVar("SelfMaskable", bound="Maskable")
 
 MASKABLE_ACTION_SPACES = (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 
 
-class MaskedActions(NaturalGradientAlgorithm):
+class MaskedPolicy(PolicyKind):
     """
-    What masking adds to a natural-gradient algorithm: sb3-contrib's maskable policy and buffer, the environment's
-    masks read at every rollout step and stored with it, the policy evaluated with the stored masks in the update.
-    Combined with an algorithm as ``class MaskableTRPO(MaskedActions, TRPO)``.
+    sb3-contrib's maskable policies and buffers: the environment's masks read at every rollout step (while
+    ``use_masking``) and stored with it, the policy evaluated with the stored masks in the update.
     """
 
-    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+    aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "MlpPolicy": MlpPolicy,
         "CnnPolicy": CnnPolicy,
         "MultiInputPolicy": MultiInputPolicy,
     }
-    policy: MaskableActorCriticPolicy  # type: ignore[assignment]
+    policy_class = MaskableActorCriticPolicy
+    others = ()
+    buffer_classes = (MaskableRolloutBuffer, MaskableDictRolloutBuffer)
     #: Whether the rollout reads the environment's masks (``learn(..., use_masking=...)``).
-    _use_masking = True
+    use_masking = True
 
-    def _build_policy_and_buffer(self) -> None:
-        """As MaskablePPO builds them: no gSDE, a maskable buffer (for Dict observations its Dict variant)."""
-        if not isinstance(self.action_space, MASKABLE_ACTION_SPACES):
+    def validate(self, algorithm: OnPolicyAlgorithm) -> None:
+        if not isinstance(algorithm.action_space, MASKABLE_ACTION_SPACES):
             allowed = [space.__name__ for space in MASKABLE_ACTION_SPACES]
             raise HyperparameterError(
-                f"{type(self).__name__} needs an action space in {allowed} to mask, got {self.action_space}"
+                f"{type(algorithm).__name__} needs an action space in {allowed} to mask, got {algorithm.action_space}"
             )
-        policy_class, buffer_class = self._choose_classes(
-            MaskableActorCriticPolicy, MaskableRolloutBuffer, MaskableDictRolloutBuffer
-        )
-        if self.use_sde:
-            raise HyperparameterError(f"use_sde must be False for {type(self).__name__}: gSDE explores continuous actions")
-        self._setup_lr_schedule()
-        self.set_random_seed(self.seed)
-        self.rollout_buffer = buffer_class(
-            self.n_steps,
-            self.observation_space,
-            self.action_space,
-            device=self.device,
-            gamma=self.gamma,
-            gae_lambda=self.gae_lambda,
-            n_envs=self.n_envs,
-            **self.rollout_buffer_kwargs,
-        )
-        policy = policy_class(self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs)
-        self.policy = policy.to(self.device)
+        if algorithm.use_sde:
+            raise HyperparameterError(
+                f"use_sde must be False for {type(algorithm).__name__}: gSDE explores continuous actions"
+            )
 
-    def _rollout_step_inputs(self, env: VecEnv) -> dict[str, Any]:
-        return {"action_masks": get_action_masks(env)} if self._use_masking else {}
+    def build(self, algorithm: OnPolicyAlgorithm) -> None:
+        """As MaskablePPO builds them: no gSDE, a maskable buffer (for Dict observations its Dict variant)."""
+        policy_class, buffer_class = self.classes(algorithm)
+        algorithm._setup_lr_schedule()
+        algorithm.set_random_seed(algorithm.seed)
+        algorithm.rollout_buffer = buffer_class(
+            algorithm.n_steps,
+            algorithm.observation_space,
+            algorithm.action_space,
+            device=algorithm.device,
+            gamma=algorithm.gamma,
+            gae_lambda=algorithm.gae_lambda,
+            n_envs=algorithm.n_envs,
+            **algorithm.rollout_buffer_kwargs,
+        )
+        policy = policy_class(
+            algorithm.observation_space, algorithm.action_space, algorithm.lr_schedule, **algorithm.policy_kwargs
+        )
+        algorithm.policy = policy.to(algorithm.device)
 
-    def _policy_inputs(self, data: RolloutBufferSamples) -> PolicyInputs:
+    def step_inputs(self, env: VecEnv) -> dict[str, Any]:
+        return {"action_masks": get_action_masks(env)} if self.use_masking else {}
+
+    def inputs(self, data: RolloutBufferSamples) -> PolicyInputs:
         return PolicyInputs(data.observations, data.action_masks.bool())  # type: ignore[attr-defined]
 
-    def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_use_masking"]
+
+class Maskable(NaturalGradientAlgorithm):
+    """
+    What a maskable algorithm shows its users beyond SB3's API, as sb3-contrib's MaskablePPO: ``learn(...,
+    use_masking=...)`` and ``predict(..., action_masks=...)``; it holds the masked kind of policy. Composed with an
+    algorithm as ``class MaskableTRPO(Maskable, TRPO)``.
+    """
+
+    policy_kind = MaskedPolicy
+    _kind: MaskedPolicy
+    policy: MaskableActorCriticPolicy  # type: ignore[assignment]
 
     def predict(
         self,
@@ -114,17 +131,24 @@ class MaskedActions(NaturalGradientAlgorithm):
                 "use_masking=True needs an environment with an action_masks() method; wrap it in "
                 "sb3_contrib.common.wrappers.ActionMasker, or pass use_masking=False"
             )
-        self._use_masking = use_masking
+        self._kind.use_masking = use_masking
         return super().learn(
             total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps,
             progress_bar=progress_bar,
         )  # fmt: skip
 
 
-class MaskableTRPO(MaskedActions, TRPO):
+class MaskableTRPO(Maskable, TRPO):
     """
     TRPO with invalid-action masking, used as sb3-contrib's MaskablePPO is (Discrete, MultiDiscrete and MultiBinary
     actions; policies ``MlpPolicy``, ``CnnPolicy``, ``MultiInputPolicy``, sb3-contrib's maskable ones). The trust
     region, the surrogate and the Fisher are those of the masked distribution. The parameters are TRPO's; ``use_sde``
     must stay False.
+    """
+
+
+class MaskableNPG(Maskable, NPG):
+    """
+    NPG with invalid-action masking: NPG's whole natural-gradient step on the masked distribution, used as
+    :class:`MaskableTRPO` is. The parameters are NPG's; ``use_sde`` must stay False.
     """

@@ -2,55 +2,52 @@
 The natural-gradient core every algorithm of this package shares (docs/algorithm.md §1-§8): the batch and pi_old,
 the policy gradient, Fisher-vector products, conjugate gradient, the step size, the step, the critic, the statistics.
 
-An algorithm adds only what differs: how it takes the step (``_policy_step``: TRPO's line search, NPG's plain step),
-and for other policies what the policy reads on the batch (``_policy_inputs``), how the rollout acts
-(``RolloutLoop``'s hooks) and how the policy and its buffer are built (``_build_policy_and_buffer``).
+An algorithm is this core with two parts (docs/variants.md): its step rule (``step_rule``: TRPO's line search, NPG's
+whole step; :mod:`sb3_trpo_ext.step_rules`) and the kind of policy it holds (``policy_kind``: SB3's policies,
+sb3-contrib's maskable or recurrent ones; :mod:`sb3_trpo_ext.kinds`), which builds the policy and its buffer, acts in
+the rollout, gives the update its batch and fits the critic.
 """
 
 import copy
 import io
 import pathlib
 import warnings
-from typing import Any, ClassVar, TypeVar, cast
+from typing import Any, ClassVar, TypeVar
 
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
+from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, RolloutBufferSamples, Schedule, TensorDict
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule, TensorDict
 from stable_baselines3.common.utils import explained_variance
 
 from sb3_trpo_ext.conjugate_gradient import conjugate_gradient
-from sb3_trpo_ext.critic import critic_optimizer, fit_critic
 from sb3_trpo_ext.fast_paths import FastPaths
-from sb3_trpo_ext.fisher import fisher_vector_product, flat_grad, kl_divergence, supports_analytic_fisher
+from sb3_trpo_ext.fisher import flat_grad, kl_divergence, supports_analytic_fisher
 from sb3_trpo_ext.hyperparameters import (
     HyperparameterError,
     target_kl_at,
     validate_hyperparameters,
     warn_if_the_last_minibatch_is_short,
 )
-from sb3_trpo_ext.line_search import Candidate, LineSearchResult, max_step_size
-from sb3_trpo_ext.policies import (
-    CnnPolicy,
-    MlpPolicy,
-    MultiInputPolicy,
-    PolicyInputs,
-    actor_parameters,
-    critic_parameters,
-    flat_parameters,
-    set_flat_parameters,
-)
+from sb3_trpo_ext.kinds import PolicyKind
+from sb3_trpo_ext.line_search import Candidate, StepResult, max_step_size
+from sb3_trpo_ext.policies import actor_parameters, critic_parameters, flat_parameters, set_flat_parameters
 from sb3_trpo_ext.rollout import RolloutLoop
 from sb3_trpo_ext.rollout_checks import describe_nonfinite, nonfinite_rollout_error
-from sb3_trpo_ext.saving import LOAD_ERRORS, require_saved, undone_on_exception, with_critic_optimizer_state
+from sb3_trpo_ext.saving import (
+    LOAD_ERRORS,
+    refuse_foreign,
+    saved_by_sb3_contrib,
+    undone_on_exception,
+    with_critic_optimizer_state,
+)
+from sb3_trpo_ext.step_rules import STEP_RULES, LineSearch, StepRule
 from sb3_trpo_ext.surrogate import mean_entropy, normalize_advantages, surrogate_objective
 from sb3_trpo_ext.update import PolicyBatch, ProposedStep, UpdateStatistics, distribution_actions, numerical_fault
 
 SelfNaturalGradient = TypeVar("SelfNaturalGradient", bound="NaturalGradientAlgorithm")
-PolicyT = TypeVar("PolicyT", bound=BasePolicy)
-BufferT = TypeVar("BufferT", bound=RolloutBuffer)
 
 SUPPORTED_ACTION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 
@@ -96,9 +93,9 @@ class NaturalGradientAlgorithm(RolloutLoop):
     :param on_nonfinite: What to do with a rollout holding non-finite observations, rewards, values or
         advantages: "raise" a ValueError that says what and where (before anything changes), or "skip" the
         update with a warning, counted in ``train/skipped_updates``
-    :param fast_paths: Take the fast paths (layer-by-layer MLP products and critic steps, the lean rollout, fused
-        critic steps; see ``sb3_trpo_ext.fast_paths``); False makes every computation go through SB3's and torch's
-        public API, for the same update
+    :param fast_paths: Take the fast paths (layer-by-layer MLP products and critic steps, the rollout's direct
+        buffer writes, fused critic steps; see ``sb3_trpo_ext.fast_paths``); False makes every computation go
+        through SB3's and torch's public API, for the same update
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
         the reported success rate, mean episode length, and mean reward over
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -110,17 +107,25 @@ class NaturalGradientAlgorithm(RolloutLoop):
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
-    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
-        "MlpPolicy": MlpPolicy,
-        "CnnPolicy": CnnPolicy,
-        "MultiInputPolicy": MultiInputPolicy,
-    }
-    #: Whether the step is chosen by a line search (whose statistics are then logged).
-    has_line_search: ClassVar[bool] = False
-    #: Hyperparameters a zip saved by this algorithm holds (and another algorithm's does not, all together).
+    #: The kind of policy the algorithm holds (one instance per model, ``_kind``): SB3's actor-critic policies here.
+    policy_kind: ClassVar[type[PolicyKind]] = PolicyKind
+    #: How much of the natural-gradient step the algorithm takes (docs/algorithm.md §6); each algorithm names its own.
+    step_rule: ClassVar[StepRule] = StepRule()
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = PolicyKind.aliases
+    #: Hyperparameters every algorithm's zip holds (a zip of this one also holds its step rule's ``saved``).
     saved_hyperparameters: ClassVar[frozenset[str]] = frozenset(
         {"target_kl", "cg_max_steps", "cg_damping", "n_critic_updates", "sub_sampling_factor"}
     )
+    _kind: PolicyKind
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """The class's policy names are its kind's; two kinds of policy in one class are refused by name."""
+        super().__init_subclass__(**kwargs)
+        kinds = {vars(base)["policy_kind"] for base in cls.__mro__ if "policy_kind" in vars(base)} - {PolicyKind}
+        if len(kinds) > 1:
+            names = sorted(kind.__name__ for kind in kinds)
+            raise TypeError(f"{cls.__name__} combines the policy kinds {names}; a policy is of one kind")
+        cls.policy_aliases = cls.policy_kind.aliases
 
     def __init__(
         self,
@@ -190,25 +195,31 @@ class NaturalGradientAlgorithm(RolloutLoop):
         self._skipped_policy_steps = 0
         self._skipped_updates = 0
         self._reported_faults: set[str] = set()
-        self._validate_hyperparameters()
-        warn_if_the_last_minibatch_is_short(self)
-
+        self._kind = self.policy_kind()
+        # A subclass with hyperparameters of its own passes False and sets up after setting them, as SB3's PPO does.
         if _init_setup_model:
             self._setup_model()
+            warn_if_the_last_minibatch_is_short(self)
 
     def _validate_hyperparameters(self) -> None:
-        """Raise a ValueError naming the first hyperparameter outside its allowed values (also after a load)."""
+        """Raise a HyperparameterError naming the first hyperparameter outside its allowed values: the core's, the
+        step rule's, the kind's. A model is checked so whenever it is set up: made or loaded."""
         validate_hyperparameters(self)
+        self.step_rule.validate(self)
+        self._kind.validate(self)
 
     def _setup_model(self) -> None:
+        """Check every hyperparameter, then build the policy and its buffer (as the kind says), find the actor's and
+        the critic's parameters, decide the fast paths and give the critic its own optimiser."""
+        self._validate_hyperparameters()
         if not isinstance(self.action_space, SUPPORTED_ACTION_SPACES):
             raise HyperparameterError(
                 f"action space must be one of {[space.__name__ for space in SUPPORTED_ACTION_SPACES]}, got {self.action_space}"
             )
-        self._build_policy_and_buffer()
+        self._kind.build(self)
         self._actor_params = actor_parameters(self.policy)
         self._critic_params = critic_parameters(self.policy, self._actor_params)
-        # Decided here, once: every fast path reads this.
+        # Decided here, once: FastPaths hands out every part that differs with them.
         self._fast_paths = FastPaths.of(self.policy, self._actor_params, self._critic_params, self.fast_paths)
         if self.fvp_method == "analytic" and not supports_analytic_fisher(self.policy.action_dist):
             raise HyperparameterError(
@@ -216,32 +227,7 @@ class NaturalGradientAlgorithm(RolloutLoop):
                 "use 'auto' or 'autograd'"
             )
         # The critic's optimiser sees the critic's parameters only: the value fit can never move the policy.
-        self.policy.optimizer = critic_optimizer(self.policy, self._critic_params, self.lr_schedule(1), self.fast_paths)
-
-    def _build_policy_and_buffer(self) -> None:
-        """The learning-rate schedule, the seed, the rollout buffer and the policy, as SB3's on-policy algorithms."""
-        self._choose_classes(ActorCriticPolicy, RolloutBuffer, DictRolloutBuffer)
-        super()._setup_model()
-
-    def _choose_classes(
-        self, policy: type[PolicyT], buffer: type[BufferT], dict_buffer: type[BufferT]
-    ) -> tuple[type[PolicyT], type[BufferT]]:
-        """
-        Refuse a policy class that is not a ``policy``; take ``buffer`` (``dict_buffer`` for Dict observations) when
-        no rollout buffer class is given, and refuse one that is neither. Returns the two classes.
-        """
-        if not (isinstance(self.policy_class, type) and issubclass(self.policy_class, policy)):
-            raise HyperparameterError(
-                f"policy must subclass {policy.__name__} (or be an alias of one), got {self.policy_class}"
-            )
-        if self.rollout_buffer_class is None:
-            self.rollout_buffer_class = dict_buffer if isinstance(self.observation_space, spaces.Dict) else buffer
-        if not issubclass(self.rollout_buffer_class, (buffer, dict_buffer)):
-            raise HyperparameterError(
-                f"rollout_buffer_class must be a {buffer.__name__} or {dict_buffer.__name__} (sub)class, "
-                f"got {self.rollout_buffer_class}"
-            )
-        return cast(type[PolicyT], self.policy_class), cast(type[BufferT], self.rollout_buffer_class)
+        self.policy.optimizer = self._fast_paths.critic_optimizer(self.policy, self._critic_params, self.lr_schedule(1))
 
     @classmethod
     def load(
@@ -255,29 +241,37 @@ class NaturalGradientAlgorithm(RolloutLoop):
         **kwargs: Any,
     ) -> SelfNaturalGradient:
         """
-        Load a model saved by this algorithm (for TRPO, also by sb3-contrib's; see ``BaseAlgorithm.load``). A file
-        that is not such a model (corrupted, truncated, another algorithm's) raises a ValueError that says so, and
-        so do hyperparameters the constructor would refuse.
+        Load a model saved by this algorithm (see ``BaseAlgorithm.load``); an algorithm with SB3's policies and a
+        line search (TRPO) also loads sb3-contrib's TRPO zips, taking the step they took there
+        (:meth:`~sb3_trpo_ext.step_rules.LineSearch.take_sb3_contrib_settings`). A file that is not such a model
+        (corrupted, truncated, another algorithm's) raises a ValueError that says so, and so do hyperparameters the
+        constructor would refuse.
         """
+        loads_sb3_contrib = cls.policy_kind is PolicyKind and isinstance(cls.step_rule, LineSearch)
         try:
-            require_saved(path, cls.saved_hyperparameters)
+            refuse_foreign(path, cls.saved_hyperparameters | cls.step_rule.saved, cls._foreign_hyperparameters())
+            from_sb3_contrib = loads_sb3_contrib and saved_by_sb3_contrib(path)
             model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+        except HyperparameterError:
+            raise  # a model of this algorithm, with a value the constructor would refuse: said as the constructor says it
         except LOAD_ERRORS as error:
+            saved_by = f"sb3_trpo_ext.{cls.__name__}" + (" or sb3_contrib.TRPO" if loads_sb3_contrib else "")
             raise ValueError(
-                f"Could not load a {cls.__name__} model from {path!r}: {error}. Expected a zip saved by "
-                f"{cls._saved_by()} (an actor-critic policy with its optimiser)."
+                f"Could not load a {cls.__name__} model from {path!r}: {error}. Expected a zip saved by {saved_by} "
+                "(an actor-critic policy with its optimiser)."
             ) from error
-        model._validate_hyperparameters()
+        if from_sb3_contrib:
+            LineSearch.take_sb3_contrib_settings(model, given=set(kwargs))
         return model
 
     @classmethod
-    def _saved_by(cls) -> str:
-        """Who saves the zips :meth:`load` takes, for its error message."""
-        return f"sb3_trpo_ext.{cls.__name__}"
+    def _foreign_hyperparameters(cls) -> frozenset[str]:
+        """The hyperparameters of the other step rules, which a zip of this algorithm never holds."""
+        return frozenset().union(*(rule.hyperparameters for rule in STEP_RULES)) - cls.step_rule.hyperparameters
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_actor_params", "_critic_params", "_fast_paths", "_rollout_actor",
-                "_step_inputs", "_reported_faults"]  # fmt: skip
+                "_step_inputs", "_reported_faults", "_kind"]  # fmt: skip
 
     def set_parameters(
         self,
@@ -331,18 +325,19 @@ class NaturalGradientAlgorithm(RolloutLoop):
         kl_before = kl_divergence(batch.old_distribution, distribution).mean().item()
 
         # §3-§4: the natural gradient d = (F + lambda I)^-1 g by conjugate gradient on Fisher-vector products.
-        inputs, fast = batch.inputs.every(self.sub_sampling_factor), self._fast_paths
-        fvp = fisher_vector_product(
-            self.policy, inputs, params, self.fvp_method, self.cg_damping, fast.actor, not fast.enabled
-        )
+        inputs = batch.inputs.every(self.sub_sampling_factor)
+        fvp = self._fast_paths.fisher_vector_product(self.policy, inputs, params, self.fvp_method, self.cg_damping)
         cg = conjugate_gradient(fvp, policy_gradient, self.cg_max_steps, self.cg_residual_tol)
 
-        # §5-§6: the step size beta = sqrt(2 delta / d^T (F + lambda I) d), then the step (for TRPO a line search).
+        # §5-§6: the step size beta = sqrt(2 delta / d^T (F + lambda I) d), then the step rule (TRPO: a line search).
         delta = target_kl_at(self.target_kl, self._current_progress_remaining)
         beta = max_step_size(cg.curvature, delta)
-        full_step = None if beta is None else beta * cg.solution
-        expected = 0.0 if full_step is None else (policy_gradient @ full_step).item()
-        search = self._policy_step(batch, ProposedStep(theta_old, full_step, expected, surrogate_before.item(), delta))
+        if beta is None:
+            search = StepResult.rejected(theta_old, n_evaluated=0)
+        else:
+            full_step = beta * cg.solution
+            proposed = ProposedStep(full_step, (policy_gradient @ full_step).item(), surrogate_before.item(), delta)
+            search = self.step_rule.take(self, proposed, lambda step: self._candidate(batch, theta_old, step))
         set_flat_parameters(params, theta_old + search.step if search.accepted else theta_old)
         fault = numerical_fault(policy_gradient, beta, search)
         if fault is not None:
@@ -361,9 +356,9 @@ class NaturalGradientAlgorithm(RolloutLoop):
             max_kl=accepted.max_kl if accepted else 0.0,
             kl_before=kl_before,
             target_kl=delta,
-            step_size=search.step_fraction * (beta or 0.0),
-            line_search_steps=search.n_candidates if self.has_line_search else None,
-            is_line_search_success=float(search.accepted) if self.has_line_search else None,
+            step_size=search.fraction * (beta or 0.0),
+            line_search_steps=search.line_search_steps,
+            is_line_search_success=None if search.line_search_steps is None else float(search.accepted),
             cg_iterations=cg.iterations,
             cg_residual=cg.residual,
             grad_norm=policy_gradient.norm().item(),
@@ -373,33 +368,21 @@ class NaturalGradientAlgorithm(RolloutLoop):
             std=th.exp(self.policy.log_std).mean().item() if hasattr(self.policy, "log_std") else None,
         )
 
-    def _policy_step(self, batch: PolicyBatch, proposed: ProposedStep) -> LineSearchResult:
-        """How much of the proposed step beta * d the algorithm takes (docs/algorithm.md §6); each says its own way."""
-        raise NotImplementedError
-
     def _fit_critic(self) -> float | None:
-        fast = self._fast_paths
-        return fit_critic(self.policy, self._critic_params, self.rollout_buffer, self.n_critic_updates, self.batch_size,
-                          fast.critic, fast.enabled)  # fmt: skip
+        """The critic's fit on the rollout, as the kind of policy fits it; the mean minibatch loss, or None."""
+        return self._kind.fit_critic(
+            self.policy, self._critic_params, self.rollout_buffer, self.n_critic_updates, self.batch_size, self._fast_paths
+        )
 
     def _policy_batch(self) -> PolicyBatch:
         """The whole rollout as one batch, with pi_old evaluated on it."""
-        inputs, actions, advantages = self._rollout_batch()
+        inputs, actions, advantages = self._kind.batch(self.rollout_buffer)
         actions = distribution_actions(actions, self.action_space)
         advantages = normalize_advantages(advantages) if self.normalize_advantage else advantages
         with th.no_grad():
             old_distribution = copy.copy(inputs.distribution(self.policy))
             old_log_prob = old_distribution.log_prob(actions)
         return PolicyBatch(inputs, actions, advantages, old_distribution, old_log_prob)
-
-    def _rollout_batch(self) -> tuple[PolicyInputs, th.Tensor, th.Tensor]:
-        """The whole rollout: what the policy reads on its states, the actions taken, the advantages."""
-        data = next(self.rollout_buffer.get(batch_size=None))
-        return self._policy_inputs(data), data.actions, data.advantages
-
-    def _policy_inputs(self, data: RolloutBufferSamples) -> PolicyInputs:
-        """What the policy reads on the rollout's states."""
-        return PolicyInputs(data.observations)
 
     def _surrogate(self, distribution: Distribution, batch: PolicyBatch) -> th.Tensor:
         return surrogate_objective(distribution, batch.actions, batch.old_log_prob, batch.advantages, self.ent_coef)

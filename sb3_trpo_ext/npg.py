@@ -1,8 +1,7 @@
 """The natural policy gradient (NPG) as a Stable-Baselines3 on-policy algorithm."""
 
-from sb3_trpo_ext.line_search import LineSearchResult
 from sb3_trpo_ext.natural_gradient import NaturalGradientAlgorithm
-from sb3_trpo_ext.update import PolicyBatch, ProposedStep
+from sb3_trpo_ext.step_rules import WholeStep
 
 
 class NPG(NaturalGradientAlgorithm):
@@ -19,12 +18,4 @@ class NPG(NaturalGradientAlgorithm):
     The parameters are :class:`~sb3_trpo_ext.natural_gradient.NaturalGradientAlgorithm`'s.
     """
 
-    def _policy_step(self, batch: PolicyBatch, proposed: ProposedStep) -> LineSearchResult:
-        """theta_old + beta d, measured (surrogate, mean and largest KL) and taken whatever it measures, if finite."""
-        step = proposed.full_step
-        if step is None:
-            return LineSearchResult.rejected(proposed.theta_old, n_candidates=0)
-        candidate = self._candidate(batch, proposed.theta_old, step)
-        if not candidate.is_finite:
-            return LineSearchResult.rejected(step, n_candidates=1, n_nonfinite=1)
-        return LineSearchResult(True, step, 1.0, 1, candidate)
+    step_rule = WholeStep()

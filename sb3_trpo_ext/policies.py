@@ -3,11 +3,12 @@ Policies (SB3's actor-critic policies, sb3-contrib's maskable ones), what they r
 on a batch of states, and which of their parameters belong to the actor and the critic.
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
+import numpy as np
 import torch as th
 from sb3_contrib.common.maskable.distributions import MaskableMultiCategoricalDistribution
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
@@ -24,6 +25,23 @@ MultiInputPolicy = MultiInputActorCriticPolicy
 #: The policies the natural-gradient algorithms train: SB3's actor-critic policies and sb3-contrib's maskable and
 #: recurrent ones.
 ActorCritic = ActorCriticPolicy | MaskableActorCriticPolicy
+
+
+def map_observations(function: Callable[[Any], Any], observations: Any) -> Any:
+    """``function`` applied to an observation batch, or to each of a Dict observation's batches."""
+    if isinstance(observations, dict):
+        return {key: function(value) for key, value in observations.items()}
+    return function(observations)
+
+
+def per_sample(buffer: Any) -> Callable[[np.ndarray], th.Tensor]:
+    """
+    A rollout buffer's per-step array -> one row per sample as a tensor, environment by environment (the order
+    ``RolloutBuffer.get`` gives); its arrays are already so after a ``get()``.
+    """
+    if buffer.generator_ready:
+        return buffer.to_torch
+    return lambda array: buffer.to_torch(buffer.swap_and_flatten(array))
 
 
 @dataclass(frozen=True)
@@ -50,11 +68,7 @@ class PolicyInputs:
         """Every k-th state, for the Fisher-vector products (docs/algorithm.md §4)."""
         if k == 1:
             return self
-        observations = self.observations
-        if isinstance(observations, dict):
-            observations = {key: value[::k] for key, value in observations.items()}
-        else:
-            observations = observations[::k]
+        observations = map_observations(lambda value: value[::k], self.observations)
         return PolicyInputs(observations, None if self.action_masks is None else self.action_masks[::k])
 
     def values(self, policy: ActorCritic) -> th.Tensor:
@@ -95,13 +109,8 @@ class SequenceInputs(PolicyInputs):
         def sequences(tensor: th.Tensor) -> th.Tensor:
             return tensor.reshape(n_seq, -1, *tensor.shape[1:])[::k].flatten(0, 1)
 
-        observations = self.observations
-        if isinstance(observations, dict):
-            observations = {key: sequences(value) for key, value in observations.items()}
-        else:
-            observations = sequences(observations)
         return SequenceInputs(
-            observations,
+            map_observations(sequences, self.observations),
             actor_states=(self.actor_states[0][:, ::k], self.actor_states[1][:, ::k]),
             critic_states=(self.critic_states[0][:, ::k], self.critic_states[1][:, ::k]),
             episode_starts=sequences(self.episode_starts),

@@ -17,14 +17,17 @@ from sb3_contrib.common.recurrent.buffers import RecurrentDictRolloutBuffer, Rec
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from sb3_contrib.common.recurrent.type_aliases import RNNStates
 from sb3_contrib.ppo_recurrent.policies import CnnLstmPolicy, MlpLstmPolicy, MultiInputLstmPolicy
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import PyTorchObs
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_trpo_ext.critic import fit_sequence_critic
+from sb3_trpo_ext.fast_paths import FastPaths
 from sb3_trpo_ext.hyperparameters import HyperparameterError
-from sb3_trpo_ext.natural_gradient import NaturalGradientAlgorithm
-from sb3_trpo_ext.policies import PolicyInputs, SequenceInputs
+from sb3_trpo_ext.kinds import PolicyKind
+from sb3_trpo_ext.policies import PolicyInputs, SequenceInputs, map_observations, per_sample
+from sb3_trpo_ext.rollout import RolloutActor
 from sb3_trpo_ext.trpo import TRPO
 
 
@@ -40,120 +43,110 @@ def whole_sequences(buffer: RecurrentRolloutBuffer) -> tuple[SequenceInputs, th.
     The rollout as one sequence per environment, sequence-major: what the policy reads (observations, the LSTM states
     each sequence started from, the episode starts), the actions and the advantages.
     """
-
-    def per_env(array: np.ndarray) -> th.Tensor:
-        # (n_steps, n_envs, ...) -> (n_envs * n_steps, ...), each environment's steps in order; get() does the same.
-        return buffer.to_torch(array if buffer.generator_ready else buffer.swap_and_flatten(array))
-
-    observations: PyTorchObs
-    if isinstance(buffer.observations, dict):
-        observations = {key: per_env(value) for key, value in buffer.observations.items()}
-    else:
-        observations = per_env(buffer.observations)
+    rows = per_sample(buffer)
     inputs = SequenceInputs(
-        observations,
+        map_observations(rows, buffer.observations),
         actor_states=_initial_states(buffer, buffer.hidden_states_pi, buffer.cell_states_pi),
         critic_states=_initial_states(buffer, buffer.hidden_states_vf, buffer.cell_states_vf),
-        episode_starts=per_env(buffer.episode_starts).flatten(),
+        episode_starts=rows(buffer.episode_starts).flatten(),
     )
-    return inputs, per_env(buffer.actions), per_env(buffer.advantages).flatten()
+    return inputs, rows(buffer.actions), rows(buffer.advantages).flatten()
 
 
-class Recurrence(NaturalGradientAlgorithm):
+class RecurrentPolicy(PolicyKind):
     """
-    What recurrence adds to a natural-gradient algorithm: sb3-contrib's LSTM policy and recurrent buffer, the LSTM
-    states carried through the rollout and stored with each step, the policy step over whole sequences, and a critic
-    fit over sequences (the critic's own LSTM, or the actor's when shared, which the critic never trains). Combined
-    with an algorithm as ``class RecurrentTRPO(Recurrence, TRPO)``.
+    sb3-contrib's LSTM policies and recurrent buffers: the LSTM states carried through the rollout and stored with
+    each step, the policy step over whole sequences, and a critic fit over sequences (the critic's own LSTM, or the
+    actor's when shared, which the critic never trains).
     """
 
-    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+    aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "MlpLstmPolicy": MlpLstmPolicy,
         "CnnLstmPolicy": CnnLstmPolicy,
         "MultiInputLstmPolicy": MultiInputLstmPolicy,
     }
-    policy: RecurrentActorCriticPolicy
-    rollout_buffer: RecurrentRolloutBuffer
-    _last_lstm_states: RNNStates
-    _next_lstm_states: RNNStates
+    policy_class = RecurrentActorCriticPolicy
+    others = ()
+    buffer_classes = (RecurrentRolloutBuffer, RecurrentDictRolloutBuffer)
+    #: The LSTM states before the current step, and after it (from the policy's forward).
+    last_states: RNNStates
+    next_states: RNNStates
 
-    def _validate_hyperparameters(self) -> None:
-        super()._validate_hyperparameters()
-        if self.env is not None and self.sub_sampling_factor > self.env.num_envs:
+    def validate(self, algorithm: OnPolicyAlgorithm) -> None:
+        if algorithm.env is not None and algorithm.sub_sampling_factor > algorithm.env.num_envs:  # type: ignore[attr-defined]
             raise HyperparameterError(
-                f"sub_sampling_factor must be <= n_envs = {self.env.num_envs} for {type(self).__name__}: the Fisher is "
-                f"sub-sampled by whole sequences, one per environment; got {self.sub_sampling_factor}"
+                f"sub_sampling_factor must be <= n_envs = {algorithm.env.num_envs} for {type(algorithm).__name__}: the "
+                "Fisher is sub-sampled by whole sequences, one per environment; got "
+                f"{algorithm.sub_sampling_factor}"  # type: ignore[attr-defined]
             )
 
-    def _build_policy_and_buffer(self) -> None:
+    def build(self, algorithm: OnPolicyAlgorithm) -> None:
         """As RecurrentPPO builds them, with zero LSTM states to start the first rollout from."""
-        policy_class, buffer_class = self._choose_classes(
-            RecurrentActorCriticPolicy, RecurrentRolloutBuffer, RecurrentDictRolloutBuffer
-        )
-        self._setup_lr_schedule()
-        self.set_random_seed(self.seed)
+        policy_class, buffer_class = self.classes(algorithm)
+        algorithm._setup_lr_schedule()
+        algorithm.set_random_seed(algorithm.seed)
         policy = policy_class(
-            self.observation_space, self.action_space, self.lr_schedule, use_sde=self.use_sde, **self.policy_kwargs
+            algorithm.observation_space,
+            algorithm.action_space,
+            algorithm.lr_schedule,
+            use_sde=algorithm.use_sde,
+            **algorithm.policy_kwargs,
         )
-        self.policy = policy.to(self.device)
-        lstm = self.policy.lstm_actor
-        zeros = th.zeros(lstm.num_layers, self.n_envs, lstm.hidden_size, device=self.device)
-        self._last_lstm_states = RNNStates((zeros, zeros.clone()), (zeros.clone(), zeros.clone()))
+        algorithm.policy = policy = policy.to(algorithm.device)
+        lstm: th.nn.LSTM = policy.lstm_actor
+        zeros = th.zeros(lstm.num_layers, algorithm.n_envs, lstm.hidden_size, device=algorithm.device)
+        self.last_states = RNNStates((zeros, zeros.clone()), (zeros.clone(), zeros.clone()))
         # Both recurrent buffers take the LSTM states' shape after the spaces.
-        self.rollout_buffer = cast(type[RecurrentRolloutBuffer], buffer_class)(
-            self.n_steps,
-            self.observation_space,
-            self.action_space,
-            (self.n_steps, lstm.num_layers, self.n_envs, lstm.hidden_size),
-            self.device,
-            gamma=self.gamma,
-            gae_lambda=self.gae_lambda,
-            n_envs=self.n_envs,
-            **self.rollout_buffer_kwargs,
+        algorithm.rollout_buffer = cast(type[RecurrentRolloutBuffer], buffer_class)(
+            algorithm.n_steps,
+            algorithm.observation_space,
+            algorithm.action_space,
+            (algorithm.n_steps, lstm.num_layers, algorithm.n_envs, lstm.hidden_size),
+            algorithm.device,
+            gamma=algorithm.gamma,
+            gae_lambda=algorithm.gae_lambda,
+            n_envs=algorithm.n_envs,
+            **algorithm.rollout_buffer_kwargs,
         )
 
     # The rollout, as RecurrentPPO's: the states before each step are stored with it.
 
-    def _rollout_step_inputs(self, env: VecEnv) -> dict[str, Any]:
-        return {"lstm_states": self._last_lstm_states}
+    def step_inputs(self, env: VecEnv) -> dict[str, Any]:
+        return {"lstm_states": self.last_states}
 
-    def _act(self, observations: PyTorchObs) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
-        episode_starts = th.tensor(self._last_episode_starts, dtype=th.float32, device=self.device)
-        actions, values, log_probs, self._next_lstm_states = self.policy(
-            observations,
-            self._last_lstm_states,
-            episode_starts,
-        )
+    def act(
+        self, policy: Any, actor: RolloutActor, observations: PyTorchObs, episode_starts: Any, step_inputs: dict
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        starts = th.tensor(episode_starts, dtype=th.float32, device=policy.device)
+        actions, values, log_probs, self.next_states = policy(observations, self.last_states, starts)
         return actions, values, log_probs
 
-    def _terminal_value(self, terminal_observation: PyTorchObs, env_index: int) -> th.Tensor:
-        hidden, cell = self._next_lstm_states.vf
+    def terminal_value(self, policy: Any, terminal_observation: PyTorchObs, env_index: int) -> th.Tensor:
+        hidden, cell = self.next_states.vf
         state = (hidden[:, env_index : env_index + 1].contiguous(), cell[:, env_index : env_index + 1].contiguous())
-        not_a_start = th.zeros(1, dtype=th.float32, device=self.device)
-        return self.policy.predict_values(terminal_observation, state, not_a_start)[0]  # type: ignore[arg-type]
+        not_a_start = th.zeros(1, dtype=th.float32, device=policy.device)
+        return policy.predict_values(terminal_observation, state, not_a_start)[0]
 
-    def _step_taken(self) -> None:
-        self._last_lstm_states = self._next_lstm_states
+    def step_taken(self) -> None:
+        self.last_states = self.next_states
 
-    def _last_values(self, observations: PyTorchObs, dones: np.ndarray) -> th.Tensor:
-        episode_starts = th.tensor(dones, dtype=th.float32, device=self.device)
-        return self.policy.predict_values(observations, self._last_lstm_states.vf, episode_starts)  # type: ignore[arg-type]
+    def last_values(self, policy: Any, observations: PyTorchObs, dones: np.ndarray) -> th.Tensor:
+        episode_starts = th.tensor(dones, dtype=th.float32, device=policy.device)
+        return policy.predict_values(observations, self.last_states.vf, episode_starts)
 
     # The update.
 
-    def _rollout_batch(self) -> tuple[PolicyInputs, th.Tensor, th.Tensor]:
-        return whole_sequences(self.rollout_buffer)
+    def batch(self, buffer: Any) -> tuple[PolicyInputs, th.Tensor, th.Tensor]:
+        return whole_sequences(buffer)
 
-    def _fit_critic(self) -> float | None:
-        return fit_sequence_critic(
-            self.policy, self._critic_params, self.rollout_buffer, self.n_critic_updates, self.batch_size
-        )
-
-    def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_last_lstm_states", "_next_lstm_states"]
+    def fit_critic(
+        self, policy: Any, critic_params: list[th.nn.Parameter], buffer: Any, n_epochs: int, batch_size: int,
+        fast: FastPaths,
+    ) -> float | None:  # fmt: skip
+        return fit_sequence_critic(policy, critic_params, buffer, n_epochs, batch_size)
 
 
-class RecurrentTRPO(Recurrence, TRPO):
+class RecurrentTRPO(TRPO):
     """
     TRPO with an LSTM policy, used as sb3-contrib's RecurrentPPO is (policies ``MlpLstmPolicy``, ``CnnLstmPolicy``,
     ``MultiInputLstmPolicy``, sb3-contrib's recurrent ones; ``predict(obs, state=..., episode_start=...)``). The
@@ -161,3 +154,5 @@ class RecurrentTRPO(Recurrence, TRPO):
     states it started from. The parameters are TRPO's; ``sub_sampling_factor`` keeps every k-th environment's
     sequence, so it is at most ``n_envs``.
     """
+
+    policy_kind = RecurrentPolicy

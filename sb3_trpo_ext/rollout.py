@@ -6,7 +6,7 @@ log-probabilities) and recording the step in the rollout buffer.
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch as th
@@ -22,31 +22,17 @@ from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 from torch.nn import functional as F
 
-from sb3_trpo_ext.fast_paths import FastPaths
 from sb3_trpo_ext.mlp import MlpNetwork, action_distribution, actor_features, critic_features
 from sb3_trpo_ext.rollout_checks import describe_nonfinite_observation
 from sb3_trpo_ext.torch_private import distribution_checks_off, version_of
 
+if TYPE_CHECKING:  # both import this module
+    from sb3_trpo_ext.fast_paths import FastPaths
+    from sb3_trpo_ext.kinds import PolicyKind
+
 #: observations (and what else the policy reads at a step, by keyword) -> (sampled actions, values,
 #: log-probabilities): ``policy(observations, ...)`` as the rollout calls it.
 RolloutActor = Callable[..., tuple[th.Tensor, th.Tensor, th.Tensor]]
-
-
-def rollout_actor(policy: ActorCriticPolicy, fast_paths: FastPaths) -> RolloutActor:
-    """
-    The rollout actor for the steps of one rollout: the policy's MLP networks where it has them and the fast paths
-    are on, else ``policy(observations)`` (without torch.distributions' argument checks on the fast paths).
-    """
-    if fast_paths.actor is not None and fast_paths.critic is not None:
-        return MlpRolloutActor(policy, fast_paths.actor, fast_paths.critic)
-    if not fast_paths.enabled:
-        return policy
-
-    def act(observations: PyTorchObs, **step_inputs: Any) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
-        with distribution_checks_off():
-            return policy(observations, **step_inputs)
-
-    return act
 
 
 class MlpRolloutActor:
@@ -105,7 +91,7 @@ class MlpRolloutActor:
 
 
 def add_to_buffer(
-    lean: bool,
+    direct: bool,
     buffer: RolloutBuffer,
     obs: np.ndarray | dict[str, np.ndarray],
     action: np.ndarray,
@@ -116,12 +102,12 @@ def add_to_buffer(
     **step_inputs: Any,
 ) -> None:
     """
-    ``buffer.add(...)``, with ``step_inputs`` (a maskable buffer's ``action_masks``) by keyword; with ``lean``, for
+    ``buffer.add(...)``, with ``step_inputs`` (a maskable buffer's ``action_masks``) by keyword; with ``direct``, for
     SB3's own RolloutBuffer, the same entries written without its defensive copies (the assignment into the buffer's
     arrays copies already; the tensors are not cloned before their conversion). Any other buffer class gets its own
     ``add``.
     """
-    if not lean or type(buffer) is not RolloutBuffer or log_prob.dim() == 0 or step_inputs:
+    if not direct or type(buffer) is not RolloutBuffer or log_prob.dim() == 0 or step_inputs:
         buffer.add(obs, action, reward, episode_start, value, log_prob, **step_inputs)  # type: ignore[arg-type]
         return
     pos = buffer.pos
@@ -140,11 +126,12 @@ def add_to_buffer(
 
 class RolloutLoop(OnPolicyAlgorithm):
     """
-    An on-policy algorithm whose ``collect_rollouts`` takes its fast paths (``_fast_paths``, set up by the subclass),
-    and acts on what ``_rollout_step_inputs`` adds to each observation.
+    An on-policy algorithm whose ``collect_rollouts`` takes its fast paths (``_fast_paths``) and acts as its kind of
+    policy (``_kind``) says; both are set up by the subclass.
     """
 
-    _fast_paths: FastPaths
+    _fast_paths: "FastPaths"
+    _kind: "PolicyKind"
     _rollout_actor: RolloutActor
     # Attributes, not locals: callbacks see the loop's locals, which stay SB3's.
     _step_inputs: dict[str, Any]
@@ -173,17 +160,19 @@ class RolloutLoop(OnPolicyAlgorithm):
         rollout_buffer.reset()
         if self.use_sde:
             self.policy.reset_noise(env.num_envs)
-        self._rollout_actor = rollout_actor(self.policy, self._fast_paths)
+        self._rollout_actor = self._fast_paths.rollout_actor(self.policy)
         callback.on_rollout_start()
 
         while n_steps < n_rollout_steps:
             if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:
                 self.policy.reset_noise(env.num_envs)
             self._check_observation_is_finite(rollout_buffer.pos)
-            self._step_inputs = self._rollout_step_inputs(env)
+            self._step_inputs = self._kind.step_inputs(env)
             with th.inference_mode():
                 obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
-                actions, values, log_probs = self._act(obs_tensor)
+                actions, values, log_probs = self._kind.act(
+                    self.policy, self._rollout_actor, obs_tensor, self._last_episode_starts, self._step_inputs
+                )
             actions = actions.cpu().numpy()
             clipped_actions = actions
             if isinstance(self.action_space, spaces.Box):
@@ -213,11 +202,10 @@ class RolloutLoop(OnPolicyAlgorithm):
                 ):
                     terminal_obs = self.policy.obs_to_tensor(infos[idx]["terminal_observation"])[0]
                     with th.inference_mode():
-                        terminal_value = self._terminal_value(terminal_obs, idx)
+                        terminal_value = self._kind.terminal_value(self.policy, terminal_obs, idx)
                     rewards[idx] += self.gamma * terminal_value
 
-            add_to_buffer(
-                self._fast_paths.enabled,
+            self._fast_paths.add_to_buffer(
                 rollout_buffer,
                 self._last_obs,  # type: ignore[arg-type]
                 actions,
@@ -229,36 +217,14 @@ class RolloutLoop(OnPolicyAlgorithm):
             )
             self._last_obs = new_obs  # type: ignore[assignment]
             self._last_episode_starts = dones
-            self._step_taken()
+            self._kind.step_taken()
 
         with th.inference_mode():
-            values = self._last_values(obs_as_tensor(new_obs, self.device), dones)  # type: ignore[arg-type]
+            values = self._kind.last_values(self.policy, obs_as_tensor(new_obs, self.device), dones)  # type: ignore[arg-type]
         rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones)
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
-
-    # What differs between policies, in the rollout's order. SB3's policies read the observation only.
-
-    def _rollout_step_inputs(self, env: VecEnv) -> dict[str, Any]:
-        """What the buffer stores with this step besides SB3's entries, by keyword (a maskable policy's
-        ``action_masks``, which the policy also reads; a recurrent policy's LSTM states)."""
-        return {}
-
-    def _act(self, observations: PyTorchObs) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
-        """Sampled actions, their values and log-probabilities for the current observations (in inference mode)."""
-        return self._rollout_actor(observations, **self._step_inputs)
-
-    def _terminal_value(self, terminal_observation: PyTorchObs, env_index: int) -> th.Tensor:
-        """V of the last observation of an episode of env ``env_index`` cut by a time limit, to bootstrap with."""
-        return self.policy.predict_values(terminal_observation)[0]
-
-    def _step_taken(self) -> None:
-        """After a step is recorded and ``_last_obs`` and ``_last_episode_starts`` moved on."""
-
-    def _last_values(self, observations: PyTorchObs, dones: np.ndarray) -> th.Tensor:
-        """V of the observations after the rollout's last step, for GAE."""
-        return self.policy.predict_values(observations)
 
     def _check_observation_is_finite(self, step: int) -> None:
         problem = describe_nonfinite_observation(self._last_obs, step)

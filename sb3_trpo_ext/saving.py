@@ -31,11 +31,17 @@ LOAD_ERRORS = (
 )
 
 
-def require_saved(path: str | pathlib.Path | io.BufferedIOBase, hyperparameters: frozenset[str]) -> None:
-    """Raise a ValueError when the zip at ``path`` lacks any of ``hyperparameters``: another algorithm saved it."""
-    missing = sorted(hyperparameters - saved_attributes(path))
+def refuse_foreign(path: str | pathlib.Path | io.BufferedIOBase, required: frozenset[str], foreign: frozenset[str]) -> None:
+    """
+    Raise a ValueError when the zip at ``path`` lacks any of the ``required`` hyperparameters or holds any of the
+    ``foreign`` ones (another algorithm's): another algorithm saved it.
+    """
+    saved = saved_attributes(path)
+    missing, holds = sorted(required - saved), sorted(foreign & saved)
     if missing:
         raise ValueError(f"it was saved by another algorithm (it has no {', '.join(missing)})")
+    if holds:
+        raise ValueError(f"it was saved by another algorithm (it has {', '.join(holds)})")
 
 
 #: Hyperparameters that every zip of this package's TRPO holds and sb3-contrib's TRPO does not have.

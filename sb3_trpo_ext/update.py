@@ -7,7 +7,7 @@ import torch as th
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.logger import Logger
 
-from sb3_trpo_ext.line_search import LineSearchResult
+from sb3_trpo_ext.line_search import StepResult
 from sb3_trpo_ext.policies import PolicyInputs
 
 
@@ -33,17 +33,15 @@ class PolicyBatch:
 @dataclass(frozen=True)
 class ProposedStep:
     """
-    The natural-gradient step of docs/algorithm.md §5, before the algorithm decides how much of it to take (§6).
+    The natural-gradient step of docs/algorithm.md §5, before the step rule decides how much of it to take (§6).
 
-    :param theta_old: the actor's parameters before the update
-    :param full_step: beta * d, or None when no sound step size exists (the curvature was not finite and positive)
-    :param expected_improvement: g^T beta d, the surrogate's improvement in the linear model (0 without a step)
+    :param full_step: beta * d
+    :param expected_improvement: g^T beta d, the surrogate's improvement in the linear model
     :param surrogate_before: L(theta_old)
     :param target_kl: delta, this update's trust region (``target_kl`` or its schedule's value now)
     """
 
-    theta_old: th.Tensor
-    full_step: th.Tensor | None
+    full_step: th.Tensor
     expected_improvement: float
     surrogate_before: float
     target_kl: float
@@ -77,7 +75,7 @@ class UpdateStatistics:
                 logger.record(f"train/{name}", value)
 
 
-def numerical_fault(policy_gradient: th.Tensor, beta: float | None, search: LineSearchResult) -> str | None:
+def numerical_fault(policy_gradient: th.Tensor, beta: float | None, search: StepResult) -> str | None:
     """
     Why the policy step could not be taken, when a number went wrong; None for a sound (if rejected) step
     (docs/algorithm.md §8). ``beta`` is None when :func:`~sb3_trpo_ext.line_search.max_step_size` refused the curvature.
@@ -86,7 +84,7 @@ def numerical_fault(policy_gradient: th.Tensor, beta: float | None, search: Line
         return "the policy gradient is not finite"
     if beta is None:
         return "the curvature d^T (F + lambda I) d is not finite and positive (zero gradient or failed Fisher products)"
-    if search.n_candidates > 0 and search.n_nonfinite == search.n_candidates:
+    if search.n_evaluated > 0 and search.n_nonfinite == search.n_evaluated:
         return "every line-search candidate had a non-finite surrogate or KL"
     return None
 

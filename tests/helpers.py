@@ -166,7 +166,7 @@ class DenseProblem:
         """
         dense_step = self.trpo_step(model.cg_damping, model.target_kl)
         fraction = 1.0
-        if model.has_line_search:
+        if model.step_rule.hyperparameters:  # a line search
             fraction = self.line_search_fraction(
                 dense_step,
                 model.target_kl,

@@ -16,6 +16,7 @@ from stable_baselines3.common.utils import LinearSchedule
 from torch import nn
 
 import sb3_trpo_ext
+import sb3_trpo_ext.critic
 from sb3_trpo_ext.benchmark import provenance as provenance_module
 from sb3_trpo_ext.benchmark.cli import DEFAULT_ENVS, main, parse_args, run_specs, stale
 from sb3_trpo_ext.benchmark.provenance import code_fingerprint, fingerprint, harness_fingerprint
@@ -370,3 +371,31 @@ def test_a_checkout_is_dirty_for_code_changes_not_for_benchmark_results(tmp_path
     assert provenance_module.git_commit(tmp_path) == commit
     (tmp_path / "pkg" / "code.py").write_text("x = 2\n")
     assert provenance_module.git_commit(tmp_path) == commit + "-dirty"
+
+
+def test_behaviour_digests_are_reproducible_and_change_with_any_update_rule(monkeypatch):
+    from sb3_trpo_ext.benchmark import behaviour
+
+    run = behaviour.BehaviourRun("small", "trpo_ext", "CartPole-v1", 1024, dict(n_steps=512, batch_size=64))
+    first = behaviour.digest(run)
+    assert behaviour.digest(run) == first
+    # NPG's whole step is the line search's first candidate, which TRPO takes here: the same update, the same digest.
+    assert behaviour.digest(behaviour.BehaviourRun("npg", "npg_ext", "CartPole-v1", 1024, run.kwargs)) == first
+    assert (
+        behaviour.digest(behaviour.BehaviourRun("delta", "trpo_ext", "CartPole-v1", 1024, {**run.kwargs, "target_kl": 0.02}))
+        != first
+    )
+    with monkeypatch.context() as patched:  # a line search that accepts only a larger improvement
+        patched.setattr("sb3_trpo_ext.line_search.is_acceptable", lambda candidate, *args: candidate.mean_kl < 1e-4)
+        assert behaviour.digest(run) != first
+    with monkeypatch.context() as patched:  # a critic that fits one epoch fewer
+        fit = sb3_trpo_ext.critic.fit_critic
+        patched.setattr("sb3_trpo_ext.fast_paths.fit_critic", lambda p, c, b, n, *rest, **kw: fit(p, c, b, n - 1, *rest, **kw))
+        assert behaviour.digest(run) != first
+    names = [r.name for r in behaviour.RUNS]
+    assert len(set(names)) == len(names) and {r.algo for r in behaviour.RUNS} == {
+        "trpo_ext",
+        "npg_ext",
+        "maskable_trpo_ext",
+        "recurrent_trpo_ext",
+    }

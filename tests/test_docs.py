@@ -1,5 +1,7 @@
 """Every Python block of README.md and docs/*.md runs (at a reduced budget), so that no document drifts from the code."""
 
+import re
+
 import pytest
 from snippets import BUDGET, DOCUMENTS, ROOT, promised_output, python_blocks, run_block, shortened
 
@@ -44,3 +46,27 @@ def test_blocks_print_what_their_document_says_at_full_budget(document, line, co
 def test_every_python_block_runs(document, line, code):
     result = run_block(shortened(code, BUDGET), timeout=300)
     assert result.returncode == 0, f"{document.name}:{line} raised:\n{result.stderr[-3000:]}"
+
+
+def test_docs_variants_names_every_algorithm_and_every_part_it_is_made_of():
+    import inspect
+
+    import sb3_trpo_ext
+    from sb3_trpo_ext import kinds, maskable, recurrent, step_rules
+    from sb3_trpo_ext.natural_gradient import NaturalGradientAlgorithm
+
+    text = (ROOT / "docs" / "variants.md").read_text()
+    algorithms = [name for name in sb3_trpo_ext.__all__ if inspect.isclass(getattr(sb3_trpo_ext, name))]
+    algorithms = [name for name in algorithms if issubclass(getattr(sb3_trpo_ext, name), NaturalGradientAlgorithm)]
+    assert {"TRPO", "NPG", "MaskableTRPO", "MaskableNPG", "RecurrentTRPO"} <= set(algorithms)
+    parts = [
+        cls.__name__
+        for module in (kinds, maskable, recurrent, step_rules)
+        for cls in vars(module).values()
+        if inspect.isclass(cls)
+        and cls.__module__ == module.__name__
+        and issubclass(cls, (kinds.PolicyKind, step_rules.StepRule, NaturalGradientAlgorithm))
+    ]
+    assert {"PolicyKind", "MaskedPolicy", "RecurrentPolicy", "LineSearch", "WholeStep", "Maskable"} <= set(parts)
+    for name in [*algorithms, *parts]:
+        assert re.search(rf"[`.]{name}\b", text), f"docs/variants.md does not name {name}"

@@ -37,7 +37,7 @@ def test_rejects_candidates_above_the_kl_bound_and_takes_the_first_inside():
     result = search(evaluate, target_kl=0.1)
     # KL = s^2: 1, 0.25, 0.0625 -> the third candidate is the first with KL <= 0.1
     assert calls == [1.0, 0.5, 0.25]
-    assert result.accepted and result.n_candidates == 3 and result.step_fraction == 0.25
+    assert result.accepted and result.line_search_steps == 3 and result.fraction == 0.25
     assert result.candidate.mean_kl <= 0.1
     th.testing.assert_close(result.step, th.tensor([0.25]))
 
@@ -46,7 +46,7 @@ def test_rejects_candidates_that_lower_the_surrogate():
     evaluate, calls = quadratic_problem(kl_scale=0.0, gain=-1.0)
     result = search(evaluate, max_iter=4)
     assert not result.accepted and len(calls) == 4
-    assert th.equal(result.step, th.zeros(1)) and result.candidate is None and result.step_fraction == 0.0
+    assert th.equal(result.step, th.zeros(1)) and result.candidate is None and result.fraction == 0.0
 
 
 def test_ratio_test_demands_a_fraction_of_the_expected_improvement():

@@ -30,7 +30,7 @@ def envs(space, n_envs=N_ENVS):
 def second_rollout(model):
     """A rollout that starts where the first one stopped: from non-zero LSTM states, inside episodes."""
     model.learn(N_STEPS * model.n_envs)
-    started_from = tuple(tuple(state.clone() for state in states) for states in model._last_lstm_states)
+    started_from = tuple(tuple(state.clone() for state in states) for states in model._kind.last_states)
     _, callback = model._setup_learn(N_STEPS * model.n_envs, None, reset_num_timesteps=False)
     model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
     return started_from

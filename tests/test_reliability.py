@@ -136,13 +136,13 @@ def nan_gradient(monkeypatch):
 
 
 def broken_fisher(monkeypatch, breaking):
-    real = sb3_trpo_ext.natural_gradient.fisher_vector_product
+    real = sb3_trpo_ext.fast_paths.fisher_vector_product
 
     def fisher_vector_product(*args, **kwargs):
         product = real(*args, **kwargs)
         return lambda vector: breaking(product(vector))
 
-    monkeypatch.setattr(sb3_trpo_ext.natural_gradient, "fisher_vector_product", fisher_vector_product)
+    monkeypatch.setattr(sb3_trpo_ext.fast_paths, "fisher_vector_product", fisher_vector_product)
 
 
 def nan_fisher(monkeypatch):

@@ -15,11 +15,13 @@ from sb3_contrib.common.wrappers import ActionMasker
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from sb3_trpo_ext import NPG, TRPO, MaskableTRPO
+from sb3_trpo_ext import NPG, TRPO, MaskableNPG, MaskableTRPO, RecurrentTRPO
 from sb3_trpo_ext.fisher import fisher_vector_product
 from sb3_trpo_ext.line_search import Candidate
+from sb3_trpo_ext.maskable import Maskable, MaskedPolicy
 from sb3_trpo_ext.natural_gradient import NaturalGradientAlgorithm
 from sb3_trpo_ext.policies import PolicyInputs, flat_parameters
+from sb3_trpo_ext.recurrent import RecurrentPolicy
 from sb3_trpo_ext.surrogate import normalize_advantages
 from sb3_trpo_ext.update import distribution_actions
 
@@ -40,9 +42,9 @@ def masked_dims(space):
     return [2] * int(space.n)
 
 
-def masked_model_and_problem(space_name, **kwargs):
+def masked_model_and_problem(space_name, algorithm=MaskableTRPO, **kwargs):
     space = MASKED_SPACES[space_name]
-    model = MaskableTRPO("MlpPolicy", MaskedToyEnv(space), **{**SMALL, **kwargs})
+    model = algorithm("MlpPolicy", MaskedToyEnv(space), **{**SMALL, **kwargs})
     collect_rollout(model)
     data = next(model.rollout_buffer.get(batch_size=None))
     problem = MaskedDenseProblem(
@@ -139,16 +141,38 @@ def test_npg_does_not_take_a_non_finite_step(monkeypatch):
     assert th.equal(flat_parameters(model._actor_params), problem.theta0)
 
 
-def test_trpo_and_npg_share_one_update():
-    # The variants differ in the step only: no other part of the core is overridden.
+def test_each_algorithm_is_the_core_with_a_step_rule_and_a_kind_of_policy():
+    # The core's only override points are the step rule and the kind: nothing else of the core is overridden.
     def overridden(cls):
-        own = {name for name in vars(cls) if not name.startswith("__") and name != "_abc_impl"}
+        # policy_aliases is derived: each class's are its kind's.
+        own = {name for name in vars(cls) if not name.startswith("__") and name not in ("_abc_impl", "policy_aliases")}
         return own & set(vars(NaturalGradientAlgorithm))
 
-    assert overridden(NPG) == {"_policy_step"}
-    # TRPO also loads sb3-contrib's zips, converting their settings to the true KL.
-    assert overridden(TRPO) == {"_policy_step", "_validate_hyperparameters", "_saved_by", "has_line_search",
-                                "saved_hyperparameters", "load"}  # fmt: skip
+    assert overridden(NPG) == {"step_rule"}
+    assert overridden(TRPO) == {"step_rule"}  # and a constructor that takes the line search's hyperparameters
+    assert overridden(RecurrentTRPO) == {"policy_kind"}
+    assert overridden(MaskableTRPO) == overridden(MaskableNPG) == set()
+    assert overridden(Maskable) == {"policy_kind", "learn"} and "predict" in vars(Maskable)  # MaskablePPO's API
+    assert (MaskableTRPO.policy_kind, MaskableTRPO.step_rule) == (MaskedPolicy, TRPO.step_rule)
+    assert (MaskableNPG.policy_kind, MaskableNPG.step_rule) == (MaskedPolicy, NPG.step_rule)
+    assert MaskableNPG.policy_aliases is MaskedPolicy.aliases and RecurrentTRPO.policy_aliases is RecurrentPolicy.aliases
+
+
+def test_two_kinds_of_policy_in_one_algorithm_are_refused_by_name():
+    message = r"MaskableRecurrentTRPO combines the policy kinds \['MaskedPolicy', 'RecurrentPolicy'\]"
+    with pytest.raises(TypeError, match=message):
+
+        class MaskableRecurrentTRPO(Maskable, RecurrentTRPO):
+            pass
+
+
+@pytest.mark.parametrize("space", list(MASKED_SPACES))
+def test_maskable_npg_update_is_the_dense_natural_gradient_step_over_the_allowed_actions(space):
+    model, problem, _ = masked_model_and_problem(space, algorithm=MaskableNPG)
+    kl_after = problem.assert_update_is_the_dense_step(model)
+    assert kl_after > 0
+    assert "train/line_search_steps" not in model.logger.name_to_value
+    assert model.logger.name_to_value["train/kl_divergence"] == pytest.approx(kl_after, rel=1e-3)
 
 
 INVALID_ACTION_ENVS = {

@@ -1,0 +1,132 @@
+"""
+What the algorithms compute, as digests: each of a fixed set of short runs (every algorithm, both settings of
+``fast_paths``, the classic-control tasks and HalfCheetah) trains from a fixed seed, and the bytes of its policy's
+state (every parameter and buffer) are hashed. A refactor that changes no number leaves every digest as it was.
+
+    python -m sb3_trpo_ext.benchmark.behaviour                 # print the digests (JSON, one line per run)
+    python -m sb3_trpo_ext.benchmark.behaviour --output FILE   # also write them
+    python -m sb3_trpo_ext.benchmark.behaviour --compare FILE  # exit 1, naming the runs, if any digest differs
+"""
+
+import argparse
+import hashlib
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch as th
+
+from sb3_trpo_ext.extras import exits_on_missing_extra, require
+
+
+@dataclass(frozen=True)
+class BehaviourRun:
+    """One short run: an algorithm of :data:`sb3_trpo_ext.zoo.ALGORITHMS`, a task, a budget and the constructor's
+    keyword arguments."""
+
+    name: str
+    algo: str
+    env_id: str
+    n_timesteps: int
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    n_envs: int = 1
+
+
+SMALL_RECURRENT = dict(policy_kwargs=dict(lstm_hidden_size=16, net_arch=dict(pi=[16], vf=[16])), batch_size=64)
+
+RUNS = [
+    *(
+        BehaviourRun(f"trpo-{env_id}{'-public' if not fast else ''}", "trpo_ext", env_id, 8192, dict(fast_paths=fast))
+        for env_id in ("CartPole-v1", "Pendulum-v1", "HalfCheetah-v5", "Acrobot-v1")
+        for fast in (True, False)
+    ),
+    BehaviourRun(
+        "trpo-CartPole-v1-sub2-autograd", "trpo_ext", "CartPole-v1", 4096, dict(sub_sampling_factor=2, fvp_method="autograd")
+    ),
+    BehaviourRun("npg-CartPole-v1", "npg_ext", "CartPole-v1", 4096, dict(n_steps=1024)),
+    BehaviourRun("npg-Pendulum-v1", "npg_ext", "Pendulum-v1", 4096, dict(n_steps=1024)),
+    BehaviourRun("maskable-InvalidAction", "maskable_trpo_ext", "InvalidActionEnvDiscrete", 4096, dict(n_steps=1024)),
+    BehaviourRun(
+        "recurrent-CartPoleNoVel-v1",
+        "recurrent_trpo_ext",
+        "CartPoleNoVel-v1",
+        1024,
+        dict(n_steps=64, **SMALL_RECURRENT),
+        n_envs=4,
+    ),
+    BehaviourRun(
+        "recurrent-CartPoleNoVel-v1-public",
+        "recurrent_trpo_ext",
+        "CartPoleNoVel-v1",
+        1024,
+        dict(n_steps=64, fast_paths=False, **SMALL_RECURRENT),
+        n_envs=4,
+    ),
+]
+
+
+def make_env(run: BehaviourRun, seed: int) -> Any:
+    from stable_baselines3.common.env_util import make_vec_env
+
+    if run.env_id == "InvalidActionEnvDiscrete":
+        from sb3_contrib.common.envs import InvalidActionEnvDiscrete
+
+        factory: str | Callable[[], Any] = lambda: InvalidActionEnvDiscrete(dim=20, n_invalid_actions=10)  # noqa: E731
+    else:
+        import rl_zoo3.import_envs  # noqa: F401  # registers CartPoleNoVel-v1
+
+        factory = run.env_id
+    return make_vec_env(factory, n_envs=run.n_envs, seed=seed)
+
+
+def digest(run: BehaviourRun, seed: int = 0) -> str:
+    """The sha256 of the policy's state after ``run``, from ``seed``, on one torch thread."""
+    from sb3_trpo_ext.zoo import ALGORITHMS
+
+    th.set_num_threads(1)
+    algorithm = ALGORITHMS[run.algo]
+    policy = "MlpLstmPolicy" if run.algo == "recurrent_trpo_ext" else "MlpPolicy"
+    model = algorithm(policy, make_env(run, seed), seed=seed, **run.kwargs)
+    model.learn(run.n_timesteps)
+    hashed = hashlib.sha256()
+    for name, tensor in model.policy.state_dict().items():
+        hashed.update(name.encode())
+        hashed.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return hashed.hexdigest()[:16]
+
+
+@exits_on_missing_extra
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m sb3_trpo_ext.benchmark.behaviour",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--output", help="write the digests to this JSON file")
+    parser.add_argument("--compare", help="a JSON file of digests: exit 1 if any run's differs")
+    parser.add_argument("--runs", nargs="+", help="only these runs (default: all)")
+    args = parser.parse_args(argv)
+    require("bench", "python -m sb3_trpo_ext.benchmark.behaviour")
+    require("mujoco", "python -m sb3_trpo_ext.benchmark.behaviour")
+    runs = [run for run in RUNS if args.runs is None or run.name in args.runs]
+    digests = {}
+    for run in runs:
+        digests[run.name] = digest(run)
+        print(json.dumps({"run": run.name, "digest": digests[run.name]}), flush=True)
+    if args.output:
+        Path(args.output).write_text(json.dumps(digests, indent=1) + "\n")
+    if args.compare:
+        expected = json.loads(Path(args.compare).read_text())
+        differing = [name for name, value in digests.items() if expected.get(name) != value]
+        if differing:
+            print(f"differ from {args.compare}: {', '.join(differing)}", file=sys.stderr)
+            return 1
+        print(f"all {len(digests)} digests equal those of {args.compare}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
