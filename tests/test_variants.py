@@ -254,6 +254,19 @@ def test_each_algorithm_refuses_the_others_zips(tmp_path):
     with pytest.raises(ValueError, match=r"Could not load a TRPO model .*MaskableActorCriticPolicy"):
         TRPO.load(tmp_path / "trpo_mask")
     assert isinstance(NPG.load(tmp_path / "npg"), NPG)
+    # Each algorithm's zip, refused by every other one: by the step rule's hyperparameters or by the kind's policy.
+    TRPO("MlpPolicy", env, n_steps=64, batch_size=64).save(tmp_path / "trpo")
+    MaskableNPG("MlpPolicy", env, n_steps=64, batch_size=64).save(tmp_path / "npg_mask")
+    RecurrentTRPO("MlpLstmPolicy", "CartPole-v1", n_steps=64, batch_size=64).save(tmp_path / "trpo_lstm")
+    saved = {NPG: "npg", TRPO: "trpo", MaskableTRPO: "trpo_mask", MaskableNPG: "npg_mask", RecurrentTRPO: "trpo_lstm"}
+    for algorithm, name in saved.items():
+        assert type(algorithm.load(tmp_path / name)) is algorithm
+        for other in saved:
+            if other is not algorithm:
+                with pytest.raises(ValueError, match=rf"Could not load a {other.__name__} model .*saved by|policy"):
+                    other.load(tmp_path / name)
+    with pytest.raises(ValueError, match=r"it was saved by another algorithm \(it has line_search_accept_ratio"):
+        NPG.load(tmp_path / "trpo")
 
 
 def test_npg_learns_cartpole_with_its_packaged_settings_on_a_fast_budget():
