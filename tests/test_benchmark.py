@@ -123,7 +123,11 @@ def test_quick_benchmark_writes_every_result(tmp_path, capsys):
     assert main(["--quick", "--envs", "CartPole-v1", "--jobs", "2", "--output", str(tmp_path)]) == 0
     table = pd.read_csv(tmp_path / "runs.csv")
     assert sorted(table["algo"]) == ["ppo", "trpo", "trpo_ext"]
-    assert (table["timesteps_done"] >= 10_000).all() and table["final_return"].between(8, 500).all()
+    assert (table["timesteps_done"] >= 10_000).all()
+    # The final return is the last evaluation of each run's curve, as the run file records it.
+    runs = {run["algo"]: run for run in json.loads((tmp_path / "runs.json").read_text())}
+    for algo, final_return in zip(table["algo"], table["final_return"], strict=True):
+        assert final_return == pytest.approx(runs[algo]["curve_returns"][-1]) and len(runs[algo]["curve_returns"]) >= 2
     assert (table.loc[table["algo"] != "ppo", "fisher_products_per_update"] > 0).all()
     curves = pd.read_csv(tmp_path / "curves.csv")
     assert set(curves.groupby("algo")["step"].max()) == set(table["timesteps_done"])

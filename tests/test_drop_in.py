@@ -21,7 +21,8 @@ SMALL = dict(n_steps=64, batch_size=32, n_critic_updates=2, seed=0)
 
 
 def test_a_zip_of_another_algorithm_is_refused(tmp_path):
-    PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32).save(tmp_path / "ppo")
+    # A numeric target_kl, which TRPO's checks would take: the zip itself must be recognised as another algorithm's.
+    PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32, target_kl=0.02).save(tmp_path / "ppo")
     with pytest.raises(ValueError, match=r"Could not load a TRPO model .*saved by another algorithm .*cg_damping"):
         TRPO.load(tmp_path / "ppo")
     # The same refusal for a file object, which is left where BaseAlgorithm.load expects it.

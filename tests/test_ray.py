@@ -166,6 +166,39 @@ def test_vec_env_api_matches_dummy_vec_env():
         remote.close()
 
 
+def test_reset_infos_after_automatic_resets_are_dummy_vec_env_s_environment_by_environment():
+    class CountedResets(gym.Wrapper):
+        """Reset infos that differ by environment and by reset; episodes of a length of its own per environment."""
+
+        def __init__(self, env, index):
+            super().__init__(env)
+            self.index, self.resets = index, 0
+
+        def reset(self, **kwargs):
+            observation, info = self.env.reset(**kwargs)
+            self.resets += 1
+            return observation, {**info, "env": self.index, "resets": self.resets}
+
+    def counted(index):
+        return lambda: CountedResets(gym.make("Pendulum-v1", max_episode_steps=3 + index), index)
+
+    fns = [counted(index) for index in range(5)]
+    dummy, remote = DummyVecEnv(fns), RayVecEnv(fns, envs_per_actor=2)  # actors of environments 0-1, 2-3, 4
+    try:
+        for env in (dummy, remote):
+            env.seed(5)
+        dummy.reset(), remote.reset()
+        assert remote.reset_infos == dummy.reset_infos == [{"env": i, "resets": 1} for i in range(5)]
+        actions = np.zeros((5, 1), dtype=np.float32)
+        for _ in range(12):  # environment i resets every 3 + i steps: at different steps, on different indices
+            dummy.step(actions), remote.step(actions)
+            assert remote.reset_infos == dummy.reset_infos
+        assert [info["resets"] for info in dummy.reset_infos] == [5, 4, 3, 3, 2]
+    finally:
+        dummy.close()
+        remote.close()
+
+
 def test_faults_name_the_environment_and_the_model_keeps_its_last_update(tmp_path):
     assert every_actor_freed()
     fns = [healthy("Pendulum-v1") for _ in range(4)]

@@ -1,5 +1,7 @@
 """RecurrentTRPO: the natural-gradient step over whole sequences against the dense computation, and sb3-contrib use."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch as th
@@ -77,11 +79,46 @@ def test_subsampling_keeps_whole_sequences_with_their_states():
     inputs, _, _ = whole_sequences(model.rollout_buffer)
     every_other = inputs.every(2)
     assert every_other.actor_states[0].shape[1] == 2
-    th.testing.assert_close(every_other.actor_states[0], inputs.actor_states[0][:, ::2])
+    # Each kept sequence (environments 0 and 2) starts from the states stored with its first step, hidden and cell,
+    # actor's and critic's, all different from each other's (a second rollout starts from non-zero states).
+    buffer = model.rollout_buffer
+    stored = {
+        "actor": (buffer.hidden_states_pi, buffer.cell_states_pi),
+        "critic": (buffer.hidden_states_vf, buffer.cell_states_vf),
+    }
+    for name, states in (("actor", every_other.actor_states), ("critic", every_other.critic_states)):
+        for state, array in zip(states, stored[name], strict=True):
+            assert state.shape == (1, 2, 3)
+            for kept, env in enumerate((0, 2)):
+                th.testing.assert_close(state[:, kept], th.as_tensor(array[0, :, env]), rtol=0, atol=0)
+            assert not th.equal(state[:, 0], state[:, 1])
+    assert not th.equal(every_other.actor_states[0], every_other.actor_states[1])
     # The sequences of environments 0 and 2, step for step.
     th.testing.assert_close(every_other.observations, inputs.observations.reshape(4, N_STEPS, -1)[::2].flatten(0, 1))
     th.testing.assert_close(every_other.episode_starts, inputs.episode_starts.reshape(4, N_STEPS)[::2].flatten())
+    # The update: the gradient of all four sequences, the Fisher of sequences 0 and 2 only, each unrolled by hand
+    # from the states it started from.
+    problem = dense_problem(model)
+    kept = SequenceDenseProblem(
+        model.policy,
+        model._actor_params,
+        problem.observations[::2],
+        problem.actions.reshape(4, N_STEPS, -1)[::2].flatten(0, 1),
+        problem.advantages.reshape(4, N_STEPS)[::2].flatten(),
+        tuple(state[::2] for state in problem.module.initial_states),
+        problem.module.episode_starts[::2],
+    )
+    a = kept.fisher().double() + model.cg_damping * th.eye(len(problem.theta0), dtype=th.float64)
+    d = th.linalg.solve(a, problem.gradient().double())
+    dense_step = (th.sqrt(2 * model.target_kl / (d @ a @ d)) * d).float()
+    whole_fisher_step = problem.trpo_step(model.cg_damping, model.target_kl)
+    assert float(dense_step @ whole_fisher_step / (dense_step.norm() * whole_fisher_step.norm())) < 0.999
+    fraction = problem.line_search_fraction(dense_step, model.target_kl, model.line_search_shrinking_factor,
+                                            model.line_search_max_iter, model.line_search_accept_ratio)  # fmt: skip
     model.train()
+    step = th.cat([p.detach().reshape(-1) for p in model._actor_params]) - problem.theta0
+    assert float(step @ dense_step / (step.norm() * dense_step.norm())) > 0.999
+    assert float(step.norm() / dense_step.norm()) == pytest.approx(fraction, rel=1e-3)
     with pytest.raises(ValueError, match="sub_sampling_factor must be <= n_envs = 2"):
         RecurrentTRPO("MlpLstmPolicy", envs(ACTION_SPACES["box3"]), sub_sampling_factor=4, **TINY)
 
@@ -148,3 +185,85 @@ def test_recurrent_trpo_is_used_as_recurrent_ppo(tmp_path):
         TRPO("MlpPolicy", "CartPole-v1").save(tmp_path / "plain") or RecurrentTRPO.load(tmp_path / "plain")
     with pytest.raises(ValueError, match="policy must subclass RecurrentActorCriticPolicy"):
         RecurrentTRPO(TRPO.policy_aliases["MlpPolicy"], "CartPole-v1")
+
+
+def lstm_by_hand(weights, x, state):
+    """One step of a one-layer LSTM written out (torch's gate order: input, forget, cell, output)."""
+    h, c = state
+    gates = x @ weights["weight_ih_l0"].T + weights["bias_ih_l0"] + h @ weights["weight_hh_l0"].T + weights["bias_hh_l0"]
+    i, f, g, o = gates.chunk(4, dim=-1)
+    c = th.sigmoid(f) * c + th.sigmoid(i) * th.tanh(g)
+    return th.sigmoid(o) * th.tanh(c), c
+
+
+def reference_critic_fit(model, raw, optimizer_state, n_epochs, batch_size):
+    """
+    The critic's fit computed independently from the rollout's raw arrays, (n_steps, n_envs, ...): each epoch the
+    samples (environment by environment) rotated at the buffer's random split and cut into minibatches of
+    ``batch_size``; in each, a sequence starts at the minibatch's first sample, at each environment's first step and
+    at each episode start, from the LSTM states stored with that step; the LSTM, unrolled by hand, is reset at episode
+    starts; the loss is the mean squared error over the real samples; one Adam step per minibatch.
+    """
+    policy = model.policy
+    names = {id(p): name for name, p in policy.named_parameters()}
+    trained = {names[id(p)]: p.detach().clone().requires_grad_(True) for p in model._critic_params}
+    frozen = {name: p.detach().clone() for name, p in policy.named_parameters()}
+    optimizer = th.optim.Adam(list(trained.values()), lr=policy.optimizer.param_groups[0]["lr"], eps=1e-5)
+    optimizer.load_state_dict(optimizer_state)
+    lstm = "lstm_actor" if policy.shared_lstm else "lstm_critic"
+    n_steps, n_envs = raw["returns"].shape
+
+    def weight(name):
+        return trained.get(name, frozen[name])
+
+    def value(h):
+        for index, module in enumerate(policy.mlp_extractor.value_net):
+            prefix = f"mlp_extractor.value_net.{index}"
+            h = h @ weight(f"{prefix}.weight").T + weight(f"{prefix}.bias") if isinstance(module, th.nn.Linear) else module(h)
+        return h @ weight("value_net.weight").T + weight("value_net.bias")
+
+    lstm_weights = {key: weight(f"{lstm}.{key}") for key in ("weight_ih_l0", "bias_ih_l0", "weight_hh_l0", "bias_hh_l0")}
+    samples, losses = [(env, step) for env in range(n_envs) for step in range(n_steps)], []
+    for _ in range(n_epochs):
+        split = np.random.randint(len(samples))
+        order = samples[split:] + samples[:split]
+        for start in range(0, len(order), batch_size):
+            minibatch, values, state = order[start : start + batch_size], [], None
+            for position, (env, step) in enumerate(minibatch):
+                starts_episode = bool(raw["episode_starts"][step, env])
+                if position == 0 or step == 0 or starts_episode:  # a new sequence, from the stored states
+                    state = tuple(th.as_tensor(raw[key][step, 0, env]) for key in ("hidden_states_vf", "cell_states_vf"))
+                if starts_episode:
+                    state = (th.zeros_like(state[0]), th.zeros_like(state[1]))
+                state = lstm_by_hand(lstm_weights, th.as_tensor(raw["observations"][step, env]), state)
+                values.append(value(state[0].detach() if policy.shared_lstm else state[0]))
+            returns = th.as_tensor(np.array([raw["returns"][step, env] for env, step in minibatch]))
+            loss = ((th.cat(values) - returns) ** 2).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    return [trained[names[id(p)]].detach() for p in model._critic_params], float(np.mean(losses))
+
+
+@pytest.mark.parametrize("fast_paths", [True, False])
+@pytest.mark.parametrize("lstm", ["separate", "shared"])
+def test_the_sequence_critic_fit_is_the_fit_computed_by_hand(lstm, fast_paths):
+    shared = dict(shared_lstm=True, enable_critic_lstm=False) if lstm == "shared" else {}
+    settings = {**TINY, "n_critic_updates": 3, "batch_size": 10, "policy_kwargs": {**TINY["policy_kwargs"], **shared}}
+    model = RecurrentTRPO("MlpLstmPolicy", envs(ACTION_SPACES["box3"]), fast_paths=fast_paths, **settings)
+    second_rollout(model)  # from non-zero LSTM states, with episode starts inside every environment's rollout
+    buffer = model.rollout_buffer
+    raw = {key: getattr(buffer, key).copy() for key in
+           ("observations", "returns", "episode_starts", "hidden_states_vf", "cell_states_vf")}  # fmt: skip
+    assert raw["episode_starts"][1:].any() and np.abs(raw["hidden_states_vf"][0]).max() > 0
+    # 48 samples in minibatches of 10: the last one is short, and sequences are padded to the longest of each.
+    optimizer_state = copy.deepcopy(model.policy.optimizer.state_dict())
+    steps_before = int(optimizer_state["state"][0]["step"])
+    rng = np.random.get_state()
+    expected, expected_loss = reference_critic_fit(model, raw, optimizer_state, n_epochs=3, batch_size=10)
+    np.random.set_state(rng)  # the same random splits of the rollout
+    assert model._fit_critic() == pytest.approx(expected_loss, rel=1e-5)
+    assert int(model.policy.optimizer.state_dict()["state"][0]["step"]) == steps_before + 3 * 5  # epochs x minibatches
+    for param, reference in zip(model._critic_params, expected, strict=True):
+        th.testing.assert_close(param.detach(), reference, rtol=1e-5, atol=1e-6)

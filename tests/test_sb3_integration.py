@@ -68,8 +68,9 @@ def test_learns_on_every_action_space_and_keeps_the_trust_region(space):
         assert set(LOGGED) <= set(update)
         assert ("std" in update) == space.startswith("box")
         assert all(math.isfinite(v) for v in update.values())
-        assert update["kl_divergence"] <= 0.02 and update["max_kl"] >= update["kl_divergence"]
-        assert abs(update["kl_before"]) < 1e-6
+        # On 64 different states the largest KL exceeds the mean (test_statistics.py checks both against their definitions).
+        assert update["kl_divergence"] <= 0.02 and update["max_kl"] > update["kl_divergence"]
+        assert update["kl_before"] == 0.0
     assert any(update["is_line_search_success"] for update in record.updates)
 
 

@@ -383,14 +383,14 @@ def test_the_critic_takes_fused_adam_steps_unless_told_otherwise():
     )
     assert not told.policy.optimizer.defaults.get("fused")
     # The same Adam: from the same parameters and minibatches both critics take the same two steps of about lr
-    # (1e-3) per weight, up to rounding where a gradient is as small as Adam's epsilon.
+    # (1e-3) per weight, up to rounding where a gradient is as small as Adam's epsilon: two steps, not one.
     told.policy.load_state_dict(model.policy.state_dict())
     start = [param.detach().clone() for param in model._critic_params]
     for critic in (model, told):
         np.random.seed(0)
         critic.train()
     for fused, plain, old in zip(model._critic_params, told._critic_params, start, strict=True):
-        assert (fused - old).abs().max() > 1e-3
+        assert (fused - old).abs().max() > 1.5e-3
         assert th.allclose(fused, plain, rtol=0, atol=5e-5)
 
 

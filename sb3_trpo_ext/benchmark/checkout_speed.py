@@ -47,9 +47,15 @@ print(json.dumps(dict(package=sb3_trpo_ext.__file__, train_ms=1000 * statistics.
 
 def measure(checkout: str, algo: str, env_id: str, n_updates: int) -> dict[str, float]:
     """One measurement in a fresh process that imports the package from ``checkout``."""
+    # Run in the checkout: `python -c` puts the working directory first on the path.
     env = {**os.environ, "PYTHONPATH": checkout, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-c", WORKER, algo, env_id, str(n_updates)], capture_output=True, text=True, env=env, check=True
+        [sys.executable, "-c", WORKER, algo, env_id, str(n_updates)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=checkout,
+        check=True,
     )
     record = json.loads(result.stdout.strip().splitlines()[-1])
     if not record["package"].startswith(os.path.abspath(checkout)):
