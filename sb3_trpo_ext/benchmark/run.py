@@ -159,8 +159,19 @@ class PhaseTimer:
         return timed
 
 
-def execute(spec: RunSpec, output_dir: str | None = None) -> dict[str, Any]:
-    """Train and measure one run; with ``output_dir``, also write it to ``output_dir/runs/NAME.json``."""
+@dataclass
+class TrainedRun:
+    """A run's model after its training, with what measured it."""
+
+    model: OnPolicyAlgorithm
+    settings: RunSettings
+    curve: LearningCurve
+    timer: PhaseTimer
+    wall_seconds: float
+
+
+def train(spec: RunSpec) -> TrainedRun:
+    """Build the run's environments and model as its zoo entry says, and train it, evaluating along the way."""
     # One thread per run: runs go in parallel processes, and every algorithm gets the same share of the machine.
     th.set_num_threads(1)
     settings = settings_for(spec.algo, spec.env_id, spec.same_settings)
@@ -175,8 +186,16 @@ def execute(spec: RunSpec, output_dir: str | None = None) -> dict[str, Any]:
     if curve.points[-1][0] != model.num_timesteps:
         curve.evaluate()
     # The wall time includes every evaluation, the final one too, so that subtracting them leaves the learning.
-    wall_seconds = time.perf_counter() - start
+    return TrainedRun(model, settings, curve, timer, time.perf_counter() - start)
+
+
+def execute(spec: RunSpec, output_dir: str | None = None) -> dict[str, Any]:
+    """Train and measure one run; with ``output_dir``, also write it to ``output_dir/runs/NAME.json``."""
+    run = train(spec)
+    model, settings, curve, timer, wall_seconds = run.model, run.settings, run.curve, run.timer, run.wall_seconds
     learning_seconds = wall_seconds - curve.seconds
+    env, eval_env = model.get_env(), curve.eval_env
+    assert env is not None
 
     rate_env = make_env(settings, spec.env_id, spec.seed)
     ceiling = env_steps_per_second(rate_env, spec.env_rate_steps, spec.seed)
