@@ -2,6 +2,7 @@
 
 import copy
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.utils import LinearSchedule
 from torch import nn
@@ -24,7 +26,7 @@ from sb3_trpo_ext.benchmark.report import aggregate_lines, learning_curves_figur
 from sb3_trpo_ext.benchmark.run import RunSpec, execute
 from sb3_trpo_ext.benchmark.settings import run_settings, settings_for, settings_record, zoo_entry
 from sb3_trpo_ext.fisher import kl_averaged_dimensions
-from sb3_trpo_ext.zoo import config_path
+from sb3_trpo_ext.zoo import ALGO, config_path
 
 
 def test_zoo_entry_falls_back_to_the_newest_version_of_the_same_task():
@@ -133,11 +135,12 @@ def test_quick_benchmark_writes_every_result(tmp_path, capsys):
     assert set(curves.groupby("algo")["step"].max()) == set(table["timesteps_done"])
     assert len(json.loads((tmp_path / "runs.json").read_text())) == 3
     summary = (tmp_path / "summary.md").read_text()
-    assert all(label in summary for label in ("sb3-trpo-ext TRPO", "sb3-contrib TRPO", "SB3 PPO", "1.00×"))
+    assert all(label in summary for label in ("sb3-trpo-ext TRPO", "sb3-contrib TRPO", "SB3 PPO"))
+    # Each algorithm with its own settings: speeds are listed, never compared.
+    assert "listed, not compared" in summary and "×" not in summary and not (tmp_path / "speed_ratios.png").exists()
     assert (tmp_path / "learning_curves.png").stat().st_size > 10_000
-    assert (tmp_path / "speed_ratios.png").stat().st_size > 10_000
     assert (tmp_path / "learning_curves_time.png").stat().st_size > 10_000
-    assert "### Aggregate (rliable)" in summary and "Probability of improvement" in summary
+    assert "### Aggregate (rliable)" in summary and "No task with a published" in summary  # CartPole has none
 
     # The same command again reuses the finished runs.
     capsys.readouterr()
@@ -267,6 +270,11 @@ def test_the_summary_reports_the_sample_standard_deviation():
         ]
     )
     assert "| 2.0 ± 1.4 |" in markdown_summary(runs)  # sqrt(2): ddof=1; ddof=0 would give 1.0
+    assert "listed, not compared" in markdown_summary(runs) and "×" not in markdown_summary(runs)  # nothing recorded
+    # The same settings for both TRPOs, on one recorded CPU: then the speeds compare, as ratios to sb3-contrib's.
+    comparable = runs.assign(same_settings=True, cpu="AMD EPYC", steps_per_second=[2.0, 2.0, 1.0, 1.0])
+    assert "| 2.00× |" in markdown_summary(comparable) and "listed, not compared" not in markdown_summary(comparable)
+    assert "×" not in markdown_summary(comparable.assign(cpu=["A", "B", "A", "B"]))  # two machines
 
 
 def test_the_final_returns_table_gives_each_seed_and_the_published_return_at_its_budget():
@@ -282,12 +290,15 @@ def test_the_final_returns_table_gives_each_seed_and_the_published_return_at_its
         )
 
     lines = returns_lines(runs(1_000_000))
-    assert lines[0] == "| task | steps | sb3-trpo-ext TRPO | sb3-contrib TRPO | SB3 PPO | published sb3-contrib TRPO |"
-    assert lines[2] == (
-        "| Hopper-v5 | 1,000,000 | 2.0 ± 1.0 (2.0, 1.0, 3.0) | 20.0 ± 14.1 (30.0, 10.0) | 7.0 (seed 1 only) | 3618 |"
+    assert lines[0] == (
+        "| task | steps | sb3-trpo-ext TRPO | sb3-contrib TRPO | SB3 PPO | published sb3-contrib TRPO | published PPO |"
     )
-    assert lines[3].endswith("| – |")  # nothing published for Pendulum-v1
-    assert returns_lines(runs(300_000))[2].endswith("(seed 1 only) | – |")  # published at 1M, not comparable at 300k
+    assert lines[2] == (
+        "| Hopper-v5 | 1,000,000 | 2.0 [1.0, 3.0] (seeds 0-2: 2.0, 1.0, 3.0) | 20.0 [10.0, 30.0] (seeds 0-1: 30.0, 10.0) "
+        "| 7.0 (seed 1 only) | 3618 | 2410 |"
+    )
+    assert lines[3].endswith("| – | – |")  # nothing published for Pendulum-v1
+    assert returns_lines(runs(300_000))[2].endswith("(seed 1 only) | – | – |")  # published at 1M, not comparable at 300k
 
 
 def test_learning_curves_name_every_algorithm_in_one_colour_each_across_panels():
@@ -327,21 +338,31 @@ def test_the_rliable_aggregate_is_the_same_whatever_numpy_s_global_generator_hol
     assert np.random.random() == after  # and the caller's generator is left where it was
 
 
-def test_the_summary_aggregates_final_returns_with_rliable():
+def test_the_summary_aggregates_normalised_scores_with_rliable():
+    from sb3_trpo_ext.benchmark.report import PUBLISHED, normalized_scores
+
+    # Scores as fractions of the published return: this TRPO 1.0-1.3 on seeds 10-13, sb3-contrib's 0-0.3 on 0-3.
     runs = pd.DataFrame(
         [
-            dict(env_id=env_id, algo=algo, seed=seed, final_return=float(seed) + (100 if algo == "trpo_ext" else 0))
-            for env_id in ("A-v0", "B-v0")
-            for algo in ("trpo_ext", "trpo")
+            dict(env_id=env_id, algo=algo, seed=seed + offset, final_return=PUBLISHED[env_id] * (base + 0.1 * seed))
+            for env_id in ("Hopper-v5", "Walker2d-v5")
+            for algo, base, offset in (("trpo_ext", 1.0, 10), ("trpo", 0.0, 0))
             for seed in range(4)
         ]
+        + [dict(env_id="Pendulum-v1", algo="trpo", seed=0, final_return=-150.0)]  # nothing published: left out
     )
+    scores = normalized_scores(runs)
+    assert scores["trpo_ext"].shape == scores["trpo"].shape == (4, 2)
+    np.testing.assert_allclose(scores["trpo_ext"][:, 0], [1.0, 1.1, 1.2, 1.3])
     lines = "\n".join(aggregate_lines(runs, reps=200))
-    # IQM of 0, 1, 2, 3 drops the lowest and highest quarter: 1.5; of 100..103: 101.5.
-    assert "| A-v0 | 101.5 [" in lines and "| 1.5 [" in lines and "(n=4)" in lines
-    assert "sb3-trpo-ext TRPO: 1.00 [1.00, 1.00] (seeds common to all tasks: 4)" in lines
+    # The IQM of 8 scores drops the 2 lowest and the 2 highest: (1.1 + 1.1 + 1.2 + 1.2) / 4 and (0.1 + ... + 0.2) / 4.
+    assert "| sb3-trpo-ext TRPO | 4 | 1.15 [" in lines and "| sb3-contrib TRPO | 4 | 0.15 [" in lines
+    assert "over sb3-contrib TRPO: 1.00 [1.00, 1.00]; the data support that sb3-trpo-ext TRPO tends to beat" in lines
     reversed_runs = runs.assign(algo=runs["algo"].map({"trpo_ext": "trpo", "trpo": "trpo_ext"}))
-    assert "sb3-trpo-ext TRPO: 0.00 [0.00, 0.00]" in "\n".join(aggregate_lines(reversed_runs, reps=200))
+    assert "over sb3-contrib TRPO: 0.00 [0.00, 0.00]" in "\n".join(aggregate_lines(reversed_runs, reps=200))
+    pairs = zip(runs["env_id"], runs["seed"], strict=True)
+    tied = runs.assign(final_return=[PUBLISHED.get(env, 1.0) * (seed % 4) for env, seed in pairs])
+    assert "cannot tell which tends to win" in "\n".join(aggregate_lines(tied, reps=200))
 
 
 def test_an_entry_s_env_kwargs_make_its_environment():
@@ -403,3 +424,30 @@ def test_behaviour_digests_are_reproducible_and_change_with_any_update_rule(monk
         "maskable_trpo_ext",
         "recurrent_trpo_ext",
     }
+
+
+def test_the_reported_mujoco_entries_are_frozen():
+    # The five entries the reporting runs (seeds 10-14) are made with, as at commit 9b26e22: a change must be a new,
+    # stated protocol (docs/benchmarks.md), not an edit.
+    import hashlib
+
+    entries = yaml.safe_load(config_path(ALGO).read_text())
+    tasks = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5", "Swimmer-v5")
+    digest = hashlib.sha256(json.dumps({task: entries[task] for task in tasks}, sort_keys=True).encode()).hexdigest()
+    assert digest[:16] == "3a4e15ea88cd8259"
+
+
+def test_the_tuning_budgets_in_the_docs_are_those_the_records_give():
+    from sb3_trpo_ext.benchmark import budget
+
+    docs = (Path(sb3_trpo_ext.__file__).parent.parent / "docs" / "benchmarks.md").read_text()
+    assert budget.table() in docs
+
+
+def test_the_readme_table_is_the_one_the_run_files_give():
+    from sb3_trpo_ext.benchmark.report import load_runs, readme_table, runs_table
+
+    root = Path(sb3_trpo_ext.__file__).parent.parent
+    readme = (root / "README.md").read_text()
+    folder = re.search(r"--output (benchmarks/results/[\w-]+)`", readme).group(1)  # the command that made the table
+    assert "\n".join(readme_table(runs_table(load_runs(root / folder)))) in readme

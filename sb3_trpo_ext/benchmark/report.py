@@ -12,11 +12,14 @@ import numpy as np
 import pandas as pd
 
 from sb3_trpo_ext.benchmark.settings import ALGORITHMS, REFERENCE
+from sb3_trpo_ext.zoo import ALGO
 
 #: rl-baselines3-zoo's published sb3-contrib TRPO results (benchmark.md of rl-baselines3-zoo: one run each, 1M steps,
 #: the -v3 versions of these tasks): the budget they were measured at and the return, by the -v5 task compared here.
 PUBLISHED_BUDGET = 1_000_000
 PUBLISHED = {"HalfCheetah-v5": 1785, "Hopper-v5": 3618, "Walker2d-v5": 4933, "Ant-v5": 4982, "Swimmer-v5": 366}
+#: The same table's SB3 PPO results (one run each, 1M steps, -v3).
+PUBLISHED_PPO = {"HalfCheetah-v5": 5819, "Hopper-v5": 2410, "Walker2d-v5": 3479, "Ant-v5": 1327, "Swimmer-v5": 282}
 
 #: What each TRPO logged about its updates (mean over updates, then over seeds), for diagnosing a difference.
 #: sb3-contrib logs its KL averaged over action dimensions (kl_divergence_loss); this TRPO logs the true KL.
@@ -62,10 +65,12 @@ def load_runs(output_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def runs_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per run: the scalar measurements, the fraction of the env-only rate, and the mean train/ logs."""
+    """One row per run: the scalar measurements, the CPU it ran on (None where not recorded), the fraction of the
+    env-only rate, and the mean train/ logs."""
     rows = []
     for run in runs:
         row = {key: run[key] for key in SCALARS}
+        row["cpu"] = run.get("provenance", {}).get("cpu")
         row["fraction_of_env_rate"] = run["steps_per_second"] / run["env_only_steps_per_second"]
         row.update(run["train_log_means"])
         rows.append(row)
@@ -84,110 +89,180 @@ def curves_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def normalized_scores(table: pd.DataFrame) -> dict[str, np.ndarray]:
+    """
+    Each algorithm's final returns as a (runs, tasks) matrix over the tasks with a published sb3-contrib TRPO return,
+    each divided by it (1.0: the published return); the runs are the seeds the algorithm has on every one of them.
+    """
+    envs = [env for env in dict.fromkeys(table["env_id"]) if env in PUBLISHED]
+    scores = {}
+    for algo in [algo for algo in ALGORITHMS if algo in set(table["algo"])]:
+        runs = table[(table["algo"] == algo) & table["env_id"].isin(envs)]
+        seeds = sorted(set.intersection(*(set(runs.loc[runs["env_id"] == env, "seed"]) for env in envs))) if envs else []
+        if seeds:
+            matrix = runs[runs["seed"].isin(seeds)].pivot(index="seed", columns="env_id", values="final_return")[envs]
+            scores[algo] = matrix.to_numpy(dtype=float) / np.array([PUBLISHED[env] for env in envs])
+    return scores
+
+
+def _interval(scores: dict[str, Any], function: Any, reps: int, seed: int) -> tuple[dict, dict]:
+    """rliable's point estimates and 95% stratified-bootstrap intervals, reproducible from ``seed``."""
+    from rliable import library as rly
+
+    # rliable's independent-samples bootstrap (the probability of improvement's) draws from numpy's global generator,
+    # whatever random_state says: seed that too, and give it back as it was.
+    global_state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():
+            # rliable seeds arch's bootstrap the way arch now deprecates; the estimates are the same.
+            warnings.filterwarnings("ignore", category=FutureWarning, module="arch")
+            return rly.get_interval_estimates(scores, function, reps=reps, random_state=np.random.RandomState(seed))
+    finally:
+        np.random.set_state(global_state)
+
+
 def aggregate_lines(table: pd.DataFrame, reps: int = 2000, seed: int = 0) -> list[str]:
     """
-    Markdown rows of rliable's estimates over the final returns: per task, each algorithm's interquartile mean with a
-    95% stratified-bootstrap confidence interval; over all tasks, the probability that an algorithm's run beats one of
-    sb3-contrib's TRPO (on the seeds every task has for both).
+    rliable's aggregates over every task and run, on scores normalised by the published sb3-contrib TRPO returns
+    (:func:`normalized_scores`): each algorithm's interquartile mean with a 95% stratified-bootstrap interval, the
+    probability that a run of this TRPO beats one of each other algorithm, and in words what the intervals separate.
     """
-    from rliable import library as rly
     from rliable import metrics
 
-    algos = [algo for algo in ALGORITHMS if algo in set(table["algo"])]
-
-    def interval(scores: dict[str, Any], function: Any) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        # rliable's independent-samples bootstrap (the probability of improvement's) draws from numpy's global
-        # generator, whatever random_state says: seed that too, and give it back as it was.
-        global_state = np.random.get_state()
-        np.random.seed(seed)
-        try:
-            with warnings.catch_warnings():
-                # rliable seeds arch's bootstrap the way arch now deprecates; the estimates are the same.
-                warnings.filterwarnings("ignore", category=FutureWarning, module="arch")
-                return rly.get_interval_estimates(scores, function, reps=reps, random_state=np.random.RandomState(seed))
-        finally:
-            np.random.set_state(global_state)
-
-    def iqm(scores: np.ndarray) -> np.ndarray:
-        return np.array([metrics.aggregate_iqm(scores)])
-
+    scores = normalized_scores(table)
+    if not scores:
+        return ["No task with a published sb3-contrib TRPO return has runs of every algorithm: no aggregate."]
+    n_tasks = next(iter(scores.values())).shape[1]
+    point, ci = _interval(scores, lambda x: np.array([metrics.aggregate_iqm(x)]), reps, seed)
     lines = [
-        "| task | " + " | ".join(f"{ALGORITHMS[algo]} IQM [95% CI]" for algo in algos) + " |",
-        "|---|" + "---|" * len(algos),
+        f"Over {n_tasks} tasks, scores divided by rl-zoo's published sb3-contrib TRPO return of each task; "
+        "interquartile mean over all runs and tasks, 95% stratified-bootstrap interval:",
+        "",
+        "| algorithm | runs per task | IQM of normalised scores [95% CI] |",
+        "|---|---|---|",
     ]
-    for env_id, runs in table.groupby("env_id", sort=False):
-        cells = []
-        for algo in algos:
-            scores = runs.loc[runs["algo"] == algo, "final_return"].to_numpy(dtype=float)[:, None]
-            if len(scores) == 0:
-                cells.append("–")
-                continue
-            point, ci = interval({algo: scores}, iqm)
-            cells.append(f"{point[algo][0]:.1f} [{ci[algo][0][0]:.1f}, {ci[algo][1][0]:.1f}] (n={len(scores)})")
-        lines.append(f"| {env_id} | " + " | ".join(cells) + " |")
-    if REFERENCE in algos:
-        pairs = {}
-        envs = list(dict.fromkeys(table["env_id"]))
-        for algo in [algo for algo in algos if algo != REFERENCE]:
-            seeds = sorted(
-                set.intersection(
-                    *(
-                        set(table.loc[(table["env_id"] == env) & (table["algo"] == name), "seed"])
-                        for env in envs
-                        for name in (algo, REFERENCE)
-                    )
-                )
-            )
-            if not seeds:
-                continue
-
-            def matrix(name: str, seeds: list[int] = seeds) -> np.ndarray:
-                rows = table[(table["algo"] == name) & table["seed"].isin(seeds)]
-                return rows.pivot(index="seed", columns="env_id", values="final_return")[envs].to_numpy(dtype=float)
-
-            pairs[algo] = (matrix(algo), matrix(REFERENCE), len(seeds))
-        if pairs:
-            point, ci = interval({algo: [x, y] for algo, (x, y, _) in pairs.items()}, metrics.probability_of_improvement)
-            explained = (
-                f"Probability of improvement over {ALGORITHMS[REFERENCE]} over these {len(envs)} tasks "
-                "(P(a run of the algorithm beats one of the reference), averaged over tasks; 95% CI):"
-            )
-            lines += ["", explained, ""]
-            for algo, (_, _, n) in pairs.items():
-                low, high = np.ravel(ci[algo])
-                lines.append(
-                    f"- {ALGORITHMS[algo]}: {float(np.ravel(point[algo])[0]):.2f} [{low:.2f}, {high:.2f}] "
-                    f"(seeds common to all tasks: {n})"
-                )
+    for algo, matrix in scores.items():
+        lines.append(
+            f"| {ALGORITHMS[algo]} | {len(matrix)} | {point[algo][0]:.2f} [{ci[algo][0][0]:.2f}, {ci[algo][1][0]:.2f}] |"
+        )
+    others = [algo for algo in scores if algo != ALGO]
+    if ALGO in scores and others:
+        pairs = {algo: [scores[ALGO], scores[algo]] for algo in others}
+        improvement, improvement_ci = _interval(pairs, metrics.probability_of_improvement, reps, seed)
+        lines += [
+            "",
+            f"Probability that a run of {ALGORITHMS[ALGO]} beats a run of the other, averaged over tasks (95% CI):",
+            "",
+        ]
+        for algo in others:
+            low, high = np.ravel(improvement_ci[algo])
+            value = float(np.ravel(improvement[algo])[0])
+            if low > 0.5:
+                verdict = f"the data support that {ALGORITHMS[ALGO]} tends to beat {ALGORITHMS[algo]} on these tasks"
+            elif high < 0.5:
+                verdict = f"the data support that {ALGORITHMS[algo]} tends to beat {ALGORITHMS[ALGO]} on these tasks"
+            else:
+                verdict = "the interval includes 0.5: these runs cannot tell which tends to win"
+            lines.append(f"- over {ALGORITHMS[algo]}: {value:.2f} [{low:.2f}, {high:.2f}]; {verdict}")
+    lines += [
+        "",
+        f"With {min(len(matrix) for matrix in scores.values())} to {max(len(m) for m in scores.values())} runs per "
+        "task an interval is wide, and a difference within the tasks' seed-to-seed spread is not separated; the "
+        "aggregates say nothing of a task alone.",
+    ]
     return lines
+
+
+def plot_performance_profiles(table: pd.DataFrame, path: Path, reps: int = 2000, seed: int = 0) -> None:
+    """rliable's performance profiles of the normalised scores: the fraction of runs above each score tau."""
+    from rliable import library as rly
+    from rliable import plot_utils
+
+    scores = {ALGORITHMS[algo]: matrix for algo, matrix in normalized_scores(table).items()}
+    if not scores:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    taus = np.linspace(0.0, max(2.0, max(float(m.max()) for m in scores.values())), 81)
+    global_state = np.random.get_state()
+    np.random.seed(seed)  # the bootstrap of the intervals draws from numpy's global generator
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, module="arch")
+            profiles, intervals = rly.create_performance_profile(scores, taus, reps=reps)
+    finally:
+        np.random.set_state(global_state)
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    plot_utils.plot_performance_profiles(
+        profiles, taus, performance_profile_cis=intervals, xlabel=r"score / published sb3-contrib TRPO return $\tau$", ax=axis
+    )
+    axis.legend(axis.get_lines(), list(scores), loc="upper right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 def returns_lines(table: pd.DataFrame) -> list[str]:
     """
-    Markdown rows of the final returns: per task and algorithm, mean ± sample std over seeds with each seed's value,
-    and rl-zoo's published sb3-contrib TRPO return where the runs have its budget.
+    Markdown rows of the final returns: per task and algorithm, the mean over seeds with its [min, max] and each
+    seed's value, and rl-zoo's published sb3-contrib TRPO and PPO returns where the runs have their budget.
     """
     algos = [algo for algo in ALGORITHMS if algo in set(table["algo"])]
     lines = [
-        "| task | steps | " + " | ".join(ALGORITHMS[algo] for algo in algos) + " | published sb3-contrib TRPO |",
-        "|---|---|" + "---|" * (len(algos) + 1),
+        "| task | steps | "
+        + " | ".join(ALGORITHMS[algo] for algo in algos)
+        + " | published sb3-contrib TRPO | published PPO |",
+        "|---|---|" + "---|" * (len(algos) + 2),
     ]
     for env_id, runs in table.groupby("env_id", sort=False):
         budgets = set(runs["n_timesteps"])
         cells = []
         for algo in algos:
             group = runs[runs["algo"] == algo].sort_values("seed")
-            seeds = ", ".join(f"{value:.1f}" for value in group["final_return"])
+            returns = group["final_return"]
             if group.empty:
                 cells.append("–")
             elif len(group) == 1:  # no spread to show, and the one seed need not be seed 0
-                cells.append(f"{group['final_return'].iloc[0]:.1f} (seed {group['seed'].iloc[0]} only)")
+                cells.append(f"{returns.iloc[0]:.1f} (seed {group['seed'].iloc[0]} only)")
             else:
-                cells.append(f"{_mean_std(group['final_return'], 1)} ({seeds})")
-        published = PUBLISHED.get(str(env_id)) if budgets == {PUBLISHED_BUDGET} else None
+                seeds = ", ".join(f"{value:.1f}" for value in returns)
+                cells.append(
+                    f"{returns.mean():.1f} [{returns.min():.1f}, {returns.max():.1f}] (seeds {_seeds(group)}: {seeds})"
+                )
+        published = [table.get(str(env_id)) if budgets == {PUBLISHED_BUDGET} else None for table in (PUBLISHED, PUBLISHED_PPO)]
         budget = "/".join(f"{int(steps):,}" for steps in sorted(budgets))
-        lines.append(f"| {env_id} | {budget} | " + " | ".join(cells) + f" | {published or '–'} |")
+        lines.append(
+            f"| {env_id} | {budget} | " + " | ".join(cells) + " | " + " | ".join(str(p or "–") for p in published) + " |"
+        )
     return lines
+
+
+def readme_table(table: pd.DataFrame) -> list[str]:
+    """The README's table of final returns: per task, each algorithm's mean [min, max] over its seeds, and rl-zoo's
+    published sb3-contrib TRPO and PPO returns (-v3 tasks, one run each)."""
+    algos = [algo for algo in ALGORITHMS if algo in set(table["algo"])]
+    lines = [
+        "| task (1M steps) | "
+        + " | ".join(ALGORITHMS[algo] for algo in algos)
+        + " | published sb3-contrib TRPO | published PPO |",
+        "|---|" + "---|" * (len(algos) + 2),
+    ]
+    for env_id in [env for env in PUBLISHED if env in set(table["env_id"])]:
+        cells = []
+        for algo in algos:
+            returns = table.loc[(table["env_id"] == env_id) & (table["algo"] == algo), "final_return"]
+            cells.append(f"{returns.mean():.1f} [{returns.min():.1f}, {returns.max():.1f}]" if len(returns) else "–")
+        lines.append(f"| {env_id} | " + " | ".join(cells) + f" | {PUBLISHED[env_id]} | {PUBLISHED_PPO[env_id]} |")
+    return lines
+
+
+def _seeds(group: pd.DataFrame) -> str:
+    seeds = sorted(int(seed) for seed in group["seed"])
+    return f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else ", ".join(map(str, seeds))
 
 
 def _mean_std(values: pd.Series, digits: int) -> str:
@@ -203,16 +278,35 @@ def _ratio(value: float, reference: float | None) -> str:
     return f"{value / reference:.2f}×"
 
 
+def speeds_comparable(table: pd.DataFrame) -> bool:
+    """Whether the runs' speeds may be compared: every run with the same settings for both TRPOs (``--same-settings``)
+    and recorded on one CPU model."""
+    cpus = set(table["cpu"]) if "cpu" in table else {None}
+    same_settings = "same_settings" in table and bool(table["same_settings"].all())
+    return same_settings and len(cpus) == 1 and None not in cpus
+
+
 def markdown_summary(table: pd.DataFrame, command: str = "") -> str:
-    """Per environment: final return, speed and its ratio to sb3-contrib's TRPO, each as mean ± std over seeds."""
+    """
+    Per environment: final return and speed, each as mean ± std over seeds; the speed ratios to sb3-contrib's TRPO
+    only where the speeds compare (:func:`speeds_comparable`).
+    """
     lines = [f"Command: `{command}`", ""] if command else []
+    comparable = speeds_comparable(table)
+    if not comparable:
+        lines += [
+            "These runs were made with each algorithm's own settings, or on more than one machine (or one not recorded):"
+            " their speeds are listed, not compared.",
+            "",
+        ]
     header = (
         "| algorithm | seeds | steps | final return | train() ms/update | train() time vs sb3-contrib | steps/s "
         "| steps/s vs sb3-contrib | of env-only rate | Fisher products/update | peak MiB |"
     )
     for env_id, runs in table.groupby("env_id", sort=False):
         means = runs.groupby("algo")[["train_ms_per_update", "steps_per_second"]].mean()
-        reference = means.loc[REFERENCE] if REFERENCE in means.index else {key: None for key in means.columns}
+        has_reference = comparable and REFERENCE in means.index
+        reference = means.loc[REFERENCE] if has_reference else {key: None for key in means.columns}
         lines += [f"### {env_id}", "", header, "|" + "---|" * (header.count("|") - 1)]
         for algo in [algo for algo in ALGORITHMS if algo in set(runs["algo"])]:
             group = runs[runs["algo"] == algo]
@@ -227,7 +321,7 @@ def markdown_summary(table: pd.DataFrame, command: str = "") -> str:
                 f"| {group['peak_memory_mib'].mean():.0f} |"
             )
         lines += ["", *diagnostics_table(runs), ""]
-    lines += ["### Final returns", "", "Mean ± sample std over seeds (each seed's value, seeds in order):", ""]
+    lines += ["### Final returns", "", "Mean over seeds [min, max] (each seed's value, seeds in order):", ""]
     lines += [*returns_lines(table), "", "### Aggregate (rliable)", "", *aggregate_lines(table), ""]
     return "\n".join(lines)
 
@@ -344,7 +438,8 @@ def plot_speed_ratios(table: pd.DataFrame, path: Path) -> None:
 def write_report(output_dir: str | Path, command: str = "") -> pd.DataFrame:
     """
     Write runs.csv, runs.json, curves.csv, summary.md, learning_curves.png (and learning_curves_time.png, against
-    seconds of learning) and speed_ratios.png.
+    seconds of learning), performance_profile.png (rliable's, over the tasks with a published return) and, where the
+    speeds compare, speed_ratios.png.
     """
     output_dir = Path(output_dir)
     runs = load_runs(output_dir)
@@ -359,5 +454,7 @@ def write_report(output_dir: str | Path, command: str = "") -> pd.DataFrame:
     plot_learning_curves(curves, output_dir / "learning_curves.png")
     if curves["seconds"].notna().any():
         plot_learning_curves(curves, output_dir / "learning_curves_time.png", x="seconds")
-    plot_speed_ratios(table, output_dir / "speed_ratios.png")
+    plot_performance_profiles(table, output_dir / "performance_profile.png")
+    if speeds_comparable(table):
+        plot_speed_ratios(table, output_dir / "speed_ratios.png")
     return table

@@ -1,0 +1,102 @@
+"""
+What choosing this TRPO's MuJoCo entries cost, from the committed records: per task, the Optuna trials
+(``benchmarks/results/tuning/TASK.log``: complete, pruned, failed, and the environment steps they took), the looks at
+variants of the entry on tuning seeds (``benchmarks/results/variants/TASK*.jsonl``: runs, configurations, steps), and
+the runs of the entry on seeds 0-4 made while entries were still being chosen (every version of a run file of
+``mujoco-1m*`` and ``tuned-300k`` in the git history: a run made again rewrites its file).
+
+    python -m sb3_trpo_ext.benchmark.budget                      # a markdown table
+"""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+TASKS = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5", "Swimmer-v5")
+#: The development folders of this TRPO's MuJoCo runs on seeds 0-4.
+DEVELOPMENT = ("mujoco-1m", "mujoco-1m-seeds-3-4", "tuned-300k")
+
+
+def optuna_budget(task: str) -> dict[str, int]:
+    """Trials by state and the environment steps they ran (a pruned trial up to its last evaluation)."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    storage = JournalStorage(JournalFileBackend(str(RESULTS / "tuning" / f"{task}.log")))
+    study = optuna.load_study(study_name=task, storage=storage)
+    command = study.user_attrs["command"]
+    n_timesteps = int(float(re.search(r"-n (\S+)", command).group(1)))  # type: ignore[union-attr]
+    n_evaluations = int(re.search(r"--n-evaluations (\d+)", command).group(1))  # type: ignore[union-attr]
+    counts = {"trials": 0, "complete": 0, "pruned": 0, "failed": 0, "steps": 0}
+    for trial in study.get_trials(deepcopy=False):
+        counts["trials"] += 1
+        state = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}.get(trial.state.name)
+        if state:
+            counts[state] += 1
+        evaluations = max(trial.intermediate_values, default=0)
+        counts["steps"] += n_timesteps if trial.state.name == "COMPLETE" else evaluations * n_timesteps // n_evaluations
+    return counts
+
+
+def variant_budget(task: str, long: bool) -> dict[str, int]:
+    """The looks at variants on tuning seeds: at 1M steps (``long``) or shorter."""
+    path = RESULTS / "variants" / f"{task}{'-1m' if long else ''}.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return {
+        "runs": len(rows),
+        "configurations": len({row["variant"] for row in rows}),
+        "steps": sum(int(row["curve_steps"][-1]) for row in rows),
+    }
+
+
+def development_runs(task: str) -> dict[str, int]:
+    """Versions of this TRPO's run files of ``task`` in the development folders, over the git history."""
+    versions, steps = 0, 0
+    for folder in DEVELOPMENT:
+        for path in sorted((RESULTS / folder / "runs").glob(f"{task}__trpo_ext__seed*.json")):
+            relative = path.relative_to(ROOT).as_posix()
+            commits = subprocess.run(["git", "log", "--format=%H", "--", relative], cwd=ROOT, capture_output=True,
+                                     text=True, check=True).stdout.split()  # fmt: skip
+            versions += len(commits)
+            steps += len(commits) * json.loads(path.read_text())["n_timesteps"]
+    return {"runs": versions, "steps": steps}
+
+
+HEADER = (
+    "| task | Optuna trials (complete, pruned, failed) | their steps | looks on tuning seeds, 300k: runs (configurations) "
+    "| 1M: runs (configurations) | looks' steps | entry runs on seeds 0-4 while choosing | their steps | total steps |"
+)
+
+
+def table() -> str:
+    """The budget of each task, as a markdown table."""
+    lines = [HEADER, "|---|---|---|---|---|---|---|---|---|"]
+    for task in TASKS:
+        trials, development = optuna_budget(task), development_runs(task)
+        short, long = variant_budget(task, long=False), variant_budget(task, long=True)
+        looks = short["steps"] + long["steps"]
+        total = trials["steps"] + looks + development["steps"]
+        cells = [
+            task,
+            f"{trials['trials']} ({trials['complete']}, {trials['pruned']}, {trials['failed']})",
+            f"{trials['steps'] / 1e6:.1f}M",
+            f"{short['runs']} ({short['configurations']})",
+            f"{long['runs']} ({long['configurations']})",
+            f"{looks / 1e6:.1f}M",
+            str(development["runs"]),
+            f"{development['steps'] / 1e6:.1f}M",
+            f"{total / 1e6:.1f}M",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(table())
+    sys.exit(0)
