@@ -272,7 +272,7 @@ def test_the_summary_reports_the_sample_standard_deviation():
     assert "| 2.0 ± 1.4 |" in markdown_summary(runs)  # sqrt(2): ddof=1; ddof=0 would give 1.0
     assert "listed, not compared" in markdown_summary(runs) and "×" not in markdown_summary(runs)  # nothing recorded
     # The same settings for both TRPOs, on one recorded CPU: then the speeds compare, as ratios to sb3-contrib's.
-    comparable = runs.assign(same_settings=True, cpu="AMD EPYC", steps_per_second=[2.0, 2.0, 1.0, 1.0])
+    comparable = runs.assign(same_settings=True, cpu="AMD EPYC", steps_per_second=[2.0, 2.0, 1.0, 1.0], rollout_seconds=1.0)
     assert "| 2.00× |" in markdown_summary(comparable) and "listed, not compared" not in markdown_summary(comparable)
     assert "×" not in markdown_summary(comparable.assign(cpu=["A", "B", "A", "B"]))  # two machines
 
@@ -451,3 +451,35 @@ def test_the_readme_table_is_the_one_the_run_files_give():
     readme = (root / "README.md").read_text()
     folder = re.search(r"--output (benchmarks/results/[\w-]+)`", readme).group(1)  # the command that made the table
     assert "\n".join(readme_table(runs_table(load_runs(root / folder)))) in readme
+
+
+def test_speed_is_the_median_and_range_of_per_seed_ratios_on_one_machine():
+    from sb3_trpo_ext.benchmark.report import speed_lines
+
+    rows = [
+        dict(
+            env_id="CartPole-v1",
+            algo=algo,
+            seed=seed,
+            same_settings=True,
+            cpu="AMD EPYC",
+            timesteps_done=1000,
+            train_ms_per_update=train,
+            rollout_seconds=rollout,
+            steps_per_second=rate,
+        )
+        for algo, seed, train, rollout, rate in (
+            ("trpo", 0, 100.0, 2.0, 100.0),
+            ("trpo", 1, 100.0, 2.0, 100.0),
+            ("trpo", 2, 100.0, 2.0, 100.0),
+            ("trpo_ext", 0, 50.0, 1.0, 200.0),
+            ("trpo_ext", 1, 25.0, 2.0, 300.0),
+            ("trpo_ext", 2, 40.0, 1.0, 250.0),
+        )
+    ]
+    lines = speed_lines(pd.DataFrame(rows))
+    assert "on AMD EPYC" in lines[0]
+    assert lines[-1] == (
+        "| CartPole-v1 | sb3-trpo-ext TRPO | 3 | 2.50× [2.00, 4.00] | 2.00× [1.00, 2.00] | 2.50× [2.00, 3.00] |"
+    )
+    assert speed_lines(pd.DataFrame(rows).assign(same_settings=False)) == []  # each with its own settings

@@ -286,6 +286,39 @@ def speeds_comparable(table: pd.DataFrame) -> bool:
     return same_settings and len(cpus) == 1 and None not in cpus
 
 
+def speed_lines(table: pd.DataFrame) -> list[str]:
+    """
+    Markdown rows of each algorithm's speed against sb3-contrib's TRPO, seed by seed on the same machine and settings
+    (:func:`speeds_comparable`; none otherwise): per task, the median [min, max] over seeds of the ratio of
+    ``train()`` times per update, of rollout times per step (above 1: faster than sb3-contrib) and of steps per second.
+    """
+    if not speeds_comparable(table) or REFERENCE not in set(table["algo"]):
+        return []
+    table = table.assign(rollout_per_step=table["rollout_seconds"] / table["timesteps_done"])
+    lines = [
+        f"Against {ALGORITHMS[REFERENCE]}, per seed (median [min, max] over seeds; above 1: faster), on "
+        f"{table['cpu'].iloc[0]}:",
+        "",
+        "| task | algorithm | seeds | train() speed-up | rollout speed-up | steps/s ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for env_id, runs in table.groupby("env_id", sort=False):
+        reference = runs[runs["algo"] == REFERENCE].set_index("seed")
+        for algo in [algo for algo in ALGORITHMS if algo in set(runs["algo"]) and algo != REFERENCE]:
+            ours = runs[runs["algo"] == algo].set_index("seed")
+            seeds = sorted(set(ours.index) & set(reference.index))
+            if not seeds:
+                continue
+            ratios = {
+                "train": reference.loc[seeds, "train_ms_per_update"] / ours.loc[seeds, "train_ms_per_update"],
+                "rollout": reference.loc[seeds, "rollout_per_step"] / ours.loc[seeds, "rollout_per_step"],
+                "steps": ours.loc[seeds, "steps_per_second"] / reference.loc[seeds, "steps_per_second"],
+            }
+            cells = [f"{r.median():.2f}× [{r.min():.2f}, {r.max():.2f}]" for r in ratios.values()]
+            lines.append(f"| {env_id} | {ALGORITHMS[algo]} | {len(seeds)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown_summary(table: pd.DataFrame, command: str = "") -> str:
     """
     Per environment: final return and speed, each as mean ± std over seeds; the speed ratios to sb3-contrib's TRPO
@@ -321,6 +354,9 @@ def markdown_summary(table: pd.DataFrame, command: str = "") -> str:
                 f"| {group['peak_memory_mib'].mean():.0f} |"
             )
         lines += ["", *diagnostics_table(runs), ""]
+    speeds = speed_lines(table)
+    if speeds:
+        lines += ["### Speed", "", *speeds, ""]
     lines += ["### Final returns", "", "Mean over seeds [min, max] (each seed's value, seeds in order):", ""]
     lines += [*returns_lines(table), "", "### Aggregate (rliable)", "", *aggregate_lines(table), ""]
     return "\n".join(lines)
