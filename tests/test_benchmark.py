@@ -483,3 +483,12 @@ def test_speed_is_the_median_and_range_of_per_seed_ratios_on_one_machine():
         "| CartPole-v1 | sb3-trpo-ext TRPO | 3 | 2.50× [2.00, 4.00] | 2.00× [1.00, 2.00] | 2.50× [2.00, 3.00] |"
     )
     assert speed_lines(pd.DataFrame(rows).assign(same_settings=False)) == []  # each with its own settings
+
+
+def test_the_readme_s_speed_figures_are_the_speed_report_s():
+    root = Path(sb3_trpo_ext.__file__).parent.parent
+    readme = (root / "README.md").read_text()
+    paragraph = readme[readme.index("Speed, both TRPOs") :].split("\n\n")[0]
+    figures = re.findall(r"\d\.\d\d× \[\d\.\d\d, \d\.\d\d\]", paragraph)
+    summary = (root / "benchmarks" / "results" / "speed" / "summary.md").read_text()
+    assert len(figures) == 6 and all(figure in summary for figure in figures)
