@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch as th
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.policies import ActorCriticPolicy
@@ -75,19 +74,9 @@ class FastPaths:
 
         return act
 
-    def add_to_buffer(
-        self,
-        buffer: RolloutBuffer,
-        obs: np.ndarray | dict[str, np.ndarray],
-        action: np.ndarray,
-        reward: np.ndarray,
-        episode_start: np.ndarray,
-        value: th.Tensor,
-        log_prob: th.Tensor,
-        **step_inputs: Any,
-    ) -> None:
-        """``buffer.add(...)``; on the fast paths, for SB3's own buffer, without its defensive copies."""
-        add_to_buffer(self.enabled, buffer, obs, action, reward, episode_start, value, log_prob, **step_inputs)
+    def add_to_buffer(self, buffer: RolloutBuffer, *entries: Any, **step_inputs: Any) -> None:
+        """:func:`~sb3_trpo_ext.rollout.add_to_buffer`: ``buffer.add(...)``, on the fast paths without its copies."""
+        add_to_buffer(self.enabled, buffer, *entries, **step_inputs)
 
     @classmethod
     def of(

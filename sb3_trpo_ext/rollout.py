@@ -207,10 +207,10 @@ class RolloutLoop(OnPolicyAlgorithm):
 
             self._fast_paths.add_to_buffer(
                 rollout_buffer,
-                self._last_obs,  # type: ignore[arg-type]
+                self._last_obs,
                 actions,
                 rewards,
-                self._last_episode_starts,  # type: ignore[arg-type]
+                self._last_episode_starts,
                 values,
                 log_probs,
                 **self._step_inputs,
