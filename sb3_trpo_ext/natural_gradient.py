@@ -32,7 +32,7 @@ from sb3_trpo_ext.hyperparameters import (
     warn_if_the_last_minibatch_is_short,
 )
 from sb3_trpo_ext.kinds import PolicyKind
-from sb3_trpo_ext.line_search import Candidate, StepResult, max_step_size
+from sb3_trpo_ext.line_search import Candidate, max_step_size
 from sb3_trpo_ext.policies import actor_parameters, critic_parameters, flat_parameters, set_flat_parameters
 from sb3_trpo_ext.rollout import RolloutLoop
 from sb3_trpo_ext.rollout_checks import describe_nonfinite, nonfinite_rollout_error
@@ -333,7 +333,7 @@ class NaturalGradientAlgorithm(RolloutLoop):
         delta = target_kl_at(self.target_kl, self._current_progress_remaining)
         beta = max_step_size(cg.curvature, delta)
         if beta is None:
-            search = StepResult.rejected(theta_old, n_evaluated=0)
+            search = self.step_rule.nothing_to_take(theta_old)
         else:
             full_step = beta * cg.solution
             proposed = ProposedStep(full_step, (policy_gradient @ full_step).item(), surrogate_before.item(), delta)

@@ -31,6 +31,10 @@ class StepRule:
     def validate(self, algorithm: Any) -> None:
         """Raise a HyperparameterError naming the first of the rule's hyperparameters outside its values."""
 
+    def nothing_to_take(self, like: th.Tensor) -> StepResult:
+        """The result when no step was proposed (no sound step size): nothing judged, nothing taken."""
+        return StepResult.rejected(like, n_evaluated=0)
+
     def take(self, algorithm: Any, proposed: ProposedStep, evaluate: Evaluate) -> StepResult:
         """What the rule takes of ``proposed``, judging candidates with ``evaluate``."""
         raise NotImplementedError(f"{type(algorithm).__name__} names no step rule (step_rule = LineSearch(), ...)")
@@ -47,6 +51,9 @@ class LineSearch(StepRule):
 
     def validate(self, algorithm: Any) -> None:
         validate_line_search(algorithm)
+
+    def nothing_to_take(self, like: th.Tensor) -> StepResult:
+        return StepResult.rejected(like, n_evaluated=0, line_search=True)  # logged as a line search of no candidate
 
     def take(self, algorithm: Any, proposed: ProposedStep, evaluate: Evaluate) -> StepResult:
         return backtracking_line_search(

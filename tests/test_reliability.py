@@ -187,6 +187,10 @@ def test_numerical_faults_skip_the_step_warn_once_and_count(monkeypatch, fault, 
     assert model.logger.name_to_value["train/skipped_policy_steps"] == 2
     assert th.equal(flat_parameters(model._actor_params), actor_before)
     assert all_finite(model)
+    # TRPO logs a line search that took nothing, as in every update.
+    assert model.logger.name_to_value["train/is_line_search_success"] == 0.0
+    candidates = model.line_search_max_iter if reason.startswith("every") else 0  # no step size: no candidate
+    assert model.logger.name_to_value["train/line_search_steps"] == candidates
 
 
 # ---------------------------------------------------------------- interruptions
