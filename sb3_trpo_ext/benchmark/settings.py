@@ -13,9 +13,9 @@ import gymnasium as gym
 import yaml
 from stable_baselines3 import PPO
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
-from torch import nn
 
 from sb3_trpo_ext.fisher import kl_averaged_dimensions
+from sb3_trpo_ext.safe_values import zoo_value
 from sb3_trpo_ext.trpo import TRPO
 from sb3_trpo_ext.zoo import ALGO, config_path, linear_schedule
 from sb3_trpo_ext.zoo import ALGORITHMS as OWN_ALGORITHMS
@@ -119,11 +119,6 @@ def settings_record(settings: RunSettings) -> dict[str, Any]:
     )
 
 
-def _evaluated(text: str) -> Any:
-    # rl_zoo3 writes policy_kwargs and normalize options as Python expressions over dict and torch.nn.
-    return eval(text, {"__builtins__": {}, "dict": dict, "nn": nn})
-
-
 def zoo_hyperparameters(hyperparameters: dict[str, Any], where: str) -> dict[str, Any]:
     """
     Zoo values as the constructor takes them, as rl_zoo3 makes them: "lin_<initial>" schedules, policy_kwargs text.
@@ -136,7 +131,7 @@ def zoo_hyperparameters(hyperparameters: dict[str, Any], where: str) -> dict[str
         if isinstance(value, str):
             converted[key] = linear_schedule(value, key, where)
     if isinstance(converted.get("policy_kwargs"), str):
-        converted["policy_kwargs"] = _evaluated(converted["policy_kwargs"])
+        converted["policy_kwargs"] = zoo_value(converted["policy_kwargs"], f"policy_kwargs of {where}")
     return converted
 
 
@@ -150,13 +145,16 @@ def run_settings(entry_name: str, entry: dict[str, Any], algo: str) -> RunSettin
     normalize = entry.get("normalize", False)
     normalize_kwargs = None
     if normalize:
-        normalize_kwargs = _evaluated(normalize) if isinstance(normalize, str) else {}
+        where = f"normalize of zoo entry {entry_name!r}"
+        normalize_kwargs = zoo_value(normalize, where) if isinstance(normalize, str) else {}
         if "gamma" in hyperparameters:
             normalize_kwargs["gamma"] = hyperparameters["gamma"]
     env_kwargs = entry.get("env_kwargs")
+    if isinstance(env_kwargs, str):
+        env_kwargs = zoo_value(env_kwargs, f"env_kwargs of zoo entry {entry_name!r}")
     return RunSettings(
         algo=algo,
-        env_kwargs=_evaluated(env_kwargs) if isinstance(env_kwargs, str) else env_kwargs,
+        env_kwargs=env_kwargs,
         entry_name=entry_name,
         n_envs=int(entry.get("n_envs", 1)),
         n_timesteps=int(entry.get("n_timesteps", 1_000_000)),
