@@ -236,14 +236,14 @@ def test_the_code_fingerprint_leaves_out_what_no_benchmark_run_executes(tmp_path
 
 def test_the_harness_fingerprint_covers_how_runs_are_built_and_evaluated_and_the_zoo_entries(tmp_path):
     for name in ("benchmark/run.py", "benchmark/settings.py", "benchmark/report.py", "zoo/__init__.py", "zoo/cli.py",
-                 "zoo/trpo_ext.yml", "trpo.py"):  # fmt: skip
+                 "zoo/values.py", "zoo/trpo_ext.yml", "trpo.py"):  # fmt: skip
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text("x = 1\n")
     before = harness_fingerprint(tmp_path)
     for name in ("benchmark/report.py", "zoo/cli.py", "trpo.py"):
         (tmp_path / name).write_text("x = 2\n")
     assert harness_fingerprint(tmp_path) == before
-    for name in ("benchmark/run.py", "benchmark/settings.py", "zoo/__init__.py", "zoo/trpo_ext.yml"):
+    for name in ("benchmark/run.py", "benchmark/settings.py", "zoo/__init__.py", "zoo/values.py", "zoo/trpo_ext.yml"):
         (tmp_path / name).write_text("x = 3\n")
         assert harness_fingerprint(tmp_path) != before, name
         (tmp_path / name).write_text("x = 1\n")

@@ -7,7 +7,7 @@ import yaml
 from torch import nn
 
 from sb3_trpo_ext.benchmark.settings import settings_for, zoo_config_path
-from sb3_trpo_ext.safe_values import UnsafeValueError, zoo_value
+from sb3_trpo_ext.zoo.values import UnsafeValueError, zoo_value
 
 TEXT_KEYS = ("policy_kwargs", "normalize", "env_kwargs")
 

@@ -37,7 +37,7 @@ NOT_ALGORITHM = ("benchmark", "zoo", "ray_vec_env.py")
 
 #: What decides a run of any algorithm besides the algorithm: how the benchmark builds, trains and evaluates it
 #: (benchmark/run.py, benchmark/settings.py) and the zoo entries with the code that reads them.
-HARNESS = ("benchmark/run.py", "benchmark/settings.py", "zoo/__init__.py", "zoo/*.yml")
+HARNESS = ("benchmark/run.py", "benchmark/settings.py", "zoo/__init__.py", "zoo/values.py", "zoo/*.yml")
 
 
 def _version(distribution: str) -> str | None:

@@ -15,10 +15,10 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 
 from sb3_trpo_ext.fisher import kl_averaged_dimensions
-from sb3_trpo_ext.safe_values import zoo_value
 from sb3_trpo_ext.trpo import TRPO
 from sb3_trpo_ext.zoo import ALGO, config_path, linear_schedule
 from sb3_trpo_ext.zoo import ALGORITHMS as OWN_ALGORITHMS
+from sb3_trpo_ext.zoo.values import zoo_value
 
 #: Benchmark name -> label in reports. This package's algorithms take their entries from its own zoo files, the
 #: others from rl_zoo3's.
