@@ -11,7 +11,10 @@ the rollout, gives the update its batch and fits the critic.
 import copy
 import io
 import pathlib
+import pickle
 import warnings
+import zipfile
+from collections.abc import Iterable
 from typing import Any, ClassVar, TypeVar
 
 import torch as th
@@ -19,8 +22,10 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.save_util import open_path
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule, TensorDict
 from stable_baselines3.common.utils import explained_variance
+from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_trpo_ext.conjugate_gradient import conjugate_gradient
 from sb3_trpo_ext.fast_paths import FastPaths
@@ -36,8 +41,17 @@ from sb3_trpo_ext.line_search import Candidate, max_step_size
 from sb3_trpo_ext.policies import actor_parameters, critic_parameters, flat_parameters, set_flat_parameters
 from sb3_trpo_ext.rollout import RolloutLoop
 from sb3_trpo_ext.rollout_checks import describe_nonfinite, nonfinite_rollout_error
+from sb3_trpo_ext.safe_loading import (
+    UnsafeFileError,
+    check_declared_sizes,
+    known_classes,
+    read_archive,
+    safe_custom_objects,
+    with_plain_descriptions,
+)
 from sb3_trpo_ext.saving import (
     LOAD_ERRORS,
+    load_error_reason,
     refuse_foreign,
     saved_by_sb3_contrib,
     undone_on_exception,
@@ -229,6 +243,34 @@ class NaturalGradientAlgorithm(RolloutLoop):
         # The critic's optimiser sees the critic's parameters only: the value fit can never move the policy.
         self.policy.optimizer = self._fast_paths.critic_optimizer(self.policy, self._critic_params, self.lr_schedule(1))
 
+    def save(
+        self,
+        path: str | pathlib.Path | io.BufferedIOBase,
+        exclude: Iterable[str] | None = None,
+        include: Iterable[str] | None = None,
+    ) -> None:
+        """
+        Save as SB3 does; beside each entry SB3 pickles, the zip also holds a plain description of it, from which
+        ``load`` rebuilds it without unpickling anything (docs/security.md). A part that has none (a class of your
+        own in ``policy_kwargs``, a function as a schedule) is named in a warning: loading restores it only from
+        ``custom_objects`` or with ``trust_pickle=True``.
+        """
+        written = io.BytesIO()
+        super().save(written, exclude, include)
+        archive, missing = with_plain_descriptions(written.getvalue(), self, known_classes(self.policy_aliases.values()))
+        if missing:
+            warnings.warn(
+                f"{type(self).__name__}.save: {'; '.join(missing)} has no plain form: load(...) restores it only from "
+                "custom_objects, or with trust_pickle=True (which runs the file's code)",
+                stacklevel=2,
+            )
+        file = open_path(path, "w", verbose=0, suffix="zip")
+        try:
+            file.write(archive)
+        finally:
+            if isinstance(path, (str, pathlib.Path)):
+                file.close()
+
     @classmethod
     def load(
         cls: type[SelfNaturalGradient],
@@ -238,6 +280,7 @@ class NaturalGradientAlgorithm(RolloutLoop):
         custom_objects: dict[str, Any] | None = None,
         print_system_info: bool = False,
         force_reset: bool = True,
+        trust_pickle: bool = False,
         **kwargs: Any,
     ) -> SelfNaturalGradient:
         """
@@ -246,19 +289,30 @@ class NaturalGradientAlgorithm(RolloutLoop):
         (:meth:`~sb3_trpo_ext.step_rules.LineSearch.take_sb3_contrib_settings`). A file that is not such a model
         (corrupted, truncated, another algorithm's) raises a ValueError that says so, and so do hyperparameters the
         constructor would refuse.
+
+        :param trust_pickle: unpickle the entries SB3 pickles, as SB3's own ``load`` does. Unpickling runs whatever
+            code the file carries: only for a file you trust. By default nothing is unpickled: each such entry is
+            rebuilt from its plain description (:mod:`sb3_trpo_ext.safe_loading`), or taken from ``custom_objects``,
+            and an entry that can be neither raises an :class:`~sb3_trpo_ext.safe_loading.UnsafeFileError` naming
+            it; the weights are read by torch's ``weights_only`` loader either way.
         """
         loads_sb3_contrib = cls.policy_kind is PolicyKind and isinstance(cls.step_rule, LineSearch)
         try:
-            refuse_foreign(path, cls.saved_hyperparameters | cls.step_rule.saved, cls._foreign_hyperparameters())
-            from_sb3_contrib = loads_sb3_contrib and saved_by_sb3_contrib(path)
+            data, sizes = read_archive(path)
+            refuse_foreign(set(data), cls.saved_hyperparameters | cls.step_rule.saved, cls._foreign_hyperparameters())
+            from_sb3_contrib = loads_sb3_contrib and saved_by_sb3_contrib(set(data))
+            if not trust_pickle:
+                custom_objects = safe_custom_objects(data, known_classes(cls.policy_aliases.values()), custom_objects)
+                overrides = {**kwargs, **({"n_envs": env.num_envs} if isinstance(env, VecEnv) else {})}
+                check_declared_sizes(data, custom_objects, sizes, overrides)
             model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
-        except HyperparameterError:
-            raise  # a model of this algorithm, with a value the constructor would refuse: said as the constructor says it
+        except (HyperparameterError, UnsafeFileError):
+            raise  # said as the constructor says it / naming the entry and the way out
         except LOAD_ERRORS as error:
             saved_by = f"sb3_trpo_ext.{cls.__name__}" + (" or sb3_contrib.TRPO" if loads_sb3_contrib else "")
             raise ValueError(
-                f"Could not load a {cls.__name__} model from {path!r}: {error}. Expected a zip saved by {saved_by} "
-                "(an actor-critic policy with its optimiser)."
+                f"Could not load a {cls.__name__} model from {path!r}: {load_error_reason(error)}. Expected a zip "
+                f"saved by {saved_by} (an actor-critic policy with its optimiser)."
             ) from error
         if from_sb3_contrib:
             LineSearch.take_sb3_contrib_settings(model, given=set(kwargs))
@@ -283,7 +337,12 @@ class NaturalGradientAlgorithm(RolloutLoop):
         Load parameters as SB3 does. An optimiser state saved over all the policy's parameters (as
         sb3-contrib's TRPO saves it) is narrowed to the critic's parameters, keeping their Adam moments.
         """
-        params = with_critic_optimizer_state(load_path_or_dict, device, list(self.policy.parameters()), self._critic_params)
+        try:
+            params = with_critic_optimizer_state(
+                load_path_or_dict, device, list(self.policy.parameters()), self._critic_params
+            )
+        except (pickle.UnpicklingError, zipfile.BadZipFile) as error:
+            raise ValueError(f"Could not load parameters from {load_path_or_dict!r}: {load_error_reason(error)}") from error
         super().set_parameters(params, exact_match=exact_match, device=device)
 
     def learn(

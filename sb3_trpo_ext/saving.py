@@ -1,11 +1,10 @@
 """What loading and undoing need beyond SB3: recognising an algorithm's zip, sb3-contrib's optimiser state, snapshots."""
 
 import copy
-import io
-import json
-import pathlib
 import pickle
+import struct
 import zipfile
+import zlib
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -13,30 +12,43 @@ from typing import Any
 
 import torch as th
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
-from stable_baselines3.common.save_util import load_from_zip_file, open_path
+from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.type_aliases import TensorDict
 
 #: What loading a file that is not a TRPO model can raise, turned into one ValueError that says so.
 LOAD_ERRORS = (
     AssertionError,
     ValueError,
-    KeyError,
+    LookupError,
     TypeError,
     AttributeError,
+    ArithmeticError,
     RuntimeError,
+    MemoryError,
     EOFError,
     zipfile.BadZipFile,
+    zlib.error,
+    struct.error,
     pickle.UnpicklingError,
-    json.JSONDecodeError,
 )
 
 
-def refuse_foreign(path: str | pathlib.Path | io.BufferedIOBase, required: frozenset[str], foreign: frozenset[str]) -> None:
+def load_error_reason(error: BaseException) -> str:
+    """What went wrong reading a file, in one line: for torch's weights-only loader refusing a pickled object, the
+    object it met (its message runs to several paragraphs)."""
+    text = str(error)
+    if isinstance(error, pickle.UnpicklingError):
+        found = [line.strip() for line in text.splitlines() if line.strip().startswith("WeightsUnpickler error:")]
+        detail = found[0].split(":", 1)[1].strip().split(". ")[0] if found else text.splitlines()[0] if text else ""
+        return f"its tensors hold a pickled object that is not a tensor ({detail}); torch's weights-only loader refused it"
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def refuse_foreign(saved: set[str], required: frozenset[str], foreign: frozenset[str]) -> None:
     """
-    Raise a ValueError when the zip at ``path`` lacks any of the ``required`` hyperparameters or holds any of the
-    ``foreign`` ones (another algorithm's): another algorithm saved it.
+    Raise a ValueError when a zip that ``saved`` these attributes lacks any of the ``required`` hyperparameters or
+    holds any of the ``foreign`` ones (another algorithm's): another algorithm saved it.
     """
-    saved = saved_attributes(path)
     missing, holds = sorted(required - saved), sorted(foreign & saved)
     if missing:
         raise ValueError(f"it was saved by another algorithm (it has no {', '.join(missing)})")
@@ -48,23 +60,10 @@ def refuse_foreign(path: str | pathlib.Path | io.BufferedIOBase, required: froze
 OWN_HYPERPARAMETERS = frozenset({"fvp_method", "cg_residual_tol", "line_search_accept_ratio"})
 
 
-def saved_by_sb3_contrib(path: str | pathlib.Path | io.BufferedIOBase) -> bool:
-    """Whether the TRPO zip at ``path`` was saved by sb3-contrib's TRPO (it has none of :data:`OWN_HYPERPARAMETERS`)."""
-    return not OWN_HYPERPARAMETERS & saved_attributes(path)
-
-
-def saved_attributes(path: str | pathlib.Path | io.BufferedIOBase) -> set[str]:
-    """The names of the attributes a model zip saved (its ``data`` entry), without unpickling any of them."""
-    file = open_path(path, "r", verbose=0, suffix="zip")
-    position = file.tell()
-    try:
-        with zipfile.ZipFile(file) as archive:
-            return set(json.loads(archive.read("data").decode()))
-    finally:
-        if isinstance(path, (str, pathlib.Path)):
-            file.close()
-        else:
-            file.seek(position)  # BaseAlgorithm.load reads the same file object next
+def saved_by_sb3_contrib(saved: set[str]) -> bool:
+    """Whether a TRPO zip that ``saved`` these attributes was saved by sb3-contrib's TRPO (it has none of
+    :data:`OWN_HYPERPARAMETERS`)."""
+    return not OWN_HYPERPARAMETERS & saved
 
 
 def _is_optimizer_state(state: Any) -> bool:

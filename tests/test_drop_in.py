@@ -16,6 +16,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 from sb3_trpo_ext import TRPO
+from sb3_trpo_ext.safe_loading import UnsafeFileError
 
 SMALL = dict(n_steps=64, batch_size=32, n_critic_updates=2, seed=0)
 
@@ -116,8 +117,11 @@ def test_batch_norm_and_dropout_extractors_build_train_save_and_load(tmp_path, e
     tracked = int(batch_norm(model).num_batches_tracked)
     actions = model.predict(obs, deterministic=True)[0]
     assert int(batch_norm(model).num_batches_tracked) == tracked  # predict runs in evaluation mode
-    model.save(tmp_path / "model")
-    loaded = TRPO.load(tmp_path / "model", custom_objects=None)
+    with pytest.warns(UserWarning, match=r"policy_kwargs\['features_extractor_class'\].*custom_objects"):
+        model.save(tmp_path / "model")  # a class of the user's own: only the user can say it is safe to build
+    with pytest.raises(UnsafeFileError, match=r"BatchNormDropoutExtractor.*custom_objects=\{'policy_kwargs'"):
+        TRPO.load(tmp_path / "model")
+    loaded = TRPO.load(tmp_path / "model", custom_objects={"policy_kwargs": model.policy_kwargs})
     assert th.equal(batch_norm(loaded).running_mean, batch_norm(model).running_mean)
     np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], actions)
 

@@ -18,6 +18,7 @@ import sb3_trpo_ext.line_search
 import sb3_trpo_ext.natural_gradient
 from sb3_trpo_ext import TRPO
 from sb3_trpo_ext.policies import flat_parameters
+from sb3_trpo_ext.vec_normalize import load_vec_normalize, save_vec_normalize
 
 SMALL = dict(n_steps=32, batch_size=16, n_critic_updates=2, policy_kwargs=dict(net_arch=[8]), seed=0)
 
@@ -296,17 +297,22 @@ def test_corrupted_and_foreign_files_give_a_clear_error(tmp_path):
             TRPO.load(tmp_path / name)
 
 
-def test_vecnormalize_statistics_travel_the_usual_route(tmp_path):
+@pytest.mark.trusts_pickle  # SB3's own route (a pickle) for the user's own file, beside the JSON one
+def test_vecnormalize_statistics_travel_the_usual_routes(tmp_path):
     env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=2, seed=0))
     model = TRPO("MlpPolicy", env, **SMALL)
     model.learn(128)
     model.save(tmp_path / "model")
     env.save(tmp_path / "vecnormalize.pkl")
-    restored = VecNormalize.load(tmp_path / "vecnormalize.pkl", make_vec_env("Pendulum-v1", n_envs=2, seed=1))
-    np.testing.assert_array_equal(restored.obs_rms.mean, env.obs_rms.mean)
-    loaded = TRPO.load(tmp_path / "model", env=restored)
-    loaded.learn(128, reset_num_timesteps=False)
-    assert loaded.get_vec_normalize_env() is restored
+    save_vec_normalize(env, tmp_path / "vecnormalize.json")
+    for restored in (
+        VecNormalize.load(tmp_path / "vecnormalize.pkl", make_vec_env("Pendulum-v1", n_envs=2, seed=1)),
+        load_vec_normalize(tmp_path / "vecnormalize.json", make_vec_env("Pendulum-v1", n_envs=2, seed=1)),
+    ):
+        np.testing.assert_array_equal(restored.obs_rms.mean, env.obs_rms.mean)
+        loaded = TRPO.load(tmp_path / "model", env=restored)
+        loaded.learn(128, reset_num_timesteps=False)
+        assert loaded.get_vec_normalize_env() is restored
 
 
 # ---------------------------------------------------------------- determinism

@@ -10,6 +10,7 @@ import pytest
 import sb3_contrib
 import torch as th
 from helpers import ACTION_SPACES, StopAfter, ToyEnv
+from stable_baselines3.common import utils as sb3_utils
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
@@ -17,6 +18,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack, VecNormalize
 
 from sb3_trpo_ext import TRPO
+from sb3_trpo_ext.safe_loading import UnsafeFileError
 
 SMALL = dict(n_steps=64, batch_size=32, n_critic_updates=2, policy_kwargs=dict(net_arch=[16]), seed=0)
 
@@ -218,13 +220,27 @@ def test_save_load_round_trip(tmp_path):
     loaded.set_env(DummyVecEnv([lambda: ToyEnv(ACTION_SPACES["box3"])]))
     loaded.learn(128, reset_num_timesteps=False)
     assert loaded.num_timesteps == 256
-    scheduled = TRPO("MlpPolicy", env, target_kl=lambda progress: 0.02 * progress, **SMALL)
-    scheduled.save(tmp_path / "scheduled")
-    assert TRPO.load(tmp_path / "scheduled", env=env).target_kl(0.5) == pytest.approx(0.01)
+    if hasattr(sb3_utils, "LinearSchedule"):  # stable-baselines3 >= 2.6: schedules with a plain form
+        scheduled = TRPO("MlpPolicy", env, target_kl=sb3_utils.LinearSchedule(0.02, 0.0, 1.0), **SMALL)
+        scheduled.save(tmp_path / "scheduled")
+        assert TRPO.load(tmp_path / "scheduled", env=env).target_kl(0.5) == pytest.approx(0.01)
     # get_parameters / set_parameters between two models
     fresh = TRPO("MlpPolicy", env, **SMALL)
     fresh.set_parameters(model.get_parameters())
     assert same_parameters(model, fresh)
+
+
+@pytest.mark.trusts_pickle
+def test_a_function_as_schedule_is_restored_by_a_trusted_load_only(tmp_path):
+    env = DummyVecEnv([lambda: ToyEnv(ACTION_SPACES["box3"])])
+    scheduled = TRPO("MlpPolicy", env, target_kl=lambda progress: 0.02 * progress, **SMALL)
+    with pytest.warns(UserWarning, match="target_kl .* has no plain form"):
+        scheduled.save(tmp_path / "scheduled")
+    with pytest.raises(UnsafeFileError, match=r"target_kl: a pickled function .*custom_objects=\{'target_kl'"):
+        TRPO.load(tmp_path / "scheduled", env=env)
+    assert TRPO.load(tmp_path / "scheduled", env=env, trust_pickle=True).target_kl(0.5) == pytest.approx(0.01)
+    given = TRPO.load(tmp_path / "scheduled", env=env, custom_objects={"target_kl": 0.03})
+    assert given.target_kl == 0.03
 
 
 def test_loads_an_sb3_contrib_model_and_keeps_learning(tmp_path):

@@ -152,12 +152,38 @@ def test_train_writes_the_zoo_layout_and_enjoy_loads_it(workdir, env_id, extra):
     for name in (f"{env_id}.zip", "best_model.zip", "evaluations.npz", f"{env_id}/config.yml"):
         assert (run / name).exists(), name
     assert (run / env_id / "vecnormalize.pkl").exists() == bool(extra)
+    assert (run / env_id / "vecnormalize.json").exists() == bool(extra)  # what enjoy reads
+    assert "!!python" not in (run / env_id / "config.yml").read_text() + (run / env_id / "args.yml").read_text()
     model = TRPO.load(run / f"{env_id}.zip")
     assert model.num_timesteps == 2048
     assert len(np.load(run / "evaluations.npz")["results"]) == 2
     zoo("enjoy", "--env", env_id, "-f", "logs", "-n", 200, "--no-render", "--deterministic")
     zoo("record-video", "--env", env_id, "-f", "logs", "-n", 50, "-o", "videos")
     assert list((workdir / "videos").glob(f"final-model-{ALGO}-{env_id}-*.mp4"))
+
+
+def test_enjoy_refuses_a_saved_config_or_statistics_that_would_run_code(workdir, capsys):
+    zoo("train", "--env", "Pendulum-v1", "-n", 512, "--eval-freq", -1, "-f", "logs", "-params", "normalize:True",
+        "n_steps:256", "batch_size:64")  # fmt: skip
+    folder = workdir / "logs" / ALGO / "Pendulum-v1_1" / "Pendulum-v1"
+    config = (folder / "config.yml").read_text()
+    marker = workdir / "marker"
+    enjoy = ("enjoy", "--env", "Pendulum-v1", "-f", "logs", "-n", 50, "--no-render")
+    (folder / "config.yml").write_text(
+        config.replace("normalize: true", f"normalize: __import__('os').system('touch {marker}')")
+    )
+    with pytest.raises(SystemExit) as exit_:
+        zoo(*enjoy)
+    assert exit_.value.code == 1 and not marker.exists()
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("sb3-trpo-ext: error: ") and "config.yml: normalize: \"__import__('os').system(" in error
+    (folder / "config.yml").write_text(config)
+    (folder / "vecnormalize.json").rename(folder / "statistics.json")
+    with pytest.raises(SystemExit):
+        zoo(*enjoy)
+    assert "vecnormalize.pkl: VecNormalize statistics as a pickle" in capsys.readouterr().err
+    (folder / "statistics.json").rename(folder / "vecnormalize.json")
+    zoo(*enjoy)
 
 
 def test_train_npg_and_maskable_trpo_from_the_command_line(workdir, monkeypatch):

@@ -30,6 +30,8 @@ from sb3_trpo_ext.benchmark.provenance import provenance
 from sb3_trpo_ext.benchmark.run import RunSpec, make_env, train
 from sb3_trpo_ext.benchmark.settings import algorithm_class, zoo_entry
 from sb3_trpo_ext.extras import exits_on_missing_extra, require
+from sb3_trpo_ext.safe_loading import custom_objects_without_pickle
+from sb3_trpo_ext.vec_normalize import load_vec_normalize
 
 
 def zoo_train(algo: str, env_id: str, n_timesteps: int, seed: int, eval_freq: int, folder: Path) -> Path:
@@ -76,14 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     harness = train(spec)
     with tempfile.TemporaryDirectory() as folder:
         run = zoo_train(args.algo, args.env, args.n_timesteps, args.seed, args.eval_freq, Path(folder))
-        # Files this command has just written: loading them (pickle inside) is loading our own output.
-        zoo_model = algorithm_class(args.algo).load(run / f"{args.env}.zip", device="cpu")
+        cls, zip_path = algorithm_class(args.algo), run / f"{args.env}.zip"
+        zoo_model = cls.load(zip_path, device="cpu", custom_objects=custom_objects_without_pickle(zip_path, cls))
         normalize = run / args.env / "vecnormalize.pkl"
         zoo_rms: Any = None
         if normalize.exists():
-            from stable_baselines3.common.vec_env import VecNormalize
-
-            zoo_rms = VecNormalize.load(str(normalize), make_env(harness.settings, args.env, 0).venv).obs_rms  # type: ignore[attr-defined]
+            # rl_zoo3's train.py writes its statistics as a pickle only; this command has just written it.
+            venv = make_env(harness.settings, args.env, 0).venv  # type: ignore[attr-defined]
+            zoo_rms = load_vec_normalize(normalize, venv, trust_pickle=True).obs_rms
         zoo_curve = np.load(run / "evaluations.npz")
         zoo_evaluations = [float(np.mean(results)) for results in zoo_curve["results"]]
         zoo_steps = [int(step) for step in zoo_curve["timesteps"]]

@@ -5,6 +5,7 @@ Wrong input (an unknown task, a hyperparameter the algorithm does not take, a va
 command with one line on stderr naming it and what is allowed, and exit status 1.
 """
 
+import contextlib
 import difflib
 import importlib
 import runpy
@@ -14,7 +15,9 @@ from typing import NoReturn
 
 from sb3_trpo_ext.extras import exits_on_missing_extra, require, require_env
 from sb3_trpo_ext.hyperparameters import HyperparameterError
+from sb3_trpo_ext.safe_loading import UnsafeFileError
 from sb3_trpo_ext.zoo import ALGO, ALGORITHMS, accepted_hyperparameters, config_path, register, unknown_hyperparameters
+from sb3_trpo_ext.zoo.values import UnsafeValueError
 
 COMMANDS = ("train", "optimize", "enjoy", "record-video", "plot")
 
@@ -31,10 +34,13 @@ commands:
   record-video  record a video of a trained agent
   plot          plot training curves; -o/--output FILE writes the figure instead of showing it
 
-Every flag goes to rl_zoo3 unchanged. --algo defaults to {default} (also: {others});
+Every flag goes to rl_zoo3 unchanged but --trust-pickle. --algo defaults to {default} (also: {others});
 for train and optimize --conf-file defaults to the algorithm's packaged hyperparameters; train, optimize and enjoy run
 with --num-threads 1 (small networks run fastest on one torch thread) unless given.
 "sb3-trpo-ext COMMAND --help" lists a command's flags.
+
+No file a command reads runs code (docs/security.md): saved configs are read as plain YAML and zoo values, models and
+VecNormalize statistics without unpickling. --trust-pickle runs rl_zoo3 as it is, for files you trust.
 
 Needs the zoo extra: pip install "sb3-trpo-ext[zoo]" (plot also needs "plots"; MuJoCo and Box2D tasks "mujoco"
 and "box2d").
@@ -144,9 +150,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     require("zoo", f"sb3-trpo-ext {command}")
     if command == "plot":
         require("plots", "sb3-trpo-ext plot")
+    from sb3_trpo_ext.zoo.guard import guarded  # needs PyYAML, which the zoo extra brings
+
+    trusted = "--trust-pickle" in args
+    args = [arg for arg in args if arg != "--trust-pickle"]
     try:
-        _command(command, args)
-    except HyperparameterError as error:
+        with contextlib.nullcontext() if trusted or command == "plot" else guarded():
+            _command(command, args)
+    except (HyperparameterError, UnsafeValueError, UnsafeFileError) as error:
         fail(str(error))
 
 

@@ -67,7 +67,9 @@ def _value(node: ast.AST, key: str, text: str) -> Any:
     if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "nn":
         if node.attr in ACTIVATIONS:
             return ACTIVATIONS[node.attr]
+    construct = ast.unparse(node)
+    where = "" if construct == text.strip() else f" in {text!r}"
     raise UnsafeValueError(
-        f"{key}: {ast.unparse(node)!r} in {text!r} is not allowed; a zoo value may hold only literals, dict(...), "
+        f"{key}: {construct!r}{where} is not allowed; a zoo value may hold only literals, dict(...), "
         "lists, tuples, dicts and nn.<activation> (nn.ReLU, nn.Tanh, ...)"
     )
