@@ -44,6 +44,7 @@ from sb3_trpo_ext.rollout_checks import describe_nonfinite, nonfinite_rollout_er
 from sb3_trpo_ext.safe_loading import (
     UnsafeFileError,
     check_declared_sizes,
+    check_tensors,
     known_classes,
     read_archive,
     safe_custom_objects,
@@ -294,7 +295,7 @@ class NaturalGradientAlgorithm(RolloutLoop):
             code the file carries: only for a file you trust. By default nothing is unpickled: each such entry is
             rebuilt from its plain description (:mod:`sb3_trpo_ext.safe_loading`), or taken from ``custom_objects``,
             and an entry that can be neither raises an :class:`~sb3_trpo_ext.safe_loading.UnsafeFileError` naming
-            it; the weights are read by torch's ``weights_only`` loader either way.
+            it. Its tensors are read only once torch's ``weights_only`` loader has accepted them.
         """
         loads_sb3_contrib = cls.policy_kind is PolicyKind and isinstance(cls.step_rule, LineSearch)
         try:
@@ -302,6 +303,7 @@ class NaturalGradientAlgorithm(RolloutLoop):
             refuse_foreign(set(data), cls.saved_hyperparameters | cls.step_rule.saved, cls._foreign_hyperparameters())
             from_sb3_contrib = loads_sb3_contrib and saved_by_sb3_contrib(set(data))
             if not trust_pickle:
+                check_tensors(path)
                 custom_objects = safe_custom_objects(data, known_classes(cls.policy_aliases.values()), custom_objects)
                 overrides = {**kwargs, **({"n_envs": env.num_envs} if isinstance(env, VecEnv) else {})}
                 check_declared_sizes(data, custom_objects, sizes, overrides)
@@ -338,6 +340,8 @@ class NaturalGradientAlgorithm(RolloutLoop):
         sb3-contrib's TRPO saves it) is narrowed to the critic's parameters, keeping their Adam moments.
         """
         try:
+            if not isinstance(load_path_or_dict, dict):
+                check_tensors(load_path_or_dict)
             params = with_critic_optimizer_state(
                 load_path_or_dict, device, list(self.policy.parameters()), self._critic_params
             )

@@ -373,12 +373,13 @@ def _rebuild_schedule(description: dict[str, Any], classes: Mapping[str, type], 
     name = description.get("class")
     if name not in SCHEDULE_CLASSES:
         raise UnsafeFileError(f"{key}: an object of {name} is not one this package rebuilds; " + trust_hint(key))
+    fields = _field(description, "fields", dict, key)
+    for field, value in fields.items():  # numbers, or the schedule a FloatSchedule wraps: nothing else is called
+        if not (isinstance(value, dict) and value.get("kind") in ("value", "number", "object")):
+            raise ValueError(f"{key}.{field}: a schedule holds numbers and schedules only, got {str(value)[:80]}")
     cls = _known(name, classes, key)
-    fields = {
-        field: rebuild(value, classes, f"{key}.{field}", depth + 1)
-        for field, value in _field(description, "fields", dict, key).items()
-    }
     schedule: Any = object.__new__(cls)
+    fields = {field: rebuild(value, classes, f"{key}.{field}", depth + 1) for field, value in fields.items()}
     vars(schedule).update(fields)
     _check_schedule(schedule, key)
     return schedule
@@ -560,6 +561,26 @@ def read_archive(path: str | pathlib.Path | io.BufferedIOBase) -> tuple[dict[str
     return data, sizes
 
 
+def check_tensors(path: str | pathlib.Path | io.BufferedIOBase) -> None:
+    """
+    Read every tensor file (``.pth``) of the zip at ``path`` with torch's weights-only loader, which refuses a
+    pickled object that is not a tensor (``pickle.UnpicklingError``): stable-baselines3 before 2.5 reads them with the
+    full unpickler, which would run it. A file object is left where it was.
+    """
+    file = open_path(path, "r", verbose=0, suffix="zip")
+    position = file.tell()
+    try:
+        with zipfile.ZipFile(file) as archive:
+            for name in archive.namelist():
+                if name.endswith(".pth"):
+                    th.load(io.BytesIO(archive.read(name)), map_location="cpu", weights_only=True)
+    finally:
+        if isinstance(path, (str, pathlib.Path)):
+            file.close()
+        else:
+            file.seek(position)
+
+
 def _is_pickled(entry: Any) -> bool:
     return isinstance(entry, dict) and ":serialized:" in entry
 
@@ -664,8 +685,9 @@ def custom_objects_without_pickle(
 ) -> dict[str, Any]:
     """
     ``custom_objects`` with which any SB3 algorithm's ``load`` (PPO's, sb3-contrib's TRPO's) unpickles nothing from
-    the zip at ``path``: :func:`safe_custom_objects` with the algorithm's policy classes known. This package's
-    algorithms do this themselves.
+    the zip at ``path``: :func:`safe_custom_objects` with the algorithm's policy classes known, once its tensor files
+    pass torch's weights-only loader (:func:`check_tensors`). This package's algorithms do this themselves.
     """
+    check_tensors(path)
     data, _ = read_archive(path)
     return safe_custom_objects(data, known_classes(getattr(algorithm_class, "policy_aliases", {}).values()), given)

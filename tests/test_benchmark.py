@@ -19,6 +19,7 @@ from torch import nn
 
 import sb3_trpo_ext
 import sb3_trpo_ext.critic
+from sb3_trpo_ext.benchmark import behaviour as behaviour_module
 from sb3_trpo_ext.benchmark import provenance as provenance_module
 from sb3_trpo_ext.benchmark.cli import DEFAULT_ENVS, main, parse_args, run_specs, stale
 from sb3_trpo_ext.benchmark.provenance import code_fingerprint, fingerprint, harness_fingerprint
@@ -208,9 +209,54 @@ def test_finished_runs_are_reused_only_with_the_same_settings_versions_and_code(
     assert "torch 0.1 -> " in tampered(lambda r: r["provenance"]["versions"].update(torch="0.1"))
     assert "algorithm's code" in tampered(lambda r: r["provenance"].update(code="0" * 16))
     assert "records no versions" in tampered(lambda r: r.pop("provenance"))
+    assert "the harness 0000000000000000 -> " in tampered(lambda r: r["provenance"].update(harness="0" * 16))
+    assert "cpu Another CPU -> " in tampered(lambda r: r["provenance"].update(cpu="Another CPU"))
+    assert "python 3.0.0 -> " in tampered(lambda r: r["provenance"].update(python="3.0.0"))
+    assert "torch_threads 4 -> 1" in tampered(lambda r: r["provenance"].update(torch_threads=4))
+    # Other sources are the same run when the table of harness digests says both compute the same numbers.
+    table = tmp_path / "harness-digests.json"
+    monkeypatch.setattr(behaviour_module, "HARNESS_DIGESTS", table)
+    current = record["provenance"]
+    entry = dict(algo="trpo_ext", code=current["code"], harness=current["harness"], digest="d" * 16)
+    table.write_text(json.dumps([entry, {**entry, "code": "0" * 16}]))
+    assert tampered(lambda r: r["provenance"].update(code="0" * 16)) is None
+    table.write_text(json.dumps([entry, {**entry, "code": "0" * 16, "digest": "e" * 16}]))
+    assert "algorithm's code" in tampered(lambda r: r["provenance"].update(code="0" * 16))
+    table.write_text(json.dumps([entry, {**entry, "code": "0" * 16, "algo": "ppo"}]))
+    assert "algorithm's code" in tampered(lambda r: r["provenance"].update(code="0" * 16))
     # Only this package's TRPO depends on this package's code.
-    monkeypatch.setattr(main_module, "provenance", lambda algo: {**record["provenance"], "code": "1" * 16})
+    monkeypatch.setattr(main_module, "provenance", lambda algo, threads: {**record["provenance"], "code": "1" * 16})
     assert "algorithm's code" in tampered(lambda r: None)
+
+
+def _changed_rules():
+    import sb3_trpo_ext.natural_gradient as core
+    from sb3_trpo_ext.benchmark import settings
+    from sb3_trpo_ext.fast_paths import FastPaths
+
+    return {
+        "the step size": (core, "max_step_size", lambda f: lambda *args: 0.9 * f(*args)),
+        "the advantages' normalisation": (core, "normalize_advantages", lambda f: lambda advantages: advantages),
+        "conjugate gradient": (core, "conjugate_gradient", lambda f: lambda m, b, steps, *rest: f(m, b, 2, *rest)),
+        "the critic's fit": (FastPaths, "fit_critic", lambda f: lambda *args: None),
+        "an entry's hyperparameter": (
+            settings,
+            "zoo_hyperparameters",
+            lambda f: lambda *args: {**f(*args), "gae_lambda": 0.9},
+        ),
+    }
+
+
+@pytest.mark.parametrize("rule", [None, "the step size", "the advantages' normalisation", "conjugate gradient",
+                                  "the critic's fit", "an entry's hyperparameter"])  # fmt: skip
+def test_the_harness_digest_changes_when_an_update_rule_or_the_harness_does(rule, monkeypatch):
+    tasks = ("Pendulum-v1",)
+    reference = behaviour_module.harness_digest("trpo_ext", tasks, updates=1)
+    if rule is not None:
+        owner, name, change = _changed_rules()[rule]
+        monkeypatch.setattr(owner, name, change(getattr(owner, name)))
+    # The same code gives the same digest (a refactor that changes no number keeps the runs); any change, another.
+    assert (behaviour_module.harness_digest("trpo_ext", tasks, updates=1) == reference) == (rule is None)
 
 
 def test_the_code_fingerprint_ignores_comments_docstrings_and_layout(tmp_path):

@@ -6,6 +6,13 @@ state (every parameter and buffer) are hashed. A refactor that changes no number
     python -m sb3_trpo_ext.benchmark.behaviour                 # print the digests (JSON, one line per run)
     python -m sb3_trpo_ext.benchmark.behaviour --output FILE   # also write them
     python -m sb3_trpo_ext.benchmark.behaviour --compare FILE  # exit 1, naming the runs, if any digest differs
+
+The benchmark's runs are matched on what the harness computes (:func:`harness_digest`: each algorithm through the
+benchmark's own settings, environments, normalisation and evaluation, a few updates on each reported task), so that a
+change of the code that changes no number keeps them. ``--harness --record`` adds the checkout's digests, under its
+source fingerprints, to the table the benchmark reads (:data:`HARNESS_DIGESTS`):
+
+    python -m sb3_trpo_ext.benchmark.behaviour --harness --algos trpo_ext trpo ppo --record
 """
 
 import argparse
@@ -82,6 +89,13 @@ def make_env(run: BehaviourRun, seed: int) -> Any:
     return make_vec_env(factory, n_envs=run.n_envs, seed=seed)
 
 
+def state_digest(hashed: Any, state: dict[str, th.Tensor]) -> None:
+    """Add a state dict (names and bytes) to the hash ``hashed``."""
+    for name, tensor in state.items():
+        hashed.update(name.encode())
+        hashed.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+
+
 def digest(run: BehaviourRun, seed: int = 0) -> str:
     """The sha256 of the policy's state after ``run``, from ``seed``, on one torch thread."""
     from sb3_trpo_ext.zoo import ALGORITHMS
@@ -92,10 +106,74 @@ def digest(run: BehaviourRun, seed: int = 0) -> str:
     model = algorithm(policy, make_env(run, seed), seed=seed, **run.kwargs)
     model.learn(run.n_timesteps)
     hashed = hashlib.sha256()
-    for name, tensor in model.policy.state_dict().items():
-        hashed.update(name.encode())
-        hashed.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    state_digest(hashed, model.policy.state_dict())
     return hashed.hexdigest()[:16]
+
+
+#: The tasks of the reported comparison, which a harness digest runs.
+HARNESS_TASKS = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5", "Swimmer-v5")
+#: The table of harness digests by source fingerprints, in a checkout (an installed package has none).
+HARNESS_DIGESTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "behaviour" / "harness-digests.json"
+
+
+def harness_digest(algo: str, tasks: tuple[str, ...] = HARNESS_TASKS, updates: int = 2) -> str:
+    """
+    What the benchmark computes for ``algo``: on each task, the benchmark's own run (its settings, environments,
+    normalisation, the algorithm and the evaluation) for ``updates`` updates of the entry from seed 0, one evaluation
+    episode at the end; the hash of every policy's state, normalisation statistics and evaluation return.
+    """
+    from sb3_trpo_ext.benchmark.run import RunSpec, train
+    from sb3_trpo_ext.benchmark.settings import settings_for
+
+    hashed = hashlib.sha256()
+    for env_id in tasks:
+        settings = settings_for(algo, env_id)
+        steps = updates * int(settings.hyperparameters.get("n_steps", 2048)) * settings.n_envs
+        run = train(RunSpec(env_id, algo, 0, steps, steps, 1, 0))
+        state_digest(hashed, run.model.policy.state_dict())
+        statistics = getattr(run.model.get_env(), "obs_rms", None)
+        if statistics is not None:
+            hashed.update(statistics.mean.tobytes() + statistics.var.tobytes())
+        hashed.update(repr(run.curve.points).encode())
+    return hashed.hexdigest()[:16]
+
+
+def read_harness_digests(path: Path | None = None) -> list[dict[str, Any]]:
+    path = path or HARNESS_DIGESTS
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def same_behaviour(algo: str, recorded: dict[str, Any], current: dict[str, Any], path: Path | None = None) -> bool:
+    """Whether the table holds equal harness digests for ``algo`` under the recorded and the current fingerprints."""
+
+    def looked_up(provenance: dict[str, Any]) -> set[str]:
+        return {
+            entry["digest"]
+            for entry in read_harness_digests(path)
+            if entry["algo"] == algo
+            and entry["code"] == provenance.get("code")
+            and entry["harness"] == provenance.get("harness")
+        }
+
+    found = looked_up(recorded) | looked_up(current)
+    return len(found) == 1 and bool(looked_up(recorded)) and bool(looked_up(current))
+
+
+def record_harness_digests(algos: list[str], path: Path | None = None) -> list[dict[str, Any]]:
+    """Compute the checkout's harness digests of ``algos`` and add them to the table at ``path``."""
+    from sb3_trpo_ext.benchmark.provenance import provenance
+
+    path = path or HARNESS_DIGESTS
+    table = read_harness_digests(path)
+    added = []
+    for algo in algos:
+        recorded = provenance(algo)
+        added.append(dict(algo=algo, code=recorded["code"], harness=recorded["harness"], digest=harness_digest(algo),
+                          commit=recorded["commit"], versions=recorded["versions"]))  # fmt: skip
+        print(json.dumps(added[-1]), flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([*table, *added], indent=1) + "\n")
+    return added
 
 
 @exits_on_missing_extra
@@ -108,9 +186,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", help="write the digests to this JSON file")
     parser.add_argument("--compare", help="a JSON file of digests: exit 1 if any run's differs")
     parser.add_argument("--runs", nargs="+", help="only these runs (default: all)")
+    parser.add_argument("--harness", action="store_true", help="the harness digests of --algos instead")
+    parser.add_argument("--algos", nargs="+", default=["trpo_ext", "trpo", "ppo"])
+    parser.add_argument("--record", nargs="?", const=str(HARNESS_DIGESTS), help="add them to this table")
     args = parser.parse_args(argv)
     require("bench", "python -m sb3_trpo_ext.benchmark.behaviour")
     require("mujoco", "python -m sb3_trpo_ext.benchmark.behaviour")
+    if args.harness:
+        if args.record:
+            record_harness_digests(args.algos, Path(args.record))
+        else:
+            for algo in args.algos:
+                print(json.dumps({"algo": algo, "digest": harness_digest(algo)}), flush=True)
+        return 0
     runs = [run for run in RUNS if args.runs is None or run.name in args.runs]
     digests = {}
     for run in runs:

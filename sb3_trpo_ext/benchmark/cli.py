@@ -32,7 +32,7 @@ from typing import Any
 
 from sb3_trpo_ext.benchmark.provenance import provenance, reproduces
 from sb3_trpo_ext.benchmark.report import write_report
-from sb3_trpo_ext.benchmark.run import RunSpec, execute, write_run
+from sb3_trpo_ext.benchmark.run import RUN_THREADS, RunSpec, execute, write_run
 from sb3_trpo_ext.benchmark.settings import ALGORITHMS, DEFAULT_ALGORITHMS, settings_for, settings_record
 from sb3_trpo_ext.extras import exits_on_missing_extra, require, require_env
 from sb3_trpo_ext.zoo import ALGO
@@ -130,7 +130,7 @@ def stale(spec: RunSpec, output_dir: Path) -> str | None:
     differing += [key for key, value in settings.items() if record.get(key) != value]
     if differing:
         return f"its {', '.join(differing)} differ from this command's"
-    return reproduces(record.get("provenance", {}), provenance(spec.algo))
+    return reproduces(record.get("provenance", {}), provenance(spec.algo, threads=RUN_THREADS), spec.algo)
 
 
 RunOutcome = tuple[RunSpec, dict[str, Any] | Exception]

@@ -85,7 +85,7 @@ def why_rerun(record: dict[str, Any], settings: RunSettings, current: dict[str, 
     differing = [key for key, value in wanted.items() if key in record and record[key] != value]
     if differing:
         return f"its {', '.join(differing)} differ from this command's"
-    return reproduces(record.get("provenance", {}), current)
+    return reproduces(record.get("provenance", {}), current, record.get("algo", ALGO))
 
 
 def _recorded_settings(settings: RunSettings) -> dict[str, Any]:
@@ -160,9 +160,10 @@ def main() -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     variants = {variant: variant_settings(args.env, variant, args.n_timesteps, args.algo) for variant in args.variant or [""]}
     records = [json.loads(line) for line in output.read_text().splitlines()] if output.exists() else []
+    current = provenance(args.algo, threads=1)  # what a run records: its process runs on one thread
     todo = [
         (args.env, variant, seed, args.n_timesteps, args.eval_freq, args.algo)
-        for variant, seed in runs_to_make(records, args.env, args.algo, variants, args.seeds, provenance(args.algo))
+        for variant, seed in runs_to_make(records, args.env, args.algo, variants, args.seeds, current)
     ]
     with multiprocessing.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
         for record in pool.imap(_run, todo):

@@ -116,9 +116,10 @@ def git_commit(root: Path | None = None) -> str | None:
     return commit + ("-dirty" if dirty else "")
 
 
-def provenance(algo: str) -> dict[str, Any]:
+def provenance(algo: str, threads: int | None = None) -> dict[str, Any]:
     """The commit, versions, fingerprints (the algorithm's code for this package's algorithms, the harness for every
-    algorithm), CPU and torch threads a run records."""
+    algorithm), CPU and torch threads a run records; ``threads``: those its process runs on, where it is not this
+    one (this process's by default)."""
     import torch as th
 
     from sb3_trpo_ext.zoo import ALGORITHMS
@@ -131,12 +132,23 @@ def provenance(algo: str) -> dict[str, Any]:
         harness=harness_fingerprint(Path(sb3_trpo_ext.__file__).parent),
         cpu=cpu_model(),
         cpu_count=os.cpu_count(),
-        torch_threads=th.get_num_threads(),
+        torch_threads=threads or th.get_num_threads(),
     )
 
 
-def reproduces(recorded: dict[str, Any], current: dict[str, Any]) -> str | None:
-    """Why a run recorded under ``recorded`` would not be reproduced now, or None if it would."""
+#: What a run records about the interpreter and the machine, matched as the package versions are.
+MACHINE = ("python", "cpu", "torch_threads")
+
+
+def reproduces(recorded: dict[str, Any], current: dict[str, Any], algo: str) -> str | None:
+    """
+    Why a run of ``algo`` recorded under ``recorded`` would not be reproduced now, or None if it would: a package
+    version, the Python version, the CPU model or the torch threads differ, or the algorithm's code or the harness do
+    and the harness digests of the two (:func:`~sb3_trpo_ext.benchmark.behaviour.same_behaviour`) do not show that
+    they compute the same numbers.
+    """
+    from sb3_trpo_ext.benchmark.behaviour import same_behaviour
+
     if not recorded:
         return "it records no versions"
     changed = [
@@ -144,6 +156,9 @@ def reproduces(recorded: dict[str, Any], current: dict[str, Any]) -> str | None:
         for name, version in current["versions"].items()
         if name != "sb3-trpo-ext" and recorded["versions"].get(name) != version
     ]
-    if recorded.get("code") != current["code"]:
-        changed.append(f"the algorithm's code {recorded.get('code')} -> {current['code']}")
+    changed += [f"{name} {recorded.get(name)} -> {current[name]}" for name in MACHINE if recorded.get(name) != current[name]]
+    sources = [("the algorithm's code", "code"), ("the harness", "harness")]
+    differing = [(label, key) for label, key in sources if recorded.get(key) != current[key]]
+    if differing and not same_behaviour(algo, recorded, current):
+        changed += [f"{label} {recorded.get(key)} -> {current[key]}" for label, key in differing]
     return ", ".join(changed) or None

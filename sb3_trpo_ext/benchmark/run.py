@@ -26,6 +26,9 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize, sync_envs_nor
 from sb3_trpo_ext.benchmark.provenance import provenance
 from sb3_trpo_ext.benchmark.settings import ALGORITHMS, RunSettings, settings_for, settings_record
 
+#: One torch thread per run: runs go in parallel processes, and every algorithm gets the same share of the machine.
+RUN_THREADS = 1
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -172,8 +175,7 @@ class TrainedRun:
 
 def train(spec: RunSpec) -> TrainedRun:
     """Build the run's environments and model as its zoo entry says, and train it, evaluating along the way."""
-    # One thread per run: runs go in parallel processes, and every algorithm gets the same share of the machine.
-    th.set_num_threads(1)
+    th.set_num_threads(RUN_THREADS)
     settings = settings_for(spec.algo, spec.env_id, spec.same_settings)
     env = make_env(settings, spec.env_id, spec.seed)
     eval_env = make_env(settings, spec.env_id, spec.seed + 10_000, for_evaluation=True)
