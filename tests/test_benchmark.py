@@ -25,7 +25,7 @@ from sb3_trpo_ext.benchmark.cli import DEFAULT_ENVS, main, parse_args, run_specs
 from sb3_trpo_ext.benchmark.provenance import code_fingerprint, fingerprint, harness_fingerprint
 from sb3_trpo_ext.benchmark.report import aggregate_lines, learning_curves_figure, markdown_summary, returns_lines
 from sb3_trpo_ext.benchmark.run import RunSpec, execute
-from sb3_trpo_ext.benchmark.settings import run_settings, settings_for, settings_record, zoo_entry
+from sb3_trpo_ext.benchmark.settings import constant_trust_region, run_settings, settings_for, settings_record, zoo_entry
 from sb3_trpo_ext.fisher import kl_averaged_dimensions
 from sb3_trpo_ext.zoo import ALGO, config_path
 
@@ -79,11 +79,15 @@ def test_same_settings_give_sb3_contrib_the_same_true_trust_region(env_id):
     assert (same.n_envs, same.normalize_kwargs) == (own.n_envs, own.normalize_kwargs)
 
 
-def test_same_settings_refuse_a_scheduled_trust_region_sb3_contrib_cannot_take():
-    # Hopper-v5's entry takes target_kl "lin_0.045"; sb3-contrib's TRPO takes only a number.
-    assert callable(settings_for("trpo_ext", "Hopper-v5", same_settings=True).hyperparameters["target_kl"])
-    with pytest.raises(ValueError, match="--same-settings on Hopper-v5: sb3-contrib's TRPO takes a number for target_kl"):
-        settings_for("trpo", "Hopper-v5", same_settings=True)
+def test_same_settings_give_both_trpos_a_constant_for_a_scheduled_trust_region():
+    # Hopper-v5's entry takes target_kl "lin_0.045", which sb3-contrib's TRPO cannot: both get its mean, 0.0225.
+    assert callable(settings_for("trpo_ext", "Hopper-v5").hyperparameters["target_kl"])
+    ours = settings_for("trpo_ext", "Hopper-v5", same_settings=True).hyperparameters
+    theirs = settings_for("trpo", "Hopper-v5", same_settings=True).hyperparameters
+    dimensions = kl_averaged_dimensions(gym.make("Hopper-v5").action_space)
+    assert ours["target_kl"] == pytest.approx(0.0225) and theirs["target_kl"] == pytest.approx(0.0225 / dimensions)
+    with pytest.raises(ValueError, match=r"--same-settings on Hopper-v5: the trust region 'exp_0.1' has no constant"):
+        constant_trust_region("exp_0.1", "Hopper-v5")
 
 
 @pytest.mark.parametrize("algo", ["ppo", "npg_ext", "recurrent_trpo_ext", "ppo_lstm"])

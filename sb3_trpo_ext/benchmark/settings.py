@@ -164,6 +164,24 @@ def run_settings(entry_name: str, entry: dict[str, Any], algo: str) -> RunSettin
     )
 
 
+def constant_trust_region(target_kl: Any, env_id: str) -> Any:
+    """
+    The trust region both TRPOs take with ``--same-settings``: the entry's number, or for a schedule
+    ``"lin_<initial>"`` (linearly from ``initial`` to 0, which sb3-contrib's TRPO cannot take) the constant with the
+    same mean over training, ``initial / 2``.
+    """
+    if not isinstance(target_kl, str):
+        return target_kl
+    kind, _, initial = target_kl.partition("_")
+    try:
+        start = float(initial) if kind == "lin" else None
+    except ValueError:
+        start = None
+    if start is None:
+        raise ValueError(f"--same-settings on {env_id}: the trust region {target_kl!r} has no constant counterpart")
+    return start / 2
+
+
 def settings_for(algo: str, env_id: str, same_settings: bool = False) -> RunSettings:
     """
     The settings ``algo`` runs with on ``env_id``.
@@ -171,11 +189,14 @@ def settings_for(algo: str, env_id: str, same_settings: bool = False) -> RunSett
     :param same_settings: give both TRPOs this TRPO's zoo entry (same batch, critic and CG settings) and the same
         true trust region: sb3-contrib's TRPO gets target_kl = delta / A and cg_damping = lambda / A, A being the
         number of KL terms it averages over, which makes its step this TRPO's step; it gets none of the knobs it
-        does not have. Every other algorithm keeps its own entry.
+        does not have. A scheduled trust region is replaced, for both, by a constant
+        (:func:`constant_trust_region`). Every other algorithm keeps its own entry.
     """
     if not same_settings or algo not in (ALGO, REFERENCE):
         return run_settings(*zoo_entry(algo, env_id), algo)
     name, entry = zoo_entry(ALGO, env_id)
+    if "target_kl" in entry:
+        entry = {**entry, "target_kl": constant_trust_region(entry["target_kl"], env_id)}
     if algo == "trpo":
         accepted = set(inspect.signature(algorithm_class("trpo").__init__).parameters) | set(ENV_KEYS)
         entry = {key: value for key, value in entry.items() if key in accepted}
@@ -186,11 +207,5 @@ def settings_for(algo: str, env_id: str, same_settings: bool = False) -> RunSett
         # (F + A lambda I) x = g, so both the radius and the damping are divided by A.
         defaults = inspect.signature(TRPO.__init__).parameters
         for key in ("target_kl", "cg_damping"):
-            value = entry.get(key, defaults[key].default)
-            if isinstance(value, str):
-                raise ValueError(
-                    f"--same-settings on {env_id}: sb3-contrib's TRPO takes a number for {key}, and this TRPO's entry "
-                    f"{name!r} has the schedule {value!r}"
-                )
-            entry[key] = value / dimensions
+            entry[key] = entry.get(key, defaults[key].default) / dimensions
     return run_settings(name, entry, algo)
