@@ -104,7 +104,8 @@ def full_name(cls: type) -> str:
 
 def known_classes(extra: Iterable[type] = ()) -> dict[str, type]:
     """The classes a file may name, by module and qualified name: SB3's and sb3-contrib's policies, feature
-    extractors and rollout buffers, torch's activations and optimisers, SB3's schedules, and ``extra``."""
+    extractors and rollout buffers, torch's activations and optimisers, and ``extra`` (the schedules of
+    :data:`SCHEDULE_CLASSES` are looked up when a file names one)."""
     classes: dict[str, type] = {}
     for module_name in CLASS_MODULES:
         module = importlib.import_module(module_name)
@@ -119,22 +120,26 @@ def known_classes(extra: Iterable[type] = ()) -> dict[str, type]:
         value for value in vars(th.optim).values() if isinstance(value, type) and issubclass(value, th.optim.Optimizer)
     )
     classes.update({full_name(value): value for value in optimizers})
-    for name in SCHEDULE_CLASSES:
-        module_name, _, class_name = name.rpartition(".")
-        try:
-            classes[name] = getattr(importlib.import_module(module_name), class_name)
-        except (ImportError, AttributeError):  # rl_zoo3 not installed, or a stable-baselines3 before its schedules
-            pass
     classes.update({full_name(cls): cls for cls in extra})
     return classes
+
+
+def _schedule_class(name: str) -> type | None:
+    """A class of :data:`SCHEDULE_CLASSES`, imported when a file names it (rl_zoo3's only then); None if missing."""
+    module_name, _, class_name = name.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError):  # rl_zoo3 not installed, or a stable-baselines3 before its schedules
+        return None
 
 
 def _known(name: Any, classes: Mapping[str, type], key: str) -> type:
     if not isinstance(name, str):
         raise ValueError(f"{key}: a class is named by a string, got {name!r}")
-    if name not in classes:
+    found = classes.get(name) or (_schedule_class(name) if name in SCHEDULE_CLASSES else None)
+    if found is None:
         raise UnsafeFileError(f"{key}: the class {name} is not one this package rebuilds; " + trust_hint(key))
-    return classes[name]
+    return found
 
 
 # --- plain descriptions: what save writes, what load rebuilds ------------------------------------------------------

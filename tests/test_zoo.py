@@ -186,6 +186,17 @@ def test_enjoy_refuses_a_saved_config_or_statistics_that_would_run_code(workdir,
     zoo(*enjoy)
 
 
+@pytest.mark.trusts_pickle  # the second enjoy is the trusted path
+def test_enjoy_refuses_a_model_only_unpickling_loads_unless_trusted(workdir, capsys):
+    zoo("train", "--algo", "ppo", "--env", "CartPole-v1", "-n", 256, "--eval-freq", -1, "-f", "logs")
+    enjoy = ("enjoy", "--algo", "ppo", "--env", "CartPole-v1", "-f", "logs", "-n", 20, "--no-render")
+    with pytest.raises(SystemExit) as exit_:
+        zoo(*enjoy)
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_.value.code == 1 and error.startswith("sb3-trpo-ext: error: ") and "pass --trust-pickle" in error
+    zoo(*enjoy, "--trust-pickle")
+
+
 def test_train_npg_and_maskable_trpo_from_the_command_line(workdir, monkeypatch):
     zoo("train", "--algo", "npg_ext", "--env", "CartPole-v1", "-n", 1024, "--eval-freq", -1, "-f", "logs")
     assert NPG.load(workdir / "logs" / "npg_ext" / "CartPole-v1_1" / "CartPole-v1.zip").num_timesteps == 2048

@@ -133,11 +133,21 @@ def _zoo_eval(text: str, *_: Any) -> Any:
     return zoo_value(text, "a value given to rl_zoo3")
 
 
-def _refused_unpickling(*_: Any, **__: Any) -> Any:
-    raise UnsafeFileError(
-        "this model's zip holds pickled entries that only running its code restores (models of this package's "
-        "algorithms load without); pass --trust-pickle for a file you trust"
-    )
+class _RefusingCloudpickle:
+    """cloudpickle as SB3's zip reader sees it inside :func:`guarded`: ``loads`` refuses, the rest is cloudpickle's."""
+
+    def __init__(self, cloudpickle: Any):
+        self._cloudpickle = cloudpickle
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cloudpickle, name)
+
+    @staticmethod
+    def loads(*_: Any, **__: Any) -> Any:
+        raise UnsafeFileError(
+            "this model's zip holds pickled entries that only running its code restores (models of this package's "
+            "algorithms load without); pass --trust-pickle for a file you trust"
+        )
 
 
 def _checked(get_saved_hyperparams: Any) -> Any:
@@ -188,5 +198,5 @@ def guarded() -> Iterator[None]:
             patch(mock.patch.object(module, "get_saved_hyperparams", _checked(module.get_saved_hyperparams)))
         patch(mock.patch.object(VecNormalize, "load", staticmethod(_load_statistics)))
         patch(mock.patch.object(VecNormalize, "save", _save_statistics(VecNormalize.save)))
-        patch(mock.patch.object(save_util.cloudpickle, "loads", _refused_unpickling))
+        patch(mock.patch.object(save_util, "cloudpickle", _RefusingCloudpickle(save_util.cloudpickle)))
         yield
