@@ -16,7 +16,7 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 
 from sb3_trpo_ext.fisher import kl_averaged_dimensions
 from sb3_trpo_ext.trpo import TRPO
-from sb3_trpo_ext.zoo import ALGO, config_path, linear_schedule
+from sb3_trpo_ext.zoo import ALGO, config_path, linear_schedule, linear_schedule_start
 from sb3_trpo_ext.zoo import ALGORITHMS as OWN_ALGORITHMS
 from sb3_trpo_ext.zoo.values import zoo_value
 
@@ -172,14 +172,7 @@ def constant_trust_region(target_kl: Any, env_id: str) -> Any:
     """
     if not isinstance(target_kl, str):
         return target_kl
-    kind, _, initial = target_kl.partition("_")
-    try:
-        start = float(initial) if kind == "lin" else None
-    except ValueError:
-        start = None
-    if start is None:
-        raise ValueError(f"--same-settings on {env_id}: the trust region {target_kl!r} has no constant counterpart")
-    return start / 2
+    return linear_schedule_start(target_kl, "target_kl", f"--same-settings on {env_id}") / 2
 
 
 def settings_for(algo: str, env_id: str, same_settings: bool = False) -> RunSettings:

@@ -148,11 +148,12 @@ def _sample_natural_gradient_params(
     return convert_trpo_ext_params(sampled)
 
 
-def linear_schedule(text: str, key: str, where: str) -> Callable[[float], float]:
+def linear_schedule_start(text: str, key: str, where: str) -> float:
     """
-    rl_zoo3's schedule ``"lin_<initial>"``: from ``initial`` at the start of ``learn`` linearly to 0 at its end.
+    The initial value of rl_zoo3's schedule ``"lin_<initial>"``.
 
     :param key: the hyperparameter it is the value of, and ``where`` the entry, for the error message
+    :raises HyperparameterError: for any other text
     """
     kind, _, initial = text.partition("_")
     try:
@@ -161,6 +162,16 @@ def linear_schedule(text: str, key: str, where: str) -> Callable[[float], float]
         start = None
     if start is None:
         raise HyperparameterError(f"{key} schedule {text!r} in {where}: only 'lin_<initial value>' is known")
+    return start
+
+
+def linear_schedule(text: str, key: str, where: str) -> Callable[[float], float]:
+    """
+    rl_zoo3's schedule ``"lin_<initial>"``: from ``initial`` at the start of ``learn`` linearly to 0 at its end.
+
+    :param key: the hyperparameter it is the value of, and ``where`` the entry, for the error message
+    """
+    start = linear_schedule_start(text, key, where)
     try:
         from stable_baselines3.common.utils import LinearSchedule
     except ImportError:  # stable-baselines3 < 2.6 has the function form only
