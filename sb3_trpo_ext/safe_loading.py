@@ -19,6 +19,7 @@ holds no more parameter bytes than the file's ``policy.pth`` declares, and the r
 import ast
 import base64
 import binascii
+import contextlib
 import importlib
 import io
 import json
@@ -27,7 +28,7 @@ import pathlib
 import re
 import zipfile
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from unittest import mock
 
@@ -143,14 +144,6 @@ def _known(name: Any, classes: Mapping[str, type], key: str) -> type:
 
 
 # --- plain descriptions: what save writes, what load rebuilds ------------------------------------------------------
-
-
-def _is_json(value: Any) -> bool:
-    try:
-        json.dumps(value, allow_nan=True)
-    except (TypeError, ValueError, OverflowError, RecursionError):
-        return False
-    return True
 
 
 def describe(value: Any, what: str, classes: Mapping[str, type]) -> dict[str, Any]:
@@ -541,26 +534,33 @@ def sb3_description(key: str, entry: Mapping[str, Any], classes: Mapping[str, ty
 # --- reading and writing zips --------------------------------------------------------------------------------------
 
 
-def read_archive(path: str | pathlib.Path | io.BufferedIOBase) -> tuple[dict[str, Any], dict[str, int]]:
-    """
-    A model zip's ``data`` (its JSON, nothing unpickled) and the declared size of each of its members. A file object
-    is left where it was, for SB3 to read next.
-    """
+@contextlib.contextmanager
+def _opened_zip(path: str | pathlib.Path | io.BufferedIOBase) -> Iterator[zipfile.ZipFile]:
+    """The zip at ``path``; a file object is left where it was, for SB3 to read next."""
     file = open_path(path, "r", verbose=0, suffix="zip")
     position = file.tell()
     try:
         with zipfile.ZipFile(file) as archive:
-            sizes = {info.filename: info.file_size for info in archive.infolist()}
-            if "data" not in sizes:
-                raise ValueError("it has no 'data' entry")
-            if sizes["data"] > MAX_DATA_BYTES:
-                raise ValueError(f"its 'data' entry declares {sizes['data']} bytes")
-            data = json.loads(archive.read("data").decode())
+            yield archive
     finally:
         if isinstance(path, (str, pathlib.Path)):
             file.close()
         else:
             file.seek(position)
+
+
+def read_archive(path: str | pathlib.Path | io.BufferedIOBase) -> tuple[dict[str, Any], dict[str, int]]:
+    """
+    A model zip's ``data`` (its JSON, nothing unpickled) and the declared size of each of its members. A file object
+    is left where it was.
+    """
+    with _opened_zip(path) as archive:
+        sizes = {info.filename: info.file_size for info in archive.infolist()}
+        if "data" not in sizes:
+            raise ValueError("it has no 'data' entry")
+        if sizes["data"] > MAX_DATA_BYTES:
+            raise ValueError(f"its 'data' entry declares {sizes['data']} bytes")
+        data = json.loads(archive.read("data").decode())
     if not isinstance(data, dict):
         raise ValueError("its 'data' entry is not a mapping")
     return data, sizes
@@ -572,18 +572,10 @@ def check_tensors(path: str | pathlib.Path | io.BufferedIOBase) -> None:
     pickled object that is not a tensor (``pickle.UnpicklingError``): stable-baselines3 before 2.5 reads them with the
     full unpickler, which would run it. A file object is left where it was.
     """
-    file = open_path(path, "r", verbose=0, suffix="zip")
-    position = file.tell()
-    try:
-        with zipfile.ZipFile(file) as archive:
-            for name in archive.namelist():
-                if name.endswith(".pth"):
-                    th.load(io.BytesIO(archive.read(name)), map_location="cpu", weights_only=True)
-    finally:
-        if isinstance(path, (str, pathlib.Path)):
-            file.close()
-        else:
-            file.seek(position)
+    with _opened_zip(path) as archive:
+        for name in archive.namelist():
+            if name.endswith(".pth"):
+                th.load(io.BytesIO(archive.read(name)), map_location="cpu", weights_only=True)
 
 
 def _is_pickled(entry: Any) -> bool:

@@ -152,6 +152,21 @@ def test_quick_benchmark_writes_every_result(tmp_path, capsys):
     assert main(["--quick", "--envs", "CartPole-v1", "--output", str(tmp_path)]) == 0
     assert "3 already in" in capsys.readouterr().out
 
+    # The report alone, rewritten from the run files with a baseline's variant that does better: nothing runs again.
+    from sb3_trpo_ext.benchmark import report
+
+    ppo = runs["ppo"]
+    line = dict(env="CartPole-v1", algo="ppo", variant="n_epochs=1", seed=0, n_timesteps=ppo["n_timesteps"],
+                final_return=ppo["final_return"] + 1, curve_steps=[0], curve_returns=[0.0])  # fmt: skip
+    (tmp_path / "ppo.jsonl").write_text(json.dumps(line) + "\n")
+    assert report.main(["--output", str(tmp_path), "--alternatives", str(tmp_path / "ppo.jsonl")]) == 0
+    summary = (tmp_path / "summary.md").read_text()
+    assert "Command: `python -m sb3_trpo_ext.benchmark.report --output" in summary
+    assert "- CartPole-v1, SB3 PPO: `n_epochs=1`" in summary and summary.count("reported: the variant") == 1
+    assert pd.read_csv(tmp_path / "runs.csv").equals(table)  # the runs made here, as they are
+    with pytest.raises(SystemExit):
+        report.main(["--output", str(tmp_path), "--alternatives", str(tmp_path / "missing.jsonl")])
+
 
 def test_bad_arguments_are_refused():
     with pytest.raises(SystemExit):
@@ -391,28 +406,32 @@ def test_the_rliable_aggregate_is_the_same_whatever_numpy_s_global_generator_hol
 def test_the_summary_aggregates_normalised_scores_with_rliable():
     from sb3_trpo_ext.benchmark.report import PUBLISHED, normalized_scores
 
-    # Scores as fractions of the published return: this TRPO 1.0-1.3 on seeds 10-13, sb3-contrib's 0-0.3 on 0-3.
+    # Scores as fractions of the published return: this TRPO 1.0-1.4 on seeds 10-14, sb3-contrib's 0-0.4 on 0-4.
     runs = pd.DataFrame(
         [
             dict(env_id=env_id, algo=algo, seed=seed + offset, final_return=PUBLISHED[env_id] * (base + 0.1 * seed))
             for env_id in ("Hopper-v5", "Walker2d-v5")
             for algo, base, offset in (("trpo_ext", 1.0, 10), ("trpo", 0.0, 0))
-            for seed in range(4)
+            for seed in range(5)
         ]
         + [dict(env_id="Pendulum-v1", algo="trpo", seed=0, final_return=-150.0)]  # nothing published: left out
     )
     scores = normalized_scores(runs)
-    assert scores["trpo_ext"].shape == scores["trpo"].shape == (4, 2)
-    np.testing.assert_allclose(scores["trpo_ext"][:, 0], [1.0, 1.1, 1.2, 1.3])
+    assert scores["trpo_ext"].shape == scores["trpo"].shape == (5, 2)
+    np.testing.assert_allclose(scores["trpo_ext"][:, 0], [1.0, 1.1, 1.2, 1.3, 1.4])
     lines = "\n".join(aggregate_lines(runs, reps=200))
-    # The IQM of 8 scores drops the 2 lowest and the 2 highest: (1.1 + 1.1 + 1.2 + 1.2) / 4 and (0.1 + ... + 0.2) / 4.
-    assert "| sb3-trpo-ext TRPO | 4 | 1.15 [" in lines and "| sb3-contrib TRPO | 4 | 0.15 [" in lines
+    # The IQM of 10 scores (scipy.stats.trim_mean, a quarter cut) drops the 2 lowest and 2 highest: 7.2 / 6 = 1.2.
+    assert "| sb3-trpo-ext TRPO | 5 | 1.20 [" in lines and "| sb3-contrib TRPO | 5 | 0.20 [" in lines
     assert "over sb3-contrib TRPO: 1.00 [1.00, 1.00]; the data support that sb3-trpo-ext TRPO tends to beat" in lines
     reversed_runs = runs.assign(algo=runs["algo"].map({"trpo_ext": "trpo", "trpo": "trpo_ext"}))
     assert "over sb3-contrib TRPO: 0.00 [0.00, 0.00]" in "\n".join(aggregate_lines(reversed_runs, reps=200))
     pairs = zip(runs["env_id"], runs["seed"], strict=True)
-    tied = runs.assign(final_return=[PUBLISHED.get(env, 1.0) * (seed % 4) for env, seed in pairs])
+    tied = runs.assign(final_return=[PUBLISHED.get(env, 1.0) * (seed % 5) for env, seed in pairs])
     assert "cannot tell which tends to win" in "\n".join(aggregate_lines(tied, reps=200))
+    # Four runs a task, however far apart: an interval is printed, no verdict drawn from it.
+    few = "\n".join(aggregate_lines(runs[runs["seed"] % 10 != 4], reps=200))
+    assert "4 runs per task are too few for a bootstrap interval to be trusted: no verdict" in few
+    assert "the data support" not in few
 
 
 def test_an_entry_s_env_kwargs_make_its_environment():
@@ -495,12 +514,89 @@ def test_the_tuning_budgets_in_the_docs_are_those_the_records_give():
 
 
 def test_the_readme_table_is_the_one_the_run_files_give():
-    from sb3_trpo_ext.benchmark.report import load_runs, readme_table, runs_table
+    from sb3_trpo_ext.benchmark import budget
+    from sb3_trpo_ext.benchmark.report import (
+        curves_table,
+        load_runs,
+        load_variant_runs,
+        readme_table,
+        runs_table,
+        with_baseline_variants,
+    )
 
     root = Path(sb3_trpo_ext.__file__).parent.parent
     readme = (root / "README.md").read_text()
-    folder = re.search(r"--output (benchmarks/results/[\w-]+)`", readme).group(1)  # the command that made the table
-    assert "\n".join(readme_table(runs_table(load_runs(root / folder)))) in readme
+    # The command that made the table: its output folder and the baselines' variants it was given.
+    command = re.search(
+        r"benchmark\.report --output (benchmarks/results/[\w-]+)(?:\s+--alternatives((?:\s+benchmarks/[\w/.-]+)+))?`", readme
+    )
+    runs = load_runs(root / command.group(1))
+    alternatives = [root / path for path in (command.group(2) or "").split()]
+    table, _, choices = with_baseline_variants(runs_table(runs), curves_table(runs), load_variant_runs(alternatives))
+    assert "\n".join(readme_table(table, budget.total_steps())) in readme
+    # The aggregates it quotes are the report's, and the report was written from these same runs and choices.
+    summary = (root / command.group(1) / "summary.md").read_text()
+    assert "\n".join(returns_lines(table)) in summary and "\n".join(choices) in summary
+    paragraph = readme[readme.index("On scores divided by the published") :].split("\n\n")[0]
+    figures = re.findall(r"\d\.\d\d \[\d\.\d\d, \d\.\d\d\]", paragraph)
+    assert len(figures) == 5 and all(figure in summary for figure in figures), figures
+
+
+def test_a_baseline_s_variant_is_reported_where_it_does_better_on_average(tmp_path):
+    from sb3_trpo_ext.benchmark.report import curves_table, load_variant_runs, readme_table, with_baseline_variants
+
+    def run(env_id, algo, seed, final_return, **extra):
+        return dict(env_id=env_id, algo=algo, seed=seed, n_timesteps=1000, final_return=final_return,
+                    curve_steps=[0, 1000], curve_returns=[0.0, final_return], **extra)  # fmt: skip
+
+    entry_runs = [
+        run("Ant-v5", "trpo_ext", 10, 3000.0),
+        run("Ant-v5", "trpo", 0, 400.0),
+        run("Ant-v5", "trpo", 1, 600.0),
+        run("Ant-v5", "ppo", 0, 500.0),
+        run("Hopper-v5", "trpo", 0, 2000.0),
+    ]
+    table = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("curve")} for r in entry_runs])
+    # entry_variants' lines; sb3-contrib's seed 1 was made twice (the code behind it changed): the later line counts.
+    variant = 'env_kwargs={"include_cfrc_ext_in_observation": False}'
+    lines = [
+        dict(env="Ant-v5", algo="trpo", variant=variant, seed=0, n_timesteps=1000, final_return=4000.0),
+        dict(env="Ant-v5", algo="trpo", variant=variant, seed=1, n_timesteps=1000, final_return=1.0),
+        dict(env="Ant-v5", algo="trpo", variant=variant, seed=1, n_timesteps=1000, final_return=4400.0),
+        dict(env="Ant-v5", algo="ppo", variant=variant, seed=0, n_timesteps=1000, final_return=100.0),
+    ]
+    path = tmp_path / "ant.jsonl"
+    path.write_text("".join(json.dumps({**line, "curve_steps": [0, 1000], "curve_returns": [0.0, line["final_return"]]})
+                            + "\n" for line in lines))  # fmt: skip
+    variant_runs = load_variant_runs([path])
+    assert len(variant_runs) == 3
+
+    reported, curves, choices = with_baseline_variants(table, curves_table(entry_runs), variant_runs)
+    ant = reported[reported["env_id"] == "Ant-v5"].set_index("algo")
+    assert sorted(ant.loc["trpo", "final_return"]) == [4000.0, 4400.0] and set(ant.loc["trpo", "variant"]) == {variant}
+    assert ant.loc["ppo", "final_return"] == 500.0 and ant.loc["ppo", "variant"] == ""  # its variant did worse
+    assert len(reported) == len(table)
+    assert sorted(curves[(curves["algo"] == "trpo") & (curves["env_id"] == "Ant-v5")]["mean_return"]) == [0, 0, 4000, 4400]
+    assert choices == [
+        f"- Ant-v5, sb3-contrib TRPO: `{variant}` 4200.0 [4000.0, 4400.0] (seeds 0-1), the entry as is 500.0 "
+        "[400.0, 600.0] (seeds 0-1); reported: the variant",
+        f"- Ant-v5, SB3 PPO: `{variant}` 100.0 [100.0, 100.0] (seeds 0), the entry as is 500.0 [500.0, 500.0] "
+        "(seeds 0); reported: the entry as is",
+    ]
+    rows = readme_table(reported, {"Hopper-v5": 84_289_216, "Ant-v5": 48_966_752})
+    assert rows[0].startswith("| task (1M steps) | sb3-trpo-ext TRPO, seeds 10 | sb3-contrib TRPO, seeds 0-1 |")
+    assert rows[2] == "| Hopper-v5 | – | 2000.0 [2000.0, 2000.0] (seeds 0) | – | 3618 | 2410 | 84.3M steps |"
+    assert rows[3] == (
+        "| Ant-v5 | 3000.0 [3000.0, 3000.0] | 4200.0 [4000.0, 4400.0] † | 500.0 [500.0, 500.0] | 4982 | 1327 | 49.0M steps |"
+    )
+
+    frozen = [{**variant_runs[0], "algo": "trpo_ext"}]
+    with pytest.raises(ValueError, match="Ant-v5: a variant of sb3-trpo-ext TRPO's entry is not reported"):
+        with_baseline_variants(table, curves_table(entry_runs), frozen)
+    with pytest.raises(ValueError, match="one variant may stand against the entry"):
+        with_baseline_variants(table, curves_table(entry_runs), [*variant_runs, {**variant_runs[0], "variant": "x=1"}])
+    with pytest.raises(ValueError, match=r"the variant's runs have \[2000\] steps, the entry's \[1000\]"):
+        with_baseline_variants(table, curves_table(entry_runs), [{**variant_runs[0], "n_timesteps": 2000}])
 
 
 def test_speed_is_the_median_and_range_of_per_seed_ratios_on_one_machine():

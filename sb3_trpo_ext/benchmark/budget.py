@@ -74,24 +74,39 @@ HEADER = (
 )
 
 
+def task_budget(task: str) -> dict[str, dict[str, int]]:
+    """Everything choosing ``task``'s entry took: the Optuna trials, the looks at 300k and at 1M, the entry's runs on
+    seeds 0-4, and the total of their environment steps (``{"total": {"steps": ...}}``)."""
+    parts = {
+        "trials": optuna_budget(task),
+        "short": variant_budget(task, long=False),
+        "long": variant_budget(task, long=True),
+        "development": development_runs(task),
+    }
+    return {**parts, "total": {"steps": sum(part["steps"] for part in parts.values())}}
+
+
+def total_steps() -> dict[str, int]:
+    """Per task, the environment steps spent choosing its entry."""
+    return {task: task_budget(task)["total"]["steps"] for task in TASKS}
+
+
 def table() -> str:
     """The budget of each task, as a markdown table."""
     lines = [HEADER, "|---|---|---|---|---|---|---|---|---|"]
     for task in TASKS:
-        trials, development = optuna_budget(task), development_runs(task)
-        short, long = variant_budget(task, long=False), variant_budget(task, long=True)
-        looks = short["steps"] + long["steps"]
-        total = trials["steps"] + looks + development["steps"]
+        budget = task_budget(task)
+        trials, short, long, development = (budget[key] for key in ("trials", "short", "long", "development"))
         cells = [
             task,
             f"{trials['trials']} ({trials['complete']}, {trials['pruned']}, {trials['failed']})",
             f"{trials['steps'] / 1e6:.1f}M",
             f"{short['runs']} ({short['configurations']})",
             f"{long['runs']} ({long['configurations']})",
-            f"{looks / 1e6:.1f}M",
+            f"{(short['steps'] + long['steps']) / 1e6:.1f}M",
             str(development["runs"]),
             f"{development['steps'] / 1e6:.1f}M",
-            f"{total / 1e6:.1f}M",
+            f"{budget['total']['steps'] / 1e6:.1f}M",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -1,9 +1,17 @@
 """
 Results of a benchmark: CSV and JSON of every run, a Markdown table (mean ± sample std over seeds, ratios to sb3-contrib's
-TRPO), learning curves and a bar chart of speed ratios.
+TRPO), learning curves and a bar chart of speed ratios. The benchmark writes them after its runs; this rewrites them
+from a folder's run files without running anything, with a baseline's runs of a variant of its entry (``entry_variants``
+files) reported instead of its runs of the entry where they do better on average:
+
+    python -m sb3_trpo_ext.benchmark.report --output benchmarks/results/mujoco-1m-report \
+        --alternatives benchmarks/results/ant-observation/trpo.jsonl
 """
 
+import argparse
 import json
+import shlex
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -64,6 +72,74 @@ def load_runs(output_dir: str | Path) -> list[dict[str, Any]]:
     return [json.loads(path.read_text()) for path in sorted(Path(output_dir, "runs").glob("*.json"))]
 
 
+def load_variant_runs(paths: list[str | Path]) -> list[dict[str, Any]]:
+    """
+    The runs of ``entry_variants`` files (JSON lines) in the terms of the report's run records: ``env_id``, ``algo``,
+    ``seed``, ``n_timesteps``, ``final_return``, ``curve_steps``, ``curve_returns``, and the ``variant``. A run made again
+    (``entry_variants`` appends it when the code or versions behind it changed) replaces its earlier line.
+    """
+    runs: dict[tuple, dict[str, Any]] = {}
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            run = dict(
+                env_id=record["env"],
+                algo=record.get("algo", ALGO),
+                seed=record["seed"],
+                n_timesteps=record["n_timesteps"],
+                final_return=record["final_return"],
+                curve_steps=record["curve_steps"],
+                curve_returns=record["curve_returns"],
+                variant=record["variant"],
+            )
+            runs[(run["env_id"], run["algo"], run["variant"], run["seed"])] = run
+    return list(runs.values())
+
+
+def with_baseline_variants(
+    table: pd.DataFrame, curves: pd.DataFrame, variant_runs: list[dict[str, Any]]
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """
+    The final returns and curves to report, and a line per choice made: for each task and baseline with runs of a
+    variant of its entry, the variant's runs replace the entry's where their mean final return is higher (the baselines
+    get the better of the two; this TRPO's entries are frozen, so a variant of them is refused). One variant per task
+    and baseline, at the entry runs' budget. The reported table gains a ``variant`` column ("" for the entry as is).
+    """
+    table, curves = table.assign(variant=""), curves.copy()
+    lines = []
+    for (env_id, algo), group in pd.DataFrame(variant_runs).groupby(["env_id", "algo"], sort=False) if variant_runs else []:
+        if algo == ALGO:
+            raise ValueError(f"{env_id}: a variant of {ALGORITHMS[ALGO]}'s entry is not reported, its entries are frozen")
+        variants = sorted(set(group["variant"]))
+        if len(variants) != 1:
+            raise ValueError(f"{env_id}, {algo}: one variant may stand against the entry, got {variants}")
+        entry = table[(table["env_id"] == env_id) & (table["algo"] == algo)]
+        if entry.empty or set(entry["n_timesteps"]) != set(group["n_timesteps"]):
+            raise ValueError(
+                f"{env_id}, {algo}: the variant's runs have {sorted(set(group['n_timesteps']))} steps, the entry's "
+                f"{sorted(set(entry['n_timesteps']))}: only runs of one budget compare"
+            )
+        better = group["final_return"].mean() > entry["final_return"].mean()
+        lines.append(
+            f"- {env_id}, {ALGORITHMS[algo]}: `{variants[0]}` {_mean_range(group)}, the entry as is "
+            f"{_mean_range(entry)}; reported: {'the variant' if better else 'the entry as is'}"
+        )
+        if better:
+            table = pd.concat([table.drop(entry.index), group[["env_id", "algo", "seed", "n_timesteps", "final_return",
+                                                              "variant"]]], ignore_index=True)  # fmt: skip
+            replaced = (curves["env_id"] == env_id) & (curves["algo"] == algo)
+            variant_curves = curves_table(group.to_dict("records"))
+            curves = pd.concat([curves[~replaced], variant_curves], ignore_index=True)
+    return table, curves, lines
+
+
+def _mean_range(runs: pd.DataFrame) -> str:
+    returns = runs["final_return"]
+    return f"{returns.mean():.1f} [{returns.min():.1f}, {returns.max():.1f}] (seeds {_seeds(runs)})"
+
+
 def runs_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per run: the scalar measurements, the CPU it ran on (None where not recorded), the fraction of the
     env-only rate, and the mean train/ logs."""
@@ -103,6 +179,12 @@ def normalized_scores(table: pd.DataFrame) -> dict[str, np.ndarray]:
             matrix = runs[runs["seed"].isin(seeds)].pivot(index="seed", columns="env_id", values="final_return")[envs]
             scores[algo] = matrix.to_numpy(dtype=float) / np.array([PUBLISHED[env] for env in envs])
     return scores
+
+
+#: The runs per task below which an interval is printed but read as saying nothing: resampling two to four runs a task
+#: gives intervals far narrower than the seeds' spread warrants (with three, a per-task IQM is their mean, its interval
+#: their [min, max]).
+MIN_RUNS_FOR_A_VERDICT = 5
 
 
 def _interval(scores: dict[str, Any], function: Any, reps: int, seed: int) -> tuple[dict, dict]:
@@ -158,7 +240,10 @@ def aggregate_lines(table: pd.DataFrame, reps: int = 2000, seed: int = 0) -> lis
         for algo in others:
             low, high = np.ravel(improvement_ci[algo])
             value = float(np.ravel(improvement[algo])[0])
-            if low > 0.5:
+            runs = min(len(scores[ALGO]), len(scores[algo]))
+            if runs < MIN_RUNS_FOR_A_VERDICT:
+                verdict = f"{runs} runs per task are too few for a bootstrap interval to be trusted: no verdict"
+            elif low > 0.5:
                 verdict = f"the data support that {ALGORITHMS[ALGO]} tends to beat {ALGORITHMS[algo]} on these tasks"
             elif high < 0.5:
                 verdict = f"the data support that {ALGORITHMS[algo]} tends to beat {ALGORITHMS[ALGO]} on these tasks"
@@ -241,28 +326,40 @@ def returns_lines(table: pd.DataFrame) -> list[str]:
     return lines
 
 
-def readme_table(table: pd.DataFrame) -> list[str]:
-    """The README's table of final returns: per task, each algorithm's mean [min, max] over its seeds, and rl-zoo's
-    published sb3-contrib TRPO and PPO returns (-v3 tasks, one run each)."""
+def readme_table(table: pd.DataFrame, tuning_steps: dict[str, int] | None = None) -> list[str]:
+    """
+    The README's table of final returns: per task, each algorithm's mean [min, max] over its seeds (named in the header,
+    and in a cell that has fewer; marked † where a baseline's variant of its entry is reported,
+    :func:`with_baseline_variants`), rl-zoo's published sb3-contrib TRPO and PPO returns (-v3 tasks, one run each)
+    and, given ``tuning_steps``, the environment steps spent choosing this TRPO's entry of each task
+    (``benchmark.budget``; the baselines' entries are rl-zoo's, not tuned here).
+    """
     algos = [algo for algo in ALGORITHMS if algo in set(table["algo"])]
-    lines = [
-        "| task (1M steps) | "
-        + " | ".join(ALGORITHMS[algo] for algo in algos)
-        + " | published sb3-contrib TRPO | published PPO |",
-        "|---|" + "---|" * (len(algos) + 2),
-    ]
+    variants = table["variant"] if "variant" in table else pd.Series("", index=table.index)
+    headers = [f"{ALGORITHMS[algo]}, seeds {_seeds(table[table['algo'] == algo])}" for algo in algos]
+    headers += ["published sb3-contrib TRPO", "published PPO"] + (["this TRPO's tuning"] if tuning_steps else [])
+    lines = ["| task (1M steps) | " + " | ".join(headers) + " |", "|---|" + "---|" * len(headers)]
     for env_id in [env for env in PUBLISHED if env in set(table["env_id"])]:
         cells = []
         for algo in algos:
-            returns = table.loc[(table["env_id"] == env_id) & (table["algo"] == algo), "final_return"]
-            cells.append(f"{returns.mean():.1f} [{returns.min():.1f}, {returns.max():.1f}]" if len(returns) else "–")
-        lines.append(f"| {env_id} | " + " | ".join(cells) + f" | {PUBLISHED[env_id]} | {PUBLISHED_PPO[env_id]} |")
+            chosen = (table["env_id"] == env_id) & (table["algo"] == algo)
+            returns = table.loc[chosen, "final_return"]
+            mark = " †" if (variants[chosen] != "").any() else ""
+            if set(table.loc[chosen, "seed"]) != set(table.loc[table["algo"] == algo, "seed"]):  # fewer than the header's
+                mark += f" (seeds {_seeds(table[chosen])})"
+            cells.append(f"{returns.mean():.1f} [{returns.min():.1f}, {returns.max():.1f}]{mark}" if len(returns) else "–")
+        cells += [str(PUBLISHED[env_id]), str(PUBLISHED_PPO[env_id])]
+        if tuning_steps:
+            cells.append(f"{tuning_steps[env_id] / 1e6:.1f}M steps")
+        lines.append(f"| {env_id} | " + " | ".join(cells) + " |")
     return lines
 
 
 def _seeds(group: pd.DataFrame) -> str:
-    seeds = sorted(int(seed) for seed in group["seed"])
-    return f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else ", ".join(map(str, seeds))
+    seeds = sorted({int(seed) for seed in group["seed"]})
+    if len(seeds) > 1 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ", ".join(map(str, seeds))
 
 
 def _mean_std(values: pd.Series, digits: int) -> str:
@@ -319,11 +416,16 @@ def speed_lines(table: pd.DataFrame) -> list[str]:
     return lines
 
 
-def markdown_summary(table: pd.DataFrame, command: str = "") -> str:
+def markdown_summary(
+    table: pd.DataFrame, command: str = "", reported: pd.DataFrame | None = None, choices: list[str] | None = None
+) -> str:
     """
     Per environment: final return and speed, each as mean ± std over seeds; the speed ratios to sb3-contrib's TRPO
-    only where the speeds compare (:func:`speeds_comparable`).
+    only where the speeds compare (:func:`speeds_comparable`). The final returns and rliable's aggregates are those of
+    ``reported`` (default: ``table``), after the ``choices`` between a baseline's entry and a variant of it
+    (:func:`with_baseline_variants`).
     """
+    reported = table if reported is None else reported
     lines = [f"Command: `{command}`", ""] if command else []
     comparable = speeds_comparable(table)
     if not comparable:
@@ -357,8 +459,10 @@ def markdown_summary(table: pd.DataFrame, command: str = "") -> str:
     speeds = speed_lines(table)
     if speeds:
         lines += ["### Speed", "", *speeds, ""]
+    if choices:
+        lines += ["### The baselines' entries and their variants", "", "Mean [min, max] over seeds:", "", *choices, ""]
     lines += ["### Final returns", "", "Mean over seeds [min, max] (each seed's value, seeds in order):", ""]
-    lines += [*returns_lines(table), "", "### Aggregate (rliable)", "", *aggregate_lines(table), ""]
+    lines += [*returns_lines(reported), "", "### Aggregate (rliable)", "", *aggregate_lines(reported), ""]
     return "\n".join(lines)
 
 
@@ -471,11 +575,12 @@ def plot_speed_ratios(table: pd.DataFrame, path: Path) -> None:
     plt.close(figure)
 
 
-def write_report(output_dir: str | Path, command: str = "") -> pd.DataFrame:
+def write_report(output_dir: str | Path, command: str = "", alternatives: list[str | Path] | None = None) -> pd.DataFrame:
     """
     Write runs.csv, runs.json, curves.csv, summary.md, learning_curves.png (and learning_curves_time.png, against
     seconds of learning), performance_profile.png (rliable's, over the tasks with a published return) and, where the
-    speeds compare, speed_ratios.png.
+    speeds compare, speed_ratios.png. ``alternatives``: ``entry_variants`` files of the baselines, whose runs are
+    reported instead of the entry's where they do better (:func:`with_baseline_variants`); runs.csv keeps the runs here.
     """
     output_dir = Path(output_dir)
     runs = load_runs(output_dir)
@@ -483,14 +588,43 @@ def write_report(output_dir: str | Path, command: str = "") -> pd.DataFrame:
         raise ValueError(f"no finished runs under {output_dir / 'runs'}")
     table = runs_table(runs)
     curves = curves_table(runs)
+    reported, reported_curves, choices = with_baseline_variants(table, curves, load_variant_runs(alternatives or []))
     table.to_csv(output_dir / "runs.csv", index=False)
     curves.to_csv(output_dir / "curves.csv", index=False)
     (output_dir / "runs.json").write_text(json.dumps(runs, indent=1))
-    (output_dir / "summary.md").write_text(markdown_summary(table, command))
-    plot_learning_curves(curves, output_dir / "learning_curves.png")
-    if curves["seconds"].notna().any():
+    (output_dir / "summary.md").write_text(markdown_summary(table, command, reported, choices))
+    plot_learning_curves(reported_curves, output_dir / "learning_curves.png")
+    if curves["seconds"].notna().any():  # the variants' files record no seconds: these are the runs here
         plot_learning_curves(curves, output_dir / "learning_curves_time.png", x="seconds")
-    plot_performance_profiles(table, output_dir / "performance_profile.png")
+    plot_performance_profiles(reported, output_dir / "performance_profile.png")
     if speeds_comparable(table):
         plot_speed_ratios(table, output_dir / "speed_ratios.png")
-    return table
+    return reported
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m sb3_trpo_ext.benchmark.report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--output", required=True, help="the benchmark's output folder (its runs/ are read)")
+    parser.add_argument(
+        "--alternatives",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="entry_variants results (JSON lines) of a baseline, reported instead of its runs where they do better",
+    )
+    args = parser.parse_args(argv)
+    for path in args.alternatives:
+        if not Path(path).is_file():
+            parser.error(f"--alternatives: no file {path}")
+    command = shlex.join(["python", "-m", "sb3_trpo_ext.benchmark.report", *(sys.argv[1:] if argv is None else argv)])
+    write_report(args.output, command, args.alternatives)
+    print(f"report written to {args.output}/summary.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
