@@ -161,7 +161,8 @@ def test_quick_benchmark_writes_every_result(tmp_path, capsys):
     (tmp_path / "ppo.jsonl").write_text(json.dumps(line) + "\n")
     assert report.main(["--output", str(tmp_path), "--alternatives", str(tmp_path / "ppo.jsonl")]) == 0
     summary = (tmp_path / "summary.md").read_text()
-    assert "Command: `python -m sb3_trpo_ext.benchmark.report --output" in summary
+    assert "Command: `python -m sb3_trpo_ext.benchmark --quick --envs CartPole-v1 --output" in summary
+    assert f"`, then `python -m sb3_trpo_ext.benchmark.report --output {tmp_path} --alternatives" in summary
     assert "- CartPole-v1, SB3 PPO: `n_epochs=1`" in summary and summary.count("reported: the variant") == 1
     assert pd.read_csv(tmp_path / "runs.csv").equals(table)  # the runs made here, as they are
     with pytest.raises(SystemExit):

@@ -426,7 +426,7 @@ def markdown_summary(
     (:func:`with_baseline_variants`).
     """
     reported = table if reported is None else reported
-    lines = [f"Command: `{command}`", ""] if command else []
+    lines = ["Command: " + ", then ".join(f"`{line}`" for line in command.splitlines()), ""] if command else []
     comparable = speeds_comparable(table)
     if not comparable:
         lines += [
@@ -621,7 +621,8 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(path).is_file():
             parser.error(f"--alternatives: no file {path}")
     command = shlex.join(["python", "-m", "sb3_trpo_ext.benchmark.report", *(sys.argv[1:] if argv is None else argv)])
-    write_report(args.output, command, args.alternatives)
+    made_by = Path(args.output, "command.txt")  # the benchmark's command that made the runs, where it wrote one
+    write_report(args.output, (made_by.read_text() if made_by.exists() else "") + command, args.alternatives)
     print(f"report written to {args.output}/summary.md")
     return 0
 
