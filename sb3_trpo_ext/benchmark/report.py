@@ -108,8 +108,10 @@ def with_baseline_variants(
     and baseline, at the entry runs' budget. The reported table gains a ``variant`` column ("" for the entry as is).
     """
     table, curves = table.assign(variant=""), curves.copy()
-    lines = []
-    for (env_id, algo), group in pd.DataFrame(variant_runs).groupby(["env_id", "algo"], sort=False) if variant_runs else []:
+    lines: list[str] = []
+    if not variant_runs:
+        return table, curves, lines
+    for (env_id, algo), group in pd.DataFrame(variant_runs).groupby(["env_id", "algo"], sort=False):
         if algo == ALGO:
             raise ValueError(f"{env_id}: a variant of {ALGORITHMS[ALGO]}'s entry is not reported, its entries are frozen")
         variants = sorted(set(group["variant"]))
@@ -127,8 +129,8 @@ def with_baseline_variants(
             f"{_mean_range(entry)}; reported: {'the variant' if better else 'the entry as is'}"
         )
         if better:
-            table = pd.concat([table.drop(entry.index), group[["env_id", "algo", "seed", "n_timesteps", "final_return",
-                                                              "variant"]]], ignore_index=True)  # fmt: skip
+            columns = ["env_id", "algo", "seed", "n_timesteps", "final_return", "variant"]
+            table = pd.concat([table.drop(entry.index), group[columns]], ignore_index=True)
             replaced = (curves["env_id"] == env_id) & (curves["algo"] == algo)
             variant_curves = curves_table(group.to_dict("records"))
             curves = pd.concat([curves[~replaced], variant_curves], ignore_index=True)
