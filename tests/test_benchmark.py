@@ -538,9 +538,12 @@ def test_the_readme_table_is_the_one_the_run_files_give():
     # The aggregates it quotes are the report's, and the report was written from these same runs and choices.
     summary = (root / command.group(1) / "summary.md").read_text()
     assert "\n".join(returns_lines(table)) in summary and "\n".join(choices) in summary
-    paragraph = readme[readme.index("On scores divided by the published") :].split("\n\n")[0]
+    paragraph = " ".join(readme[readme.index("On scores divided by the published") :].split("\n\n")[0].split())
     figures = re.findall(r"\d\.\d\d \[\d\.\d\d, \d\.\d\d\]", paragraph)
     assert len(figures) == 5 and all(figure in summary for figure in figures), figures
+    # What it says the statistics support is the report's verdict on each probability of improvement, word for word.
+    verdicts = re.findall(r"^- over [\w -]+: \d\.\d\d \[\d\.\d\d, \d\.\d\d\]; (.+)$", summary, re.MULTILINE)
+    assert len(verdicts) == 2 and all(verdict in paragraph for verdict in verdicts), verdicts
 
 
 def test_a_baseline_s_variant_is_reported_where_it_does_better_on_average(tmp_path):
