@@ -546,6 +546,21 @@ def test_the_readme_table_is_the_one_the_run_files_give():
     assert len(verdicts) == 2 and all(verdict in paragraph for verdict in verdicts), verdicts
 
 
+def test_the_equal_settings_results_in_the_docs_are_those_the_run_files_give():
+    from sb3_trpo_ext.benchmark.report import load_runs, runs_table
+
+    root = Path(sb3_trpo_ext.__file__).parent.parent
+    docs = (root / "docs" / "benchmarks.md").read_text()
+    section = docs[docs.index("### Equal settings") : docs.index("### MuJoCo at 1M steps")]
+    table = runs_table(load_runs(root / "benchmarks" / "results" / "same-settings-300k"))
+    assert "\n".join(returns_lines(table)) in section
+    aggregate = aggregate_lines(table)
+    start = aggregate.index("| algorithm | runs per task | IQM of normalised scores [95% CI] |")
+    assert "\n".join(aggregate[start : start + 4]) in section
+    improvement = [line for line in aggregate if line.startswith("- over")]
+    assert len(improvement) == 1 and improvement[0] in section
+
+
 def test_a_baseline_s_variant_is_reported_where_it_does_better_on_average(tmp_path):
     from sb3_trpo_ext.benchmark.report import curves_table, load_variant_runs, readme_table, with_baseline_variants
 
