@@ -538,6 +538,7 @@ def test_the_readme_table_is_the_one_the_run_files_give():
     # The aggregates it quotes are the report's, and the report was written from these same runs and choices.
     summary = (root / command.group(1) / "summary.md").read_text()
     assert "\n".join(returns_lines(table)) in summary and "\n".join(choices) in summary
+    assert "\n".join(choices) in (root / "docs" / "benchmarks.md").read_text()
     paragraph = " ".join(readme[readme.index("On scores divided by the published") :].split("\n\n")[0].split())
     figures = re.findall(r"\d\.\d\d \[\d\.\d\d, \d\.\d\d\]", paragraph)
     assert len(figures) == 5 and all(figure in summary for figure in figures), figures
