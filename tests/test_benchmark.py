@@ -511,7 +511,14 @@ def test_the_tuning_budgets_in_the_docs_are_those_the_records_give():
     from sb3_trpo_ext.benchmark import budget
 
     docs = (Path(sb3_trpo_ext.__file__).parent.parent / "docs" / "benchmarks.md").read_text()
-    assert budget.table() in docs
+    table = budget.table()
+    assert table in docs
+    # The README's brief of each task adds up the table's row: trials, every run on seeds, the total steps.
+    brief = budget.in_brief()
+    for row in table.splitlines()[2:]:
+        task, trials, _, short, long, _, development, _, total = (cell.strip() for cell in row.strip("|").split("|"))
+        runs = int(short.split()[0]) + int(long.split()[0]) + int(development)
+        assert brief[task] == f"{trials.split()[0]} trials, {runs} runs, {total} steps"
 
 
 def test_the_readme_table_is_the_one_the_run_files_give():
@@ -534,7 +541,7 @@ def test_the_readme_table_is_the_one_the_run_files_give():
     runs = load_runs(root / command.group(1))
     alternatives = [root / path for path in (command.group(2) or "").split()]
     table, _, choices = with_baseline_variants(runs_table(runs), curves_table(runs), load_variant_runs(alternatives))
-    assert "\n".join(readme_table(table, budget.total_steps())) in readme
+    assert "\n".join(readme_table(table, budget.in_brief())) in readme
     # The aggregates it quotes are the report's, and the report was written from these same runs and choices.
     summary = (root / command.group(1) / "summary.md").read_text()
     assert "\n".join(returns_lines(table)) in summary and "\n".join(choices) in summary
@@ -607,11 +614,14 @@ def test_a_baseline_s_variant_is_reported_where_it_does_better_on_average(tmp_pa
         f"- Ant-v5, SB3 PPO: `{variant}` 100.0 [100.0, 100.0] (seeds 0), the entry as is 500.0 [500.0, 500.0] "
         "(seeds 0); reported: the entry as is",
     ]
-    rows = readme_table(reported, {"Hopper-v5": 84_289_216, "Ant-v5": 48_966_752})
+    tuning = {"Hopper-v5": "30 trials, 88 runs, 84.3M steps", "Ant-v5": "30 trials, 48 runs, 49.0M steps"}
+    rows = readme_table(reported, tuning)
     assert rows[0].startswith("| task (1M steps) | sb3-trpo-ext TRPO, seeds 10 | sb3-contrib TRPO, seeds 0-1 |")
-    assert rows[2] == "| Hopper-v5 | – | 2000.0 [2000.0, 2000.0] (seeds 0) | – | 3618 | 2410 | 84.3M steps |"
+    assert rows[2] == "| Hopper-v5 | – | 2000.0 [2000.0, 2000.0] (seeds 0) | – | 3618 | 2410 | " + tuning["Hopper-v5"] + " |"
     assert rows[3] == (
-        "| Ant-v5 | 3000.0 [3000.0, 3000.0] | 4200.0 [4000.0, 4400.0] † | 500.0 [500.0, 500.0] | 4982 | 1327 | 49.0M steps |"
+        "| Ant-v5 | 3000.0 [3000.0, 3000.0] | 4200.0 [4000.0, 4400.0] † | 500.0 [500.0, 500.0] | 4982 | 1327 | "
+        + tuning["Ant-v5"]
+        + " |"
     )
 
     frozen = [{**variant_runs[0], "algo": "trpo_ext"}]

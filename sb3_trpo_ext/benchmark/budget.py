@@ -86,9 +86,15 @@ def task_budget(task: str) -> dict[str, dict[str, int]]:
     return {**parts, "total": {"steps": sum(part["steps"] for part in parts.values())}}
 
 
-def total_steps() -> dict[str, int]:
-    """Per task, the environment steps spent choosing its entry."""
-    return {task: task_budget(task)["total"]["steps"] for task in TASKS}
+def in_brief() -> dict[str, str]:
+    """Per task, what choosing its entry took in a few words: Optuna trials, runs on seeds (looks at variants and the
+    entry's own runs while choosing) and all their environment steps."""
+    briefs = {}
+    for task in TASKS:
+        budget = task_budget(task)
+        runs = sum(budget[part]["runs"] for part in ("short", "long", "development"))
+        briefs[task] = f"{budget['trials']['trials']} trials, {runs} runs, {budget['total']['steps'] / 1e6:.1f}M steps"
+    return briefs
 
 
 def table() -> str:

@@ -328,18 +328,18 @@ def returns_lines(table: pd.DataFrame) -> list[str]:
     return lines
 
 
-def readme_table(table: pd.DataFrame, tuning_steps: dict[str, int] | None = None) -> list[str]:
+def readme_table(table: pd.DataFrame, tuning: dict[str, str] | None = None) -> list[str]:
     """
     The README's table of final returns: per task, each algorithm's mean [min, max] over its seeds (named in the header,
     and in a cell that has fewer; marked † where a baseline's variant of its entry is reported,
     :func:`with_baseline_variants`), rl-zoo's published sb3-contrib TRPO and PPO returns (-v3 tasks, one run each)
-    and, given ``tuning_steps``, the environment steps spent choosing this TRPO's entry of each task
-    (``benchmark.budget``; the baselines' entries are rl-zoo's, not tuned here).
+    and, given ``tuning``, what choosing this TRPO's entry of each task took (``benchmark.budget.in_brief``; the
+    baselines' entries are rl-zoo's, not tuned here).
     """
     algos = [algo for algo in ALGORITHMS if algo in set(table["algo"])]
     variants = table["variant"] if "variant" in table else pd.Series("", index=table.index)
     headers = [f"{ALGORITHMS[algo]}, seeds {_seeds(table[table['algo'] == algo])}" for algo in algos]
-    headers += ["published sb3-contrib TRPO", "published PPO"] + (["this TRPO's tuning"] if tuning_steps else [])
+    headers += ["published sb3-contrib TRPO", "published PPO"] + (["this TRPO's tuning"] if tuning else [])
     lines = ["| task (1M steps) | " + " | ".join(headers) + " |", "|---|" + "---|" * len(headers)]
     for env_id in [env for env in PUBLISHED if env in set(table["env_id"])]:
         cells = []
@@ -351,8 +351,8 @@ def readme_table(table: pd.DataFrame, tuning_steps: dict[str, int] | None = None
                 mark += f" (seeds {_seeds(table[chosen])})"
             cells.append(f"{returns.mean():.1f} [{returns.min():.1f}, {returns.max():.1f}]{mark}" if len(returns) else "–")
         cells += [str(PUBLISHED[env_id]), str(PUBLISHED_PPO[env_id])]
-        if tuning_steps:
-            cells.append(f"{tuning_steps[env_id] / 1e6:.1f}M steps")
+        if tuning:
+            cells.append(tuning[env_id])
         lines.append(f"| {env_id} | " + " | ".join(cells) + " |")
     return lines
 
