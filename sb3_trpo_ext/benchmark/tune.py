@@ -131,9 +131,10 @@ def worker_command(args: argparse.Namespace, seed: int) -> list[str]:
         "--max-total-trials", str(args.trials),
         "--sampler", "tpe", "--pruner", "median", "--n-startup-trials", str(args.startup_trials),
         "--n-evaluations", str(args.n_evaluations), "--eval-episodes", str(args.eval_episodes),
-        "--storage", str(args.output / f"{args.env}.log"), "--study-name", args.env,
+        "--storage", str(args.output / f"{args.study}.log"), "--study-name", args.study,
         "--seed", str(seed), "--num-threads", "1", "--no-optim-plots",
         "-f", str(args.log_folder),
+        *(["--env-kwargs", *args.env_kwargs] if args.env_kwargs else []),
     ]  # fmt: skip
 
 
@@ -160,7 +161,9 @@ def summary(path: Path, env_id: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", help="task to tune")
-    parser.add_argument("--report", nargs="+", metavar="ENV", help="print the studies' summaries and exit")
+    parser.add_argument("--report", nargs="+", metavar="STUDY", help="print the studies' summaries and exit")
+    parser.add_argument("--study", help="the study's name and journal (STUDY.log); default: the task's id")
+    parser.add_argument("--env-kwargs", nargs="+", metavar="NAME:VALUE", help="the task's keyword arguments, as rl_zoo3 takes them")
     parser.add_argument("-n", "--n-timesteps", type=int, default=300_000, help="steps per trial")
     parser.add_argument("--trials", type=int, default=30, help="finished or running trials the study stops at")
     parser.add_argument("--workers", type=int, default=2)
@@ -179,8 +182,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.env is None:
         parser.error("--env or --report is needed")
+    args.study = args.study or args.env
     args.output.mkdir(parents=True, exist_ok=True)
-    study = _study(args.output / f"{args.env}.log", args.env)
+    study = _study(args.output / f"{args.study}.log", args.study)
     if args.fail_running:
         failed = fail_running_trials(study)
         if failed:
