@@ -41,26 +41,27 @@ from sb3_trpo_ext.line_search import Candidate, max_step_size
 from sb3_trpo_ext.policies import actor_parameters, critic_parameters, flat_parameters, set_flat_parameters
 from sb3_trpo_ext.rollout import RolloutLoop
 from sb3_trpo_ext.rollout_checks import describe_nonfinite, nonfinite_rollout_error
-from sb3_trpo_ext.safe_loading import (
-    UnsafeFileError,
-    check_declared_sizes,
-    check_tensors,
-    known_classes,
-    read_archive,
-    safe_custom_objects,
-    with_plain_descriptions,
-)
-from sb3_trpo_ext.saving import (
+from sb3_trpo_ext.safe_loading.allowlist import UnsafeFileError, known_classes
+from sb3_trpo_ext.safe_loading.archive import check_tensors, read_archive, with_plain_descriptions
+from sb3_trpo_ext.safe_loading.limits import LoadBudget
+from sb3_trpo_ext.safe_loading.models import check_declared_sizes, safe_custom_objects
+from sb3_trpo_ext.safe_loading.saving import (
     LOAD_ERRORS,
     load_error_reason,
     refuse_foreign,
     saved_by_sb3_contrib,
-    undone_on_exception,
     with_critic_optimizer_state,
 )
 from sb3_trpo_ext.step_rules import STEP_RULES, LineSearch, StepRule
 from sb3_trpo_ext.surrogate import mean_entropy, normalize_advantages, surrogate_objective
-from sb3_trpo_ext.update import PolicyBatch, ProposedStep, UpdateStatistics, distribution_actions, numerical_fault
+from sb3_trpo_ext.update import (
+    PolicyBatch,
+    ProposedStep,
+    UpdateStatistics,
+    distribution_actions,
+    numerical_fault,
+    undone_on_exception,
+)
 
 SelfNaturalGradient = TypeVar("SelfNaturalGradient", bound="NaturalGradientAlgorithm")
 
@@ -295,18 +296,22 @@ class NaturalGradientAlgorithm(RolloutLoop):
             code the file carries: only for a file you trust. By default nothing is unpickled: each such entry is
             rebuilt from its plain description (:mod:`sb3_trpo_ext.safe_loading`), or taken from ``custom_objects``,
             and an entry that can be neither raises an :class:`~sb3_trpo_ext.safe_loading.UnsafeFileError` naming
-            it. Its tensors are read only once torch's ``weights_only`` loader has accepted them.
+            it. Its tensors are read only once torch's ``weights_only`` loader has accepted them, an environment id
+            it names is used only if gymnasium has it registered, and all it makes the load allocate is sized first
+            against ``SB3_TRPO_EXT_MAX_LOAD_BYTES`` (1 GiB unless set).
         """
         loads_sb3_contrib = cls.policy_kind is PolicyKind and isinstance(cls.step_rule, LineSearch)
         try:
-            data, sizes = read_archive(path)
+            budget = LoadBudget()
+            data, sizes = read_archive(path, budget)
             refuse_foreign(set(data), cls.saved_hyperparameters | cls.step_rule.saved, cls._foreign_hyperparameters())
             from_sb3_contrib = loads_sb3_contrib and saved_by_sb3_contrib(set(data))
             if not trust_pickle:
-                check_tensors(path)
-                custom_objects = safe_custom_objects(data, known_classes(cls.policy_aliases.values()), custom_objects)
+                check_tensors(path, measured=True)
+                classes = known_classes(cls.policy_aliases.values())
+                custom_objects = safe_custom_objects(data, classes, custom_objects, budget)
                 overrides = {**kwargs, **({"n_envs": env.num_envs} if isinstance(env, VecEnv) else {})}
-                check_declared_sizes(data, custom_objects, sizes, overrides)
+                check_declared_sizes(data, custom_objects, sizes, overrides, budget, cls.policy_kind.buffer_classes)
             model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
         except (HyperparameterError, UnsafeFileError):
             raise  # said as the constructor says it / naming the entry and the way out

@@ -1,11 +1,17 @@
 """What one policy update reads of the rollout, and what it reports (docs/algorithm.md)."""
 
+import copy
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import gymnasium as gym
 import torch as th
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 
 from sb3_trpo_ext.line_search import StepResult
 from sb3_trpo_ext.policies import PolicyInputs
@@ -94,3 +100,32 @@ def distribution_actions(actions: th.Tensor, action_space: gym.Space) -> th.Tens
     if isinstance(action_space, gym.spaces.Discrete):
         return actions.long().flatten()
     return actions
+
+
+def cloned(state: Any) -> Any:
+    """A copy of a state dict, its tensors cloned (copy.deepcopy's per-object bookkeeping costs more, every update)."""
+    if isinstance(state, th.Tensor):
+        return state.clone()
+    if type(state) in (dict, OrderedDict):
+        copied = type(state)((key, cloned(value)) for key, value in state.items())
+        if hasattr(state, "__dict__"):  # a module state dict's _metadata
+            copied.__dict__.update(copy.deepcopy(state.__dict__))
+        return copied
+    if type(state) in (list, tuple):
+        return type(state)(cloned(value) for value in state)
+    return copy.deepcopy(state)
+
+
+@contextmanager
+def undone_on_exception(algorithm: OnPolicyAlgorithm) -> Iterator[None]:
+    """Restore the policy, its optimiser and the update count if the block does not finish (KeyboardInterrupt too)."""
+    policy_state = cloned(algorithm.policy.state_dict())
+    optimizer_state = cloned(algorithm.policy.optimizer.state_dict())
+    n_updates = algorithm._n_updates
+    try:
+        yield
+    except BaseException:
+        algorithm.policy.load_state_dict(policy_state)
+        algorithm.policy.optimizer.load_state_dict(optimizer_state)
+        algorithm._n_updates = n_updates
+        raise

@@ -18,7 +18,7 @@ import sb3_trpo_ext.line_search
 import sb3_trpo_ext.natural_gradient
 from sb3_trpo_ext import TRPO
 from sb3_trpo_ext.policies import flat_parameters
-from sb3_trpo_ext.vec_normalize import load_vec_normalize, save_vec_normalize
+from sb3_trpo_ext.safe_loading import load_vec_normalize, save_vec_normalize
 
 SMALL = dict(n_steps=32, batch_size=16, n_critic_updates=2, policy_kwargs=dict(net_arch=[8]), seed=0)
 

@@ -30,8 +30,7 @@ from sb3_trpo_ext.benchmark.provenance import provenance
 from sb3_trpo_ext.benchmark.run import RunSpec, make_env, train
 from sb3_trpo_ext.benchmark.settings import algorithm_class, zoo_entry
 from sb3_trpo_ext.extras import exits_on_missing_extra, require
-from sb3_trpo_ext.safe_loading import custom_objects_without_pickle
-from sb3_trpo_ext.vec_normalize import load_vec_normalize
+from sb3_trpo_ext.safe_loading import custom_objects_without_pickle, load_vec_normalize
 
 
 def zoo_train(algo: str, env_id: str, n_timesteps: int, seed: int, eval_freq: int, folder: Path) -> Path:

@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--env", help="task to tune")
     parser.add_argument("--report", nargs="+", metavar="STUDY", help="print the studies' summaries and exit")
     parser.add_argument("--study", help="the study's name and journal (STUDY.log); default: the task's id")
-    parser.add_argument("--env-kwargs", nargs="+", metavar="NAME:VALUE", help="the task's keyword arguments, as rl_zoo3 takes them")
+    parser.add_argument("--env-kwargs", nargs="+", metavar="NAME:VALUE", help="the task's keyword arguments (rl_zoo3's form)")
     parser.add_argument("-n", "--n-timesteps", type=int, default=300_000, help="steps per trial")
     parser.add_argument("--trials", type=int, default=30, help="finished or running trials the study stops at")
     parser.add_argument("--workers", type=int, default=2)

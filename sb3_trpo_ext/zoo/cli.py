@@ -88,10 +88,11 @@ def _unknown_keys_message(keys: Sequence[str], algo: str) -> str:
     return f"hyperparameters {ALGORITHMS[algo].__name__} does not take: {', '.join(hints)}"
 
 
-def check_config_entry(args: Sequence[str], algo: str = ALGO) -> None:
+def check_config_entry(args: Sequence[str], algo: str = ALGO, trusted: bool = False) -> None:
     """
     Refuse hyperparameters that the algorithm does not take, in the zoo entry or in ``--hyperparams``, before any
-    training starts, with a suggestion: a :class:`HyperparameterError`.
+    training starts, with a suggestion (a :class:`HyperparameterError`), and an entry that names code or asks for too
+    much (:func:`~sb3_trpo_ext.zoo.guard.check_entry`), unless the user ``trusted`` the file (``--trust-pickle``).
     """
     given = [item.split(":", 1)[0] for item in _items_of(args, "-params", "--hyperparams")]
     unknown = unknown_hyperparameters(dict.fromkeys(given), algo)
@@ -100,17 +101,20 @@ def check_config_entry(args: Sequence[str], algo: str = ALGO) -> None:
     conf = _value_of(args, "-conf", "--conf-file") or str(config_path(algo))
     if not conf.endswith((".yml", ".yaml")):
         return
-    import yaml
+    from sb3_trpo_ext.zoo.guard import check_entry, read_zoo_yaml
 
     env_id = _value_of(args, "--env") or "CartPole-v1"
-    with open(conf) as file:
-        entries = yaml.safe_load(file)
+    entries = read_zoo_yaml(conf)
+    if not isinstance(entries, dict):
+        raise UnsafeValueError(f"{conf}: not a mapping of entries")
     entry = entries.get(env_id, entries.get("default"))
-    if entry is None:
+    if not isinstance(entry, dict):
         return  # rl_zoo3 reports the missing entry itself
     unknown = unknown_hyperparameters(entry, algo)
     if unknown:
         raise HyperparameterError(f"{conf}: the entry for {env_id} has {_unknown_keys_message(unknown, algo)}")
+    if not trusted:
+        check_entry(entry, f"{conf}: {env_id}")
 
 
 def check_env_id(env_id: str, args: Sequence[str]) -> None:
@@ -156,12 +160,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = [arg for arg in args if arg != "--trust-pickle"]
     try:
         with contextlib.nullcontext() if trusted or command == "plot" else guarded():
-            _command(command, args)
+            _command(command, args, trusted)
     except (HyperparameterError, UnsafeValueError, UnsafeFileError) as error:
         fail(str(error))
 
 
-def _command(command: str, args: list[str]) -> None:
+def _command(command: str, args: list[str], trusted: bool) -> None:
     env_id = _value_of(args, "--env")
     if env_id is not None and command != "plot":
         check_env_id(env_id, args)
@@ -178,7 +182,7 @@ def _command(command: str, args: list[str]) -> None:
         if algo in ALGORITHMS:  # rl_zoo3's own algorithms keep their own hyperparameter files
             if _value_of(args, "-conf", "--conf-file") is None:
                 args += ["--conf-file", str(config_path(algo))]
-            check_config_entry(args, algo)
+            check_config_entry(args, algo, trusted)
         if command == "optimize" and not {"-optimize", "--optimize-hyperparameters"} & set(args):
             args.append("--optimize-hyperparameters")
         _run(train, "sb3-trpo-ext " + command, args)

@@ -10,6 +10,8 @@ from typing import Any
 
 from torch import nn
 
+from sb3_trpo_ext.safe_loading import UnsafeFileError
+
 #: The activation classes a zoo value may name as ``nn.<Name>``.
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     name: value
@@ -21,7 +23,7 @@ _NUMBERS = (int, float)
 _CONSTANTS = (int, float, str, bool, type(None))
 
 
-class UnsafeValueError(ValueError):
+class UnsafeValueError(UnsafeFileError):
     """A zoo value holds a construct that reading it would have to run."""
 
 

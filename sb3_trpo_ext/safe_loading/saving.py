@@ -1,17 +1,13 @@
-"""What loading and undoing need beyond SB3: recognising an algorithm's zip, sb3-contrib's optimiser state, snapshots."""
+"""What loading needs beyond SB3: recognising an algorithm's zip, one-line reasons, sb3-contrib's optimiser state."""
 
-import copy
 import pickle
 import struct
 import zipfile
 import zlib
-from collections import OrderedDict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import torch as th
-from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.type_aliases import TensorDict
 
@@ -109,32 +105,3 @@ def with_critic_optimizer_state(
     if "policy.optimizer" in params:
         params["policy.optimizer"] = critic_optimizer_state(params["policy.optimizer"], all_params, critic_params)
     return params
-
-
-def cloned(state: Any) -> Any:
-    """A copy of a state dict, its tensors cloned (copy.deepcopy's per-object bookkeeping costs more, every update)."""
-    if isinstance(state, th.Tensor):
-        return state.clone()
-    if type(state) in (dict, OrderedDict):
-        copied = type(state)((key, cloned(value)) for key, value in state.items())
-        if hasattr(state, "__dict__"):  # a module state dict's _metadata
-            copied.__dict__.update(copy.deepcopy(state.__dict__))
-        return copied
-    if type(state) in (list, tuple):
-        return type(state)(cloned(value) for value in state)
-    return copy.deepcopy(state)
-
-
-@contextmanager
-def undone_on_exception(algorithm: OnPolicyAlgorithm) -> Iterator[None]:
-    """Restore the policy, its optimiser and the update count if the block does not finish (KeyboardInterrupt too)."""
-    policy_state = cloned(algorithm.policy.state_dict())
-    optimizer_state = cloned(algorithm.policy.optimizer.state_dict())
-    n_updates = algorithm._n_updates
-    try:
-        yield
-    except BaseException:
-        algorithm.policy.load_state_dict(policy_state)
-        algorithm.policy.optimizer.load_state_dict(optimizer_state)
-        algorithm._n_updates = n_updates
-        raise

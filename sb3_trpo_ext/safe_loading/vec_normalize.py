@@ -15,7 +15,9 @@ from gymnasium import spaces
 from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-from sb3_trpo_ext.safe_loading import MAX_DATA_BYTES, UnsafeFileError, describe, rebuild
+from sb3_trpo_ext.safe_loading.allowlist import UnsafeFileError
+from sb3_trpo_ext.safe_loading.limits import read_text
+from sb3_trpo_ext.safe_loading.plain import describe, rebuild
 
 FORMAT = "sb3_trpo_ext/vec_normalize/1"
 _SETTINGS = {
@@ -26,6 +28,14 @@ _SETTINGS = {
     "clip_reward": float,
     "gamma": float,
     "epsilon": float,
+}
+#: What each number of the settings must satisfy, said as the error says it: any other gives NaN or constant
+#: observations, or rewards, without an error.
+_RANGES = {
+    "clip_obs": (lambda x: x > 0, "> 0"),
+    "clip_reward": (lambda x: x > 0, "> 0"),
+    "epsilon": (lambda x: x > 0, "> 0"),
+    "gamma": (lambda x: 0 <= x <= 1, "in [0, 1]"),
 }
 
 
@@ -63,6 +73,10 @@ def _rms(state: Any, shape: tuple[int, ...], what: str) -> RunningMeanStd:
     for name, array in (("mean", mean), ("var", var)):
         if not (isinstance(array, np.ndarray) and array.shape == shape and np.issubdtype(array.dtype, np.floating)):
             raise ValueError(f"{what}.{name} must be a float array of shape {shape} (the environment's), got {array!r}")
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"{what}.{name} must be finite, got {array[~np.isfinite(array)][:3]!r} among its values")
+    if np.any(var < 0):
+        raise ValueError(f"{what}.var must be >= 0, got {var[var < 0][:3]!r} among its values")
     if not (type(count) in (int, float) and math.isfinite(count) and count > 0):
         raise ValueError(f"{what}.count must be a positive number, got {count!r}")
     rms.mean, rms.var, rms.count = mean.astype(np.float64), var.astype(np.float64), float(count)
@@ -83,13 +97,11 @@ def load_vec_normalize(path: str | pathlib.Path, venv: VecEnv, trust_pickle: boo
         if not trust_pickle:
             raise UnsafeFileError(
                 f"{path}: VecNormalize statistics as a pickle run any code the file carries; load the JSON that "
-                "sb3_trpo_ext.vec_normalize.save_vec_normalize writes, or pass trust_pickle=True for a file you trust"
+                "sb3_trpo_ext.safe_loading.save_vec_normalize writes, or pass trust_pickle=True for a file you trust"
             )
         return VecNormalize.load(str(path), venv)
-    if path.stat().st_size > MAX_DATA_BYTES:
-        raise ValueError(f"{path}: {path.stat().st_size} bytes is too large for VecNormalize statistics")
     try:
-        state = json.loads(path.read_text())
+        state = json.loads(read_text(path, "VecNormalize statistics"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise ValueError(f"{path}: not VecNormalize statistics as JSON ({error})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
@@ -101,6 +113,8 @@ def load_vec_normalize(path: str | pathlib.Path, venv: VecEnv, trust_pickle: boo
             kind is float and not math.isfinite(value)
         ):
             raise ValueError(f"{path}: {name} must be a {'finite number' if kind is float else 'bool'}, got {value!r}")
+        if name in _RANGES and not _RANGES[name][0](value):
+            raise ValueError(f"{path}: {name} must be {_RANGES[name][1]}, got {value!r}")
         settings[name] = kind(value)
     keys = state.get("norm_obs_keys")
     observation_space = venv.observation_space
