@@ -28,7 +28,10 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # Loading a file never runs code it carries (docs/security.md): every test whose source calls a loader runs with the
 # functions that could (unpickling, eval, YAML's python tags) raising. A test of the trusted path is marked
 # ``trusts_pickle``.
-LOADERS = re.compile(r"\.load\(|load_from_zip_file|load_vec_normalize|set_parameters\(|\benjoy\b|record-video|read_zoo_config")
+LOADERS = re.compile(
+    r"\.load\(|load_from_zip_file|load_vec_normalize|set_parameters\(|\benjoy\b|record-video|read_zoo_config|"
+    r"check_tensors|check_saved_config|custom_objects_without_pickle|_bounded_frame_stack|rebuild_space|guarded\(|main\("
+)
 
 
 class RanCodeFromAFile(AssertionError):
@@ -69,6 +72,7 @@ def no_code_from_files(request: pytest.FixtureRequest, monkeypatch: pytest.Monke
         return
     monkeypatch.setattr(pickle, "loads", _refuse("pickle.loads"))
     monkeypatch.setattr(pickle, "load", _refuse("pickle.load"))
+    monkeypatch.setattr(pickle, "Unpickler", _refuse("pickle.Unpickler"))  # torch.load(weights_only=False) uses it
     monkeypatch.setattr(cloudpickle, "loads", _refuse("cloudpickle.loads"))
     monkeypatch.setattr(builtins, "eval", _refuse_eval(builtins.eval))
     monkeypatch.setattr(yaml.constructor.FullConstructor, "find_python_name", _refuse("a YAML python/ tag"))

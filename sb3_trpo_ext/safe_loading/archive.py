@@ -45,7 +45,7 @@ def _member_sizes(archive: zipfile.ZipFile, budget: LoadBudget) -> dict[str, int
         with archive.open(info) as member:
             while chunk := member.read(_CHUNK):
                 size += len(chunk)
-                budget.take(len(chunk), f"its member {info.filename!r}, decompressed")
+                budget.take(len(chunk), f"its member {info.filename!r}, decompressed to {size} bytes so far,")
         sizes[info.filename] = size
     return sizes
 

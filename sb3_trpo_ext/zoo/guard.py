@@ -22,6 +22,7 @@ wrappers and callbacks its entries name, and unpickles ``vecnormalize.pkl``. Ins
 """
 
 import functools
+import io
 import os
 import pathlib
 from collections import OrderedDict
@@ -56,19 +57,20 @@ class SafeZooLoader(yaml.SafeLoader):
     :data:`MAX_YAML_NODES` nodes is refused before it is built."""
 
     def construct_document(self, node: yaml.Node) -> Any:
-        _check_expansion(node, self)
+        _check_expansion(node)
         return super().construct_document(node)
 
 
-def _check_expansion(root: yaml.Node, loader: yaml.SafeLoader) -> None:
+def _check_expansion(root: yaml.Node) -> None:
     """Count the nodes of ``root`` with aliases followed (each time they occur), stopping past the bound."""
     count, pending = 0, [root]
     while pending:
         node = pending.pop()
         count += 1
         if count > MAX_YAML_NODES:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"its aliases expand it past {MAX_YAML_NODES} nodes", root.start_mark
+            raise UnsafeValueError(
+                f"{root.start_mark.name}: its aliases expand it past {MAX_YAML_NODES} nodes; a file from elsewhere "
+                "is refused so (--trust-pickle reads a file you trust as it is)"
             )
         if isinstance(node, yaml.SequenceNode):
             pending.extend(node.value)
@@ -106,9 +108,10 @@ SafeZooDumper.add_representer(tuple, lambda dumper, data: dumper.represent_seque
 def read_zoo_yaml(path: str | os.PathLike) -> Any:
     """A YAML file of rl_zoo3's as :class:`SafeZooLoader` reads it, no larger than the load limit allows; a tag or an
     expansion it refuses is an UnsafeValueError."""
-    text = read_text(path, "YAML")
+    stream = io.StringIO(read_text(path, "YAML"))
+    stream.name = str(path)  # for the marks of YAML's errors
     try:
-        return yaml.load(text, Loader=SafeZooLoader)  # a SafeLoader: no tag runs code
+        return yaml.load(stream, Loader=SafeZooLoader)  # a SafeLoader: no tag runs code
     except yaml.constructor.ConstructorError as error:
         line = f" (line {error.problem_mark.line + 1})" if error.problem_mark else ""
         raise UnsafeValueError(f"{path}: {error.problem}{line}; a config from a file holds plain YAML only") from None
@@ -145,7 +148,7 @@ def check_entry(entry: dict[str, Any], where: str) -> None:
         count = entry.get(key)
         if count is not None and not (type(count) is int and 0 < count <= (MAX_ENVS if key == "n_envs" else 2**31)):
             raise UnsafeValueError(
-                f"{where}: {key} is {str(count)[:80]!r}; a file gives a positive integer"
+                f"{where}: {key} is {str(count)[:80]}; a file gives a positive integer"
                 + (f" of at most {MAX_ENVS}" if key == "n_envs" else "")
             )
 
@@ -215,7 +218,7 @@ def _bounded_frame_stack(venv: VecEnv, n_stack: Any, channels_order: Any = None)
     space = venv.observation_space
     members = space.spaces.values() if isinstance(space, spaces.Dict) else [space]
     frame = sum(spaces.flatdim(member) * (member.dtype.itemsize if member.dtype else 8) for member in members)
-    LoadBudget().take(2 * n_stack * venv.num_envs * frame, f"a frame stack of {n_stack}")
+    LoadBudget().take(2 * n_stack * venv.num_envs * frame, f"the config's frame stack of {n_stack} (frame_stack, n_stack)")
     return VecFrameStack(venv, n_stack, channels_order)
 
 
