@@ -51,6 +51,8 @@ ESCAPES = [
     "dict(**{{'a': 1}})",
     "{{**{{'a': 1}}}}",
     "open('{marker}', 'w')",
+    "open(file='{marker}', mode='w')",
+    "Popen(args='touch {marker}', shell=True)",
     "nn.ReLU()",
     "dict(a=1",
 ]

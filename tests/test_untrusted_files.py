@@ -370,6 +370,20 @@ def test_a_frame_stack_is_counted(monkeypatch):
         _bounded_frame_stack(venv, fits + 1)
 
 
+def test_yaml_aliases_at_the_limit(tmp_path):
+    from sb3_trpo_ext.zoo.guard import MAX_YAML_NODES, read_zoo_yaml
+
+    def aliased(levels):  # a list of 2**levels items through aliases: 2**(levels + 1) - 1 nodes and the mapping's 3
+        return "a0: &a0 [x, x]\n" + "".join(f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}]\n" for i in range(1, levels))
+
+    levels = MAX_YAML_NODES.bit_length() - 1  # the last level alone is 2**levels items
+    (tmp_path / "under.yml").write_text(aliased(levels - 3))
+    assert len(read_zoo_yaml(tmp_path / "under.yml")) == levels - 3
+    (tmp_path / "over.yml").write_text(aliased(levels - 1))
+    with pytest.raises(UnsafeFileError, match=rf"over.yml: its aliases expand it past {MAX_YAML_NODES} nodes"):
+        read_zoo_yaml(tmp_path / "over.yml")
+
+
 def test_a_conf_file_asking_for_many_environments_is_refused(tmp_path):
     conf = conf_file(tmp_path, {"n_envs": 1_000_000})
     with pytest.raises(UnsafeFileError, match="n_envs is 1000000; a file gives a positive integer of at most 1024"):
