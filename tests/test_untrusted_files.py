@@ -18,6 +18,8 @@ import torch as th
 import yaml
 from attacks import box, data_padded_to, declaring, edited, with_space, with_values, write_memory_cases, zip_with_a_bomb
 from helpers import ACTION_SPACES, MaskedToyEnv, ToyEnv
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from stable_baselines3 import PPO
 from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
@@ -32,10 +34,11 @@ from sb3_trpo_ext.safe_loading import (
     max_load_bytes,
     save_vec_normalize,
 )
+from sb3_trpo_ext.safe_loading.allowlist import CONFIG_CLASSES
 from sb3_trpo_ext.safe_loading.archive import check_tensors
 from sb3_trpo_ext.safe_loading.plain import rebuild_space
 from sb3_trpo_ext.zoo.cli import check_config_entry, main
-from sb3_trpo_ext.zoo.guard import _bounded_frame_stack, check_saved_config, guarded
+from sb3_trpo_ext.zoo.guard import CLASS_KEYS, _bounded_frame_stack, check_saved_config, guarded, read_zoo_yaml
 
 SMALL = dict(n_steps=32, batch_size=32, n_critic_updates=1, policy_kwargs=dict(net_arch=[8]), seed=0)
 MARKER_MODULE = "import pathlib\npathlib.Path(__file__).with_name('marker').touch()\n"
@@ -371,16 +374,13 @@ def test_a_frame_stack_is_counted(monkeypatch):
 
 
 def test_yaml_aliases_at_the_limit(tmp_path):
-    from sb3_trpo_ext.zoo.guard import MAX_YAML_NODES, read_zoo_yaml
-
     def aliased(levels):  # a list of 2**levels items through aliases: 2**(levels + 1) - 1 nodes and the mapping's 3
         return "a0: &a0 [x, x]\n" + "".join(f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}]\n" for i in range(1, levels))
 
-    levels = MAX_YAML_NODES.bit_length() - 1  # the last level alone is 2**levels items
-    (tmp_path / "under.yml").write_text(aliased(levels - 3))
-    assert len(read_zoo_yaml(tmp_path / "under.yml")) == levels - 3
-    (tmp_path / "over.yml").write_text(aliased(levels - 1))
-    with pytest.raises(UnsafeFileError, match=rf"over.yml: its aliases expand it past {MAX_YAML_NODES} nodes"):
+    (tmp_path / "under.yml").write_text(aliased(13))  # about 2**15 nodes, under the documented 2**16
+    assert len(read_zoo_yaml(tmp_path / "under.yml")) == 13
+    (tmp_path / "over.yml").write_text(aliased(15))  # about 2**17
+    with pytest.raises(UnsafeFileError, match=r"over.yml: its aliases expand it past 65536 nodes"):
         read_zoo_yaml(tmp_path / "over.yml")
 
 
@@ -495,3 +495,127 @@ def test_the_crafted_files_are_what_they_say(zips):
     assert data["action_space"][":plain:"]["shape"] == [5]
     lying = zipfile.ZipFile(io.BytesIO(declaring(zips["trpo"], "policy.pth", 0xFFFFFFF0)))
     assert lying.getinfo("policy.pth").file_size == 0xFFFFFFF0
+
+
+# --- the fuzz: these shapes, drawn ------------------------------------------------------------------------------------
+
+FUZZ = settings(
+    max_examples=max(200, settings.default.max_examples // 2),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+plain_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+TEMPTING = ["rl_zoo3.benchmark", "evil_env", "os", "subprocess", "__main__", "rl-trained-agents.x.evil", "gymnasium"]
+env_ids = (
+    st.builds(lambda module, name: f"{module}:{name}", st.sampled_from(TEMPTING), st.sampled_from(["CartPole-v1", "x"]))
+    | st.sampled_from(["CartPole-v1", "Pendulum-v1", "evil/Env-v0", "CartPole-v1:", ":CartPole-v1"])
+    | st.text(max_size=30)
+    | plain_values
+)
+
+
+@FUZZ
+@given(env=env_ids)
+def test_fuzzed_env_ids_import_nothing(importable, zips, env):
+    (importable / "evil_env.py").write_text(MARKER_MODULE)
+    path = importable / "model.zip"
+    path.write_bytes(edited(zips["trpo"], with_values(env=env)))
+    registered = isinstance(env, str) and ":" not in env and env in __import__("gymnasium").registry
+    try:
+        TRPO.load(path)
+    except UnsafeFileError:
+        assert not registered
+    except ValueError:
+        assert registered or env is None  # SB3 cannot use an id as a model's env: it fails after the check
+    assert not (importable / "marker").exists() and "rl_zoo3.benchmark" not in sys.modules and "evil_env" not in sys.modules
+
+
+names = {key: st.sampled_from(sorted(classes)) for key, classes in CONFIG_CLASSES.items()}
+config_names = st.sampled_from(CLASS_KEYS).flatmap(
+    lambda key: st.tuples(
+        st.just(key),
+        names.get(key, st.just("x.Y"))
+        | names.get(key, st.just("x.Y")).map(lambda name: name + "X")
+        | names.get(key, st.just("x.Y")).map(lambda name: name.split(".")[0] + "_evil.Evil")
+        | names.get(key, st.just("x.Y")).map(lambda name: name.rpartition(".")[0] + ".Evil")
+        | st.text(max_size=20),
+        st.dictionaries(
+            st.sampled_from(["filename", "video_folder", "save_path", "max_episode_steps", "horizon", "n_stack", "skip"])
+            | st.text(max_size=8),
+            plain_values,
+            max_size=3,
+        ),
+    )
+)
+
+
+@FUZZ
+@given(drawn=config_names)
+def test_fuzzed_config_classes_are_allowed_exactly(importable, drawn):
+    key, name, kwargs = drawn
+    (importable / "stable_baselines3_evil.py").write_text(MARKER_MODULE + "class Evil: pass\n")
+    (importable / "config.yml").write_text(yaml.safe_dump({key: [{name: kwargs}]}))
+    allowed = CONFIG_CLASSES.get(key, {}).get(name)
+    try:
+        check_saved_config(importable)
+        assert allowed is not None and set(kwargs) <= set(allowed)
+    except UnsafeFileError:
+        pass
+    assert not (importable / "marker").exists() and "stable_baselines3_evil" not in sys.modules
+
+
+sizes = st.integers(1, 2**40) | st.integers(1, 2**16)
+
+
+@FUZZ
+@given(n_steps=sizes, n_envs=sizes, shape=st.lists(st.integers(0, 2**20), min_size=1, max_size=3))
+def test_fuzzed_sizes_load_only_within_the_limit(zips, monkeypatch, n_steps, n_envs, shape):
+    import resource
+
+    monkeypatch.setenv(LIMIT_VARIABLE, str(LIMIT))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    crafted = edited(zips["trpo"], lambda data: (with_values(n_steps=n_steps, n_envs=n_envs)(data), with_space(
+        "observation_space", box(shape, "float32"))(data)))  # fmt: skip
+    try:
+        TRPO.load(io.BytesIO(crafted))
+    except ValueError as error:
+        assert len(str(error).splitlines()) == 1
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB
+
+
+@FUZZ
+@given(levels=st.integers(1, 40), width=st.integers(1, 4), key=st.sampled_from(["env_wrapper", "normalize", "n_envs"]))
+def test_fuzzed_yaml_aliases_are_bounded(tmp_path_factory, levels, width, key):
+    lines = ["a0: &a0 [x]"] + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * width)}]" for i in range(1, levels)]
+    path = tmp_path_factory.mktemp("yaml") / "config.yml"
+    path.write_text("\n".join([*lines, f"{key}: *a{levels - 1}"]) + "\n")
+    try:
+        read_zoo_yaml(path)
+        assert sum(width**i for i in range(levels)) * 3 < 2**17  # what was read was small
+    except UnsafeFileError as error:
+        assert "aliases expand it past" in str(error)
+
+
+numbers = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([0.0, -0.0, -1.0, 1e-300, 1.0])
+
+
+@FUZZ
+@given(clip_obs=numbers, clip_reward=numbers, epsilon=numbers, gamma=numbers, mean=numbers, var=numbers, count=numbers)
+def test_fuzzed_vec_normalize_values_load_only_when_they_normalise(tmp_path_factory, **values):
+    folder = tmp_path_factory.mktemp("stats")
+    make = lambda: DummyVecEnv([lambda: ToyEnv(ACTION_SPACES["box1"])])  # noqa: E731
+    venv = VecNormalize(make())
+    for name in ("clip_obs", "clip_reward", "epsilon", "gamma"):
+        setattr(venv, name, values[name])
+    venv.obs_rms.mean[0], venv.obs_rms.var[0], venv.obs_rms.count = values["mean"], values["var"], values["count"]
+    save_vec_normalize(venv, folder / "stats.json")
+    try:
+        loaded = load_vec_normalize(folder / "stats.json", make())
+    except ValueError:
+        return
+    normalized = loaded.normalize_obs(np.ones((1, 4), dtype=np.float32))
+    assert np.all(np.isfinite(normalized)) and np.all(np.abs(normalized) <= loaded.clip_obs)
