@@ -42,8 +42,8 @@ from sb3_trpo_ext.policies import actor_parameters, critic_parameters, flat_para
 from sb3_trpo_ext.rollout import RolloutLoop
 from sb3_trpo_ext.rollout_checks import describe_nonfinite, nonfinite_rollout_error
 from sb3_trpo_ext.safe_loading.allowlist import UnsafeFileError, known_classes
-from sb3_trpo_ext.safe_loading.archive import check_tensors, read_archive, with_plain_descriptions
-from sb3_trpo_ext.safe_loading.limits import LoadBudget
+from sb3_trpo_ext.safe_loading.archive import check_tensors, file_name, read_archive, with_plain_descriptions
+from sb3_trpo_ext.safe_loading.limits import LoadBudget, LoadLimitError
 from sb3_trpo_ext.safe_loading.models import check_declared_sizes, safe_custom_objects
 from sb3_trpo_ext.safe_loading.saving import (
     LOAD_ERRORS,
@@ -313,8 +313,10 @@ class NaturalGradientAlgorithm(RolloutLoop):
                 overrides = {**kwargs, **({"n_envs": env.num_envs} if isinstance(env, VecEnv) else {})}
                 check_declared_sizes(data, custom_objects, sizes, overrides, budget, cls.policy_kind.buffer_classes)
             model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
-        except (HyperparameterError, UnsafeFileError):
-            raise  # said as the constructor says it / naming the entry and the way out
+        except HyperparameterError:
+            raise  # said as the constructor says it
+        except (UnsafeFileError, LoadLimitError) as error:
+            raise type(error)(f"{file_name(path)}: {error}") from None  # the file, the entry and the way out
         except LOAD_ERRORS as error:
             saved_by = f"sb3_trpo_ext.{cls.__name__}" + (" or sb3_contrib.TRPO" if loads_sb3_contrib else "")
             raise ValueError(

@@ -50,11 +50,21 @@ def _refuse(name: str) -> Callable[..., Any]:
 FILE_READERS = frozenset({"sb3_trpo_ext", "rl_zoo3", "stable_baselines3", "sb3_contrib", "__main__"})
 
 
+class _RefusingUnpickler:
+    """``pickle.Unpickler`` in a test that loads files: a class, so that libraries may still subclass it at import."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        raise RanCodeFromAFile("pickle.Unpickler was used while loading a file")
+
+
 def _refuse_eval(original: Callable[..., Any]) -> Callable[..., Any]:
-    def guarded(*args: Any, **kwargs: Any) -> Any:
-        if sys._getframe(1).f_globals.get("__name__", "").split(".")[0] in FILE_READERS:
+    def guarded(source: Any, globals: Any = None, locals: Any = None) -> Any:
+        caller = sys._getframe(1)
+        if caller.f_globals.get("__name__", "").split(".")[0] in FILE_READERS:
             raise RanCodeFromAFile("eval was called while loading a file")
-        return original(*args, **kwargs)
+        if globals is None:  # eval's own default, the caller's namespaces (this wrapper's would lose its locals)
+            globals, locals = caller.f_globals, caller.f_locals if locals is None else locals
+        return original(source, globals, locals)
 
     return guarded
 
@@ -72,7 +82,7 @@ def no_code_from_files(request: pytest.FixtureRequest, monkeypatch: pytest.Monke
         return
     monkeypatch.setattr(pickle, "loads", _refuse("pickle.loads"))
     monkeypatch.setattr(pickle, "load", _refuse("pickle.load"))
-    monkeypatch.setattr(pickle, "Unpickler", _refuse("pickle.Unpickler"))  # torch.load(weights_only=False) uses it
+    monkeypatch.setattr(pickle, "Unpickler", _RefusingUnpickler)  # torch.load(weights_only=False) subclasses it
     monkeypatch.setattr(cloudpickle, "loads", _refuse("cloudpickle.loads"))
     monkeypatch.setattr(builtins, "eval", _refuse_eval(builtins.eval))
     monkeypatch.setattr(yaml.constructor.FullConstructor, "find_python_name", _refuse("a YAML python/ tag"))

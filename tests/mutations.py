@@ -92,7 +92,7 @@ LOADER_MUTATIONS = [
     ("the load limit 1024x looser", "safe_loading/limits.py",
      [("DEFAULT_MAX_LOAD_BYTES = 2**30", "DEFAULT_MAX_LOAD_BYTES = 2**40")], f"{UNTRUSTED} one_gib"),
     ("decompressed bytes counted 1024x too few", "safe_loading/archive.py",
-     [("budget.take(len(chunk),", "budget.take(len(chunk) / 1024,")], f"{UNTRUSTED} decompresses"),
+     [("budget.take(copies * len(chunk),", "budget.take(copies * len(chunk) / 1024,")], f"{UNTRUSTED} decompresses"),
     ("the data JSON counted 1024x too few", "safe_loading/limits.py",
      [("JSON_OBJECT_BYTES = 64", "JSON_OBJECT_BYTES = 64 / 1024")], f"{UNTRUSTED} data_json"),
     ("a Box counted 1024x too few", "safe_loading/plain.py",

@@ -384,6 +384,48 @@ def test_yaml_aliases_at_the_limit(tmp_path):
         read_zoo_yaml(tmp_path / "over.yml")
 
 
+@pytest.mark.parametrize(
+    "where,env_kwargs",
+    [("args.yml", {"xml_file": "./rl-trained-agents/evil.xml"}), ("config.yml", {"xml_file": "/etc/passwd"}),
+     ("args.yml", {"model_path": "~/x"}), ("config.yml", {"xml_file": "..\\evil.xml"})],
+)  # fmt: skip
+def test_env_kwargs_from_a_file_name_no_place(tmp_path, where, env_kwargs):
+    (tmp_path / where).write_text(yaml.safe_dump({"env_kwargs": env_kwargs}))
+    with pytest.raises(UnsafeFileError, match=rf"{where}: env_kwargs\['\w+'\] is .*, a path; a file may not name places"):
+        check_saved_config(tmp_path)
+    (tmp_path / where).write_text(yaml.safe_dump({"env_kwargs": {"xml_file": "hopper.xml", "frame_skip": 4}}))
+    check_saved_config(tmp_path)  # a bare name is the environment's own asset
+
+
+def test_normalize_settings_of_a_conf_file_are_checked(tmp_path):
+    for normalize in ("dict(norm_obs=True, clip_obs=1e-300)", {"norm_obs": True, "epsilon": 0.0}):
+        conf = conf_file(tmp_path, {"normalize": normalize})
+        with pytest.raises(UnsafeFileError, match=r"normalize: (clip_obs|epsilon) must be a number in"):
+            check_config_entry(["--env", "CartPole-v1", "--conf-file", conf])
+
+
+def test_gsde_injected_into_a_zip_is_counted(tmp_path, monkeypatch):
+    model = TRPO("MlpPolicy", DummyVecEnv([lambda: ToyEnv(ACTION_SPACES["box3"])]), **SMALL)
+    honest = zip_of(model)
+    path = tmp_path / "model.zip"
+    path.write_bytes(edited(honest, with_values(use_sde="yes")))
+    with pytest.raises(ValueError, match="use_sde must be True or False"):
+        TRPO.load(path)
+    monkeypatch.setenv(LIMIT_VARIABLE, str(2**20))
+    sde = zip_of(TRPO("MlpPolicy", DummyVecEnv([lambda: ToyEnv(ACTION_SPACES["box3"])]), use_sde=True, **SMALL))
+    path.write_bytes(edited(sde, with_values(n_envs=2**14)))
+    with pytest.raises(ValueError, match="its gSDE noise needs"):
+        TRPO.load(path)
+
+
+@pytest.mark.parametrize("name,value", [("gamma", float("nan")), ("gae_lambda", 1.5), ("sde_sample_freq", 0.5)])
+def test_hyperparameters_a_zip_holds_are_checked(tmp_path, zips, name, value):
+    path = tmp_path / "model.zip"
+    path.write_bytes(edited(zips["trpo"], with_values(**{name: value})))
+    with pytest.raises(ValueError, match=f"{name} must be"):
+        TRPO.load(path)
+
+
 def test_a_conf_file_asking_for_many_environments_is_refused(tmp_path):
     conf = conf_file(tmp_path, {"n_envs": 1_000_000})
     with pytest.raises(UnsafeFileError, match="n_envs is 1000000; a file gives a positive integer of at most 1024"):
@@ -399,12 +441,16 @@ def test_a_conf_file_asking_for_many_environments_is_refused(tmp_path):
         ("mean", float("nan"), r"obs_rms.mean must be finite"),
         ("var", -1.0, r"obs_rms.var must be >= 0"),
         ("mean", float("inf"), r"obs_rms.mean must be finite"),
-        ("clip_obs", -1.0, r"clip_obs must be > 0"),
-        ("epsilon", 0.0, r"epsilon must be > 0"),
-        ("clip_reward", 0.0, r"clip_reward must be > 0"),  # variants from here
+        ("clip_obs", -1.0, r"clip_obs must be a number in \[1.17549e-38, 3.40282e\+38\], got -1.0"),
+        ("epsilon", 0.0, r"epsilon must be a number in \[1.17549e-38, 1\], got 0.0"),
+        ("clip_reward", 0.0, r"clip_reward must be a number in"),  # variants from here
         ("var", float("inf"), r"obs_rms.var must be finite"),
-        ("gamma", 1.5, r"gamma must be in \[0, 1\]"),
+        ("gamma", 1.5, r"gamma must be a number in \[0, 1\]"),
         ("count", 0.0, r"obs_rms.count must be a positive number"),
+        ("mean", 1e300, r"obs_rms.mean must lie within float32's range"),  # finite, but inf once float32
+        ("var", 1e300, r"obs_rms.var must lie within float32's range"),  # every observation rounds to 0
+        ("clip_obs", 1e-300, r"clip_obs must be a number in"),
+        ("epsilon", 1e-300, r"epsilon must be a number in"),
     ],
 )
 def test_vec_normalize_statistics_that_would_be_silently_wrong_are_refused(tmp_path, field, value, named):

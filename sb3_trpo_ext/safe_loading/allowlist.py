@@ -156,11 +156,11 @@ CONFIG_CLASSES: dict[str, dict[str, dict[str, int | None]]] = {
 _PLAIN = (bool, int, float, str, type(None))
 
 
-def _literal(value: Any, bound: int | None, where: str, depth: int = 0) -> None:
+def literal(value: Any, bound: int | None, where: str, depth: int = 0) -> None:
     """Plain data only (numbers, strings, lists and tuples of them), its integers at most ``bound`` in size."""
     if isinstance(value, (list, tuple)) and depth < 4 and len(value) <= 64:
         for item in value:
-            _literal(item, bound, where, depth + 1)
+            literal(item, bound, where, depth + 1)
         return
     if type(value) not in _PLAIN:
         raise UnsafeFileError(f"{where} is {str(value)[:80]!r}; a file gives numbers, strings and lists of them only")
@@ -193,6 +193,6 @@ def config_class(key: str, name: Any, kwargs: Any, where: str) -> type:
                 f"{where}: {key} {name} may take {sorted(arguments) or 'no arguments'} from a file, not {argument!r} (a "
                 "file may not name files or folders); pass --trust-pickle for a file you trust"
             )
-        _literal(value, arguments[argument], f"{where}: {key} {name} {argument}")
+        literal(value, arguments[argument], f"{where}: {key} {name} {argument}")
     module_name, _, class_name = name.rpartition(".")
     return getattr(importlib.import_module(module_name), class_name)

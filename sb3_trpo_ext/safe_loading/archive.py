@@ -20,6 +20,8 @@ from sb3_trpo_ext.safe_loading.limits import JSON_OBJECT_BYTES, LoadBudget
 from sb3_trpo_ext.safe_loading.plain import DERIVED, PLAIN, NotPlain, describe
 
 _CHUNK = 2**20
+#: A tensor file is held three times over while a model loads: its bytes, its tensors, their copy in the model.
+_TENSOR_FILE_COPIES = 3
 
 
 @contextlib.contextmanager
@@ -37,15 +39,21 @@ def _opened_zip(path: str | pathlib.Path | io.BufferedIOBase) -> Iterator[zipfil
             file.seek(position)
 
 
+def file_name(path: str | pathlib.Path | io.BufferedIOBase) -> str:
+    """How a refusal names the file: its path, or the file object's name."""
+    return str(path) if isinstance(path, (str, pathlib.Path)) else str(getattr(path, "name", "the file object"))
+
+
 def _member_sizes(archive: zipfile.ZipFile, budget: LoadBudget) -> dict[str, int]:
-    """The bytes each member decompresses to, each chunk taken from ``budget`` as it is read (and then dropped)."""
+    """The bytes each member decompresses to, each chunk taken from ``budget`` as it is read (and then dropped), a
+    tensor file's :data:`_TENSOR_FILE_COPIES` times."""
     sizes = {}
     for info in archive.infolist():
-        size = 0
+        size, copies = 0, _TENSOR_FILE_COPIES if info.filename.endswith(".pth") else 1
         with archive.open(info) as member:
             while chunk := member.read(_CHUNK):
                 size += len(chunk)
-                budget.take(len(chunk), f"its member {info.filename!r}, decompressed to {size} bytes so far,")
+                budget.take(copies * len(chunk), f"its member {info.filename!r}, decompressed to {size} bytes so far,")
         sizes[info.filename] = size
     return sizes
 

@@ -16,14 +16,15 @@ from sb3_contrib.common.maskable.buffers import MaskableDictRolloutBuffer, Maska
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from torch.overrides import TorchFunctionMode
 
-from sb3_trpo_ext.safe_loading.allowlist import full_name, known_classes, registered_env_id
-from sb3_trpo_ext.safe_loading.archive import check_tensors, is_pickled, read_archive
+from sb3_trpo_ext.safe_loading.allowlist import UnsafeFileError, full_name, known_classes, registered_env_id
+from sb3_trpo_ext.safe_loading.archive import check_tensors, file_name, is_pickled, read_archive
 from sb3_trpo_ext.safe_loading.foreign import sb3_description
 from sb3_trpo_ext.safe_loading.limits import (
     MAX_ELEMENTS,
     PTH_OVERHEAD_BYTES,
     PTH_OVERHEAD_PER_TENSOR,
     LoadBudget,
+    LoadLimitError,
 )
 from sb3_trpo_ext.safe_loading.plain import DERIVED, PLAIN, rebuild
 
@@ -31,6 +32,11 @@ from sb3_trpo_ext.safe_loading.plain import DERIVED, PLAIN, rebuild
 _BUFFER_BYTES = 2 * 4
 #: The rollout buffer's arrays of one number per step and environment (rewards, returns, starts, values, ...).
 _SCALARS_PER_STEP = 6
+#: What building a policy takes per element of one observation beyond its parameters: a sample of the space, its
+#: float copy and a convolutional extractor's first activations (SB3 sizes its CNN by a forward pass).
+_FORWARD_BYTES_PER_ELEMENT = 32
+#: gSDE's noise per environment, and the temporaries of sampling it: matrices of latent x action numbers.
+_SDE_MATRICES = 8
 
 
 def safe_custom_objects(
@@ -134,8 +140,12 @@ def check_declared_sizes(
         raise ValueError(f"n_steps {n_steps!r} and n_envs {n_envs!r} must be integers in [1, {MAX_ELEMENTS}]")
     if _count(policy_kwargs) > 4096:
         raise ValueError("policy_kwargs holds more than 4096 values")
-    kwargs = {name: item for name, item in policy_kwargs.items() if name != "device"}
-    # gSDE samples its noise when built, which the meta device cannot: its matrix (latent x action) is left out.
+    use_sde = value("use_sde") or False
+    if not isinstance(use_sde, bool):
+        raise ValueError(f"use_sde must be True or False, got {str(use_sde)[:80]!r}")
+    kwargs = {name: item for name, item in policy_kwargs.items() if name not in ("device", "use_sde")}
+    # Built without gSDE: it samples its noise when built, which the meta device cannot. Its log-std and noise
+    # (latent x action matrices) are counted below.
     try:
         with th.device("meta"), _StayOnMeta():
             policy = policy_class(observation_space, action_space, lambda _: 0.0, **kwargs)
@@ -145,10 +155,15 @@ def check_declared_sizes(
         ) from None
     tensors = {id(tensor): tensor for tensor in policy.state_dict(keep_vars=True).values()}.values()  # shared once
     needed = sum(tensor.numel() * tensor.element_size() for tensor in tensors)
+    extractor = getattr(policy, "mlp_extractor", None)
+    sde_matrix = 4 * getattr(extractor, "latent_dim_pi", 0) * spaces.flatdim(action_space) if use_sde else 0
+    needed += sde_matrix  # gSDE's log-std
     held = sizes.get("policy.pth", 0)
     if needed > held + PTH_OVERHEAD_BYTES + PTH_OVERHEAD_PER_TENSOR * len(tensors):
         raise ValueError(f"the policy it describes holds {needed} bytes of parameters, its policy.pth only {held}")
     budget.take(needed, "the policy it describes")
+    budget.take(_SDE_MATRICES * n_envs * sde_matrix, "its gSDE noise")
+    budget.take(_FORWARD_BYTES_PER_ELEMENT * spaces.flatdim(observation_space), "its policy's first forward pass")
     masks = isinstance(policy, MaskableActorCriticPolicy) or any(
         isinstance(cls, type) and issubclass(cls, (MaskableRolloutBuffer, MaskableDictRolloutBuffer))
         for cls in (value("rollout_buffer_class"), *buffer_classes)
@@ -169,8 +184,12 @@ def custom_objects_without_pickle(
     This package's algorithms do this themselves.
     """
     budget = LoadBudget()
-    data, sizes = read_archive(path, budget)
-    check_tensors(path, measured=True)
-    objects = safe_custom_objects(data, known_classes(getattr(algorithm_class, "policy_aliases", {}).values()), given, budget)
-    check_declared_sizes(data, objects, sizes, {}, budget)
+    try:
+        data, sizes = read_archive(path, budget)
+        check_tensors(path, measured=True)
+        classes = known_classes(getattr(algorithm_class, "policy_aliases", {}).values())
+        objects = safe_custom_objects(data, classes, given, budget)
+        check_declared_sizes(data, objects, sizes, {}, budget)
+    except (UnsafeFileError, LoadLimitError) as error:
+        raise type(error)(f"{file_name(path)}: {error}") from None  # the file, the entry and the way out
     return objects

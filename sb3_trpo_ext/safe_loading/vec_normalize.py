@@ -29,14 +29,28 @@ _SETTINGS = {
     "gamma": float,
     "epsilon": float,
 }
-#: What each number of the settings must satisfy, said as the error says it: any other gives NaN or constant
-#: observations, or rewards, without an error.
-_RANGES = {
-    "clip_obs": (lambda x: x > 0, "> 0"),
-    "clip_reward": (lambda x: x > 0, "> 0"),
-    "epsilon": (lambda x: x > 0, "> 0"),
-    "gamma": (lambda x: 0 <= x <= 1, "in [0, 1]"),
+#: Normalised observations are float32: a value outside float32's normal range overflows to inf or rounds to 0.
+_TINY, _HUGE = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
+#: The range of each number of the settings, as (low, high): any other gives inf, NaN or constant observations or
+#: rewards without an error.
+RANGES = {
+    "clip_obs": (_TINY, _HUGE),
+    "clip_reward": (_TINY, _HUGE),
+    "epsilon": (_TINY, 1.0),
+    "gamma": (0.0, 1.0),
 }
+
+
+def check_settings(settings: dict[str, Any], where: str) -> None:
+    """Refuse VecNormalize settings (``clip_obs``, ``clip_reward``, ``epsilon``, ``gamma``; the flags) out of range,
+    naming ``where`` and the field; keys it does not know are VecNormalize's to judge."""
+    for name, value in settings.items():
+        if _SETTINGS.get(name) is bool and not isinstance(value, bool):
+            raise ValueError(f"{where}: {name} must be True or False, got {str(value)[:80]!r}")
+        if name in RANGES:
+            low, high = RANGES[name]
+            if not (type(value) in (int, float) and math.isfinite(value) and low <= value <= high):
+                raise ValueError(f"{where}: {name} must be a number in [{low:g}, {high:g}], got {str(value)[:80]}")
 
 
 def _statistics(rms: RunningMeanStd, what: str) -> dict[str, Any]:
@@ -75,6 +89,8 @@ def _rms(state: Any, shape: tuple[int, ...], what: str) -> RunningMeanStd:
             raise ValueError(f"{what}.{name} must be a float array of shape {shape} (the environment's), got {array!r}")
         if not np.all(np.isfinite(array)):
             raise ValueError(f"{what}.{name} must be finite, got {array[~np.isfinite(array)][:3]!r} among its values")
+        if np.any(np.abs(array) > _HUGE):
+            raise ValueError(f"{what}.{name} must lie within float32's range (+-{_HUGE:g}) among its values")
     if np.any(var < 0):
         raise ValueError(f"{what}.var must be >= 0, got {var[var < 0][:3]!r} among its values")
     if not (type(count) in (int, float) and math.isfinite(count) and count > 0):
@@ -106,16 +122,9 @@ def load_vec_normalize(path: str | pathlib.Path, venv: VecEnv, trust_pickle: boo
         raise ValueError(f"{path}: not VecNormalize statistics as JSON ({error})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path}: not VecNormalize statistics as JSON (no 'format': {FORMAT!r})")
-    settings = {}
-    for name, kind in _SETTINGS.items():
-        value: Any = state.get(name)
-        if not (isinstance(value, (int, float)) if kind is float else isinstance(value, bool)) or (
-            kind is float and not math.isfinite(value)
-        ):
-            raise ValueError(f"{path}: {name} must be a {'finite number' if kind is float else 'bool'}, got {value!r}")
-        if name in _RANGES and not _RANGES[name][0](value):
-            raise ValueError(f"{path}: {name} must be {_RANGES[name][1]}, got {value!r}")
-        settings[name] = kind(value)
+    given: dict[str, Any] = {name: state.get(name) for name in _SETTINGS}
+    check_settings(given, str(path))
+    settings = {name: kind(given[name]) for name, kind in _SETTINGS.items()}
     keys = state.get("norm_obs_keys")
     observation_space = venv.observation_space
     try:

@@ -37,8 +37,9 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
 
 from sb3_trpo_ext.safe_loading import UnsafeFileError, load_vec_normalize, save_vec_normalize
-from sb3_trpo_ext.safe_loading.allowlist import config_class, known_classes
+from sb3_trpo_ext.safe_loading.allowlist import config_class, known_classes, literal
 from sb3_trpo_ext.safe_loading.limits import MAX_ENVS, LoadBudget, read_text
+from sb3_trpo_ext.safe_loading.vec_normalize import check_settings
 from sb3_trpo_ext.zoo.values import UnsafeValueError, zoo_value
 
 #: Saved-config keys holding Python text that rl_zoo3 evaluates.
@@ -141,6 +142,14 @@ def check_entry(entry: dict[str, Any], where: str) -> None:
     for key in TEXT_KEYS:
         if isinstance(entry.get(key), str):
             zoo_value(entry[key], f"{where}: {key}")
+    check_env_kwargs(entry.get("env_kwargs"), f"{where}: env_kwargs")
+    normalize = entry.get("normalize")
+    normalize = zoo_value(normalize, f"{where}: normalize") if isinstance(normalize, str) else normalize
+    if isinstance(normalize, dict):
+        try:
+            check_settings(normalize, f"{where}: normalize")
+        except ValueError as error:
+            raise UnsafeValueError(str(error)) from None
     for key in CLASS_KEYS:
         for name, kwargs in _named(entry.get(key)):
             config_class(key, name, kwargs, where)
@@ -170,8 +179,36 @@ def check_saved_config(folder: str | os.PathLike) -> None:
         args = read_zoo_yaml(path)
         if not isinstance(args, dict):
             raise UnsafeValueError(f"{path}: not a mapping of arguments")
-        if isinstance(args.get("env_kwargs"), str):
-            zoo_value(args["env_kwargs"], f"{path}: env_kwargs")
+        check_env_kwargs(args.get("env_kwargs"), f"{path}: env_kwargs")
+
+
+def check_env_kwargs(value: Any, where: str) -> None:
+    """
+    Refuse an environment's keyword arguments from a file that are not plain data, or that name a place: a string
+    with a path separator, or starting with ``.`` or ``~`` (MuJoCo's ``xml_file`` reads any model file it names, and
+    a model can ask for any memory). A bare name is the environment's own (MuJoCo looks it up among its assets).
+    """
+    value = zoo_value(value, where) if isinstance(value, str) else value
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise UnsafeValueError(f"{where} must be a mapping, got {str(value)[:80]!r}")
+    for name, item in value.items():
+        literal(item, None, f"{where}[{name!r}]")
+        for text in _strings(item):
+            if "/" in text or "\\" in text or text.startswith((".", "~")):
+                raise UnsafeValueError(
+                    f"{where}[{name!r}] is {text[:80]!r}, a path; a file may not name places (pass --env-kwargs "
+                    "yourself, or --trust-pickle for a file you trust)"
+                )
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [text for item in value for text in _strings(item)]
+    return []
 
 
 def _class_by_name(name: str) -> type:
