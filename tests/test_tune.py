@@ -41,7 +41,7 @@ def test_a_resumed_study_fails_the_trials_of_dead_workers_and_records_each_launc
 def test_workers_share_the_journal_with_seeds_of_their_own_away_from_the_reporting_seeds(tmp_path):
     args = tune.main.__globals__["argparse"].Namespace(
         env="Ant-v5", n_timesteps=300_000, trials=30, startup_trials=10, n_evaluations=3, eval_episodes=5,
-        output=tmp_path, log_folder=tmp_path / "logs",
+        output=tmp_path, log_folder=tmp_path / "logs", study="Ant-v5", env_kwargs=None,
     )  # fmt: skip
     commands = [tune.worker_command(args, 1000 + index) for index in range(2)]
 
@@ -49,6 +49,11 @@ def test_workers_share_the_journal_with_seeds_of_their_own_away_from_the_reporti
         return command[command.index(flag) + 1]
 
     assert {value(command, "--storage") for command in commands} == {str(tmp_path / "Ant-v5.log")}
+    assert "--env-kwargs" not in commands[0]
+    args.study, args.env_kwargs = "Ant-v5-no-cfrc", ["include_cfrc_ext_in_observation:False"]
+    other = tune.worker_command(args, 1000)  # a study of the task with other keyword arguments: a journal of its own
+    assert value(other, "--storage") == str(tmp_path / "Ant-v5-no-cfrc.log") and value(other, "--study-name") == args.study
+    assert value(other, "--env-kwargs") == "include_cfrc_ext_in_observation:False" and value(other, "--env") == "Ant-v5"
     assert [int(value(command, "--seed")) for command in commands] == [1000, 1001]
     assert all(value(command, "--max-total-trials") == "30" for command in commands)
     assert all(value(command, "--pruner") == "median" and value(command, "--sampler") == "tpe" for command in commands)
