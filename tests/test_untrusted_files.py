@@ -5,6 +5,7 @@ that names the file or entry and the way out; nothing is imported, nothing is wr
 the memory a refused file makes a fresh process take grows by under 300 MB.
 """
 
+import importlib.util
 import io
 import json
 import subprocess
@@ -21,7 +22,7 @@ from helpers import ACTION_SPACES, MaskedToyEnv, ToyEnv
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from stable_baselines3 import PPO
-from stable_baselines3.common.utils import LinearSchedule
+from stable_baselines3.common import utils as sb3_utils
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from sb3_trpo_ext import NPG, TRPO, MaskableTRPO, RecurrentTRPO
@@ -40,6 +41,8 @@ from sb3_trpo_ext.safe_loading.plain import rebuild_space
 from sb3_trpo_ext.zoo.cli import check_config_entry, main
 from sb3_trpo_ext.zoo.guard import CLASS_KEYS, _bounded_frame_stack, check_saved_config, guarded, read_zoo_yaml
 
+#: Tests that run rl_zoo3's own code (the command line, its name lookups, its wrappers): not in a base install.
+needs_zoo = pytest.mark.skipif(importlib.util.find_spec("rl_zoo3") is None, reason="needs the zoo extra")
 SMALL = dict(n_steps=32, batch_size=32, n_critic_updates=1, policy_kwargs=dict(net_arch=[8]), seed=0)
 MARKER_MODULE = "import pathlib\npathlib.Path(__file__).with_name('marker').touch()\n"
 
@@ -131,6 +134,7 @@ def test_a_trusted_zip_imports_what_it_names(importable, zips):
     assert (importable / "marker").exists()
 
 
+@needs_zoo
 def test_enjoy_refuses_a_zip_naming_a_module_in_its_folder(importable, zips, capsys):
     module = run_folder_module(importable)
     run = importable / "rl-trained-agents" / "trpo_ext" / "CartPole-v1_1"
@@ -152,6 +156,7 @@ def conf_file(folder: Path, entry: dict) -> str:
     return str(path)
 
 
+@needs_zoo
 @pytest.mark.parametrize(
     "entry,named",
     [
@@ -168,6 +173,7 @@ def test_a_conf_file_naming_a_callable_is_refused_before_anything_runs(importabl
     assert not (importable / "marker").exists() and not (importable / "logs").exists()
 
 
+@needs_zoo
 def test_hyperparams_naming_a_callable_are_refused_where_rl_zoo3_would_import_it(importable, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["train", "--env", "CartPole-v1", "-n", "256", "-f", "logs", "--hyperparams", "callback:'os.system'"])
@@ -218,6 +224,7 @@ PLACES = [
 ]  # fmt: skip
 
 
+@needs_zoo
 @pytest.mark.parametrize("key,name,kwargs,refused", PLACES)
 def test_an_allowed_class_is_given_no_place_to_write(tmp_path, key, name, kwargs, refused):
     outside = tmp_path / "outside"
@@ -237,6 +244,7 @@ def test_an_allowed_class_is_given_no_place_to_write(tmp_path, key, name, kwargs
     assert not outside.exists()
 
 
+@needs_zoo
 def test_an_allowed_class_with_allowed_arguments_is_built(tmp_path):
     import rl_zoo3.utils
 
@@ -252,6 +260,7 @@ def test_an_allowed_class_with_allowed_arguments_is_built(tmp_path):
 # --- 5. memory from small files --------------------------------------------------------------------------------------
 
 
+@needs_zoo
 @pytest.mark.slow
 def test_small_files_asking_for_much_memory_are_refused_before_it_is_taken(tmp_path, zips):
     names = write_memory_cases(tmp_path, zips)
@@ -504,9 +513,10 @@ def test_every_text_key_of_a_saved_config_is_parsed(tmp_path, key):
         check_saved_config(tmp_path)
 
 
+@pytest.mark.skipif(not hasattr(sb3_utils, "LinearSchedule"), reason="SB3 before 2.6 saves schedules as functions")
 def test_a_printed_schedule_of_a_foreign_zip_is_rebuilt_with_its_own_numbers(tmp_path):
     env = DummyVecEnv([lambda: ToyEnv(ACTION_SPACES["box3"])])
-    PPO("MlpPolicy", env, n_steps=32, batch_size=32, clip_range=LinearSchedule(0.3, 0.1, 1.0)).save(tmp_path / "ppo")
+    PPO("MlpPolicy", env, n_steps=32, batch_size=32, clip_range=sb3_utils.LinearSchedule(0.3, 0.1, 1.0)).save(tmp_path / "ppo")
     loaded = PPO.load(tmp_path / "ppo", custom_objects=custom_objects_without_pickle(tmp_path / "ppo.zip", PPO))
     assert np.allclose([loaded.clip_range(1.0), loaded.clip_range(0.5), loaded.clip_range(0.0)], [0.3, 0.2, 0.1])
 
@@ -519,6 +529,7 @@ def test_a_file_does_not_choose_where_logs_are_written(tmp_path, zips):
     assert TRPO.load(path, tensorboard_log=str(tmp_path / "mine")).tensorboard_log == str(tmp_path / "mine")
 
 
+@needs_zoo
 def test_every_allowed_config_class_exists_and_takes_what_is_allowed():
     import inspect
 
@@ -599,6 +610,7 @@ config_names = st.sampled_from(CLASS_KEYS).flatmap(
 )
 
 
+@needs_zoo
 @FUZZ
 @given(drawn=config_names)
 def test_fuzzed_config_classes_are_allowed_exactly(importable, drawn):
