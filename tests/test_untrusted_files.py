@@ -89,8 +89,8 @@ LOADERS = {
     "NPG": lambda path: NPG.load(path),
     "MaskableTRPO": lambda path: MaskableTRPO.load(path),
     "RecurrentTRPO": lambda path: RecurrentTRPO.load(path),
-    "PPO with custom_objects_without_pickle": lambda path: PPO.load(
-        path, custom_objects=custom_objects_without_pickle(path, PPO)
+    "PPO with custom_objects_without_pickle": lambda path: PPO.load(  # SB3 before 2.6 pickles clip_range as a function
+        path, custom_objects=custom_objects_without_pickle(path, PPO, {"clip_range": 0.2})
     ),
 }
 ZIP_OF = {"TRPO": "trpo", "NPG": "npg", "MaskableTRPO": "maskable", "RecurrentTRPO": "recurrent"}
