@@ -23,7 +23,7 @@ from sb3_trpo_ext.critic import critic_optimizer, fit_critic
 from sb3_trpo_ext.fisher import FisherVectorProduct, fisher_vector_product
 from sb3_trpo_ext.mlp import MlpNetwork, actor_network, critic_network
 from sb3_trpo_ext.policies import PolicyInputs
-from sb3_trpo_ext.rollout import MlpRolloutActor, RolloutActor, add_to_buffer
+from sb3_trpo_ext.rollout import MlpRolloutActor, NumpyRolloutActor, RolloutActor, add_to_buffer
 from sb3_trpo_ext.torch_private import distribution_checks_off
 
 
@@ -64,6 +64,8 @@ class FastPaths:
         paths are on, else ``policy(observations)`` (without torch.distributions' argument checks when on).
         """
         if self.actor is not None and self.critic is not None:
+            if NumpyRolloutActor.takes(policy, self.actor, self.critic):
+                return NumpyRolloutActor(policy, self.actor, self.critic)
             return MlpRolloutActor(policy, self.actor, self.critic)
         if not self.enabled:
             return policy

@@ -78,6 +78,12 @@ def version_of(tensor: th.Tensor) -> int | None:
     return version if isinstance(version, int) else None
 
 
+def versions(tensors: Sequence[th.Tensor]) -> list[int]:
+    """The tensors' in-place version counters, read at the cost of an attribute each (a cache's check every step);
+    only for tensors whose counters :func:`version_of` has read."""
+    return [tensor._version for tensor in tensors]
+
+
 ParameterSlot = tuple[nn.Module, str, nn.Parameter, int]
 
 

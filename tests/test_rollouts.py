@@ -10,6 +10,7 @@ from helpers import ACTION_SPACES, ToyEnv
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import nn
 
@@ -66,8 +67,10 @@ class Recorder(BaseCallback):
 
     def _on_step(self) -> bool:
         if self.widen_every is not None and self.n_calls % self.widen_every == 0:
-            with th.no_grad():
-                self.model.policy.log_std.add_(0.25)  # in place, as a schedule or a parameter loader would
+            with th.no_grad():  # in place, as a schedule or a parameter loader would
+                self.model.policy.log_std.add_(0.25)
+                self.model.policy.action_net.bias.add_(0.1)
+                self.model.policy.value_net.weight.mul_(1.1)
         keys = ("new_obs", "rewards", "dones", "clipped_actions", "actions", "n_steps")
         self.seen.append([copy.deepcopy(self.locals[key]) for key in keys] + [untimed(self.locals["infos"])])
         return self.stop_after is None or self.n_calls < self.stop_after
@@ -85,24 +88,34 @@ def rollouts(loop, make_env, policy, kwargs, n_rollouts=2, stop_after=None, wide
     return model, recorder.seen, results
 
 
-def assert_same(a, b):
+#: How far the fast paths' numbers may be from SB3's loop, relatively and absolutely: float32 rounding (numpy's matrix
+#: products sum in another order than torch's), never a different draw.
+TOLERANCE = 1e-6
+
+
+def assert_same(a, b, atol=0.0):
+    """Equal, or, with ``atol``, arrays and floats within ``atol`` absolutely and relatively (else exactly equal)."""
     if isinstance(a, dict):
         assert a.keys() == b.keys()
         for key in a:
-            assert_same(a[key], b[key])
+            assert_same(a[key], b[key], atol)
     elif isinstance(a, (list, tuple)):
         assert len(a) == len(b)
         for x, y in zip(a, b, strict=True):
-            assert_same(x, y)
+            assert_same(x, y, atol)
     elif isinstance(a, np.ndarray):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, b, rtol=atol, atol=atol) if atol else np.testing.assert_array_equal(a, b)
+    elif isinstance(a, float) and atol:
+        assert abs(a - b) <= atol * (1 + abs(b))
     else:
         assert a == b
 
 
 @pytest.mark.parametrize("fast_paths", [True, False])
 @pytest.mark.parametrize("case", list(CASES))
-def test_rollout_fills_the_buffer_exactly_as_sb3_s_loop(case, fast_paths):
+def test_rollout_fills_the_buffer_as_sb3_s_loop(case, fast_paths):
+    """The same draws give the same actions, values, log-probabilities, buffer and callback locals: bit for bit off
+    the fast paths, to float32 rounding on them."""
     sb3, sb3_seen, sb3_results = rollouts(OnPolicyAlgorithm.collect_rollouts, *CASES[case])
     make_env, policy, kwargs = CASES[case]
     ours, our_seen, our_results = rollouts(TRPO.collect_rollouts, make_env, policy, {**kwargs, "fast_paths": fast_paths})
@@ -111,11 +124,12 @@ def test_rollout_fills_the_buffer_exactly_as_sb3_s_loop(case, fast_paths):
     assert (ours._fast_paths.actor is None) == ("gSDE" in case or not fast_paths)
     assert (ours._rollout_actor is ours.policy) == (not fast_paths)
     assert our_results == sb3_results == [True, True]
+    atol = TOLERANCE if fast_paths else 0.0
     for field in BUFFER_FIELDS:
-        np.testing.assert_array_equal(getattr(ours.rollout_buffer, field), getattr(sb3.rollout_buffer, field), err_msg=field)
-    assert_same(ours.rollout_buffer.observations, sb3.rollout_buffer.observations)
-    assert_same(our_seen, sb3_seen)
-    assert_same(ours._last_obs, sb3._last_obs)
+        assert_same(getattr(ours.rollout_buffer, field), getattr(sb3.rollout_buffer, field), atol)
+    assert_same(ours.rollout_buffer.observations, sb3.rollout_buffer.observations, atol)
+    assert_same(our_seen, sb3_seen, atol)
+    assert_same(ours._last_obs, sb3._last_obs, atol)
     np.testing.assert_array_equal(ours._last_episode_starts, sb3._last_episode_starts)
     assert ours.num_timesteps == sb3.num_timesteps == 2 * 40 * 2
     assert [info["r"] for info in ours.ep_info_buffer] == [info["r"] for info in sb3.ep_info_buffer]
@@ -130,11 +144,50 @@ def test_rollout_stops_where_a_callback_says_so():
     assert_same(our_seen, sb3_seen)
 
 
-def test_rollout_follows_a_log_std_changed_during_it():
-    # The Gaussian's std is computed once for the steps it stays the same, not beyond.
+def test_rollout_follows_parameters_changed_during_it():
+    # The Gaussian's std and the numpy actor's weights are computed once for the steps they stay the same, not beyond.
     sb3, sb3_seen, _ = rollouts(OnPolicyAlgorithm.collect_rollouts, *CASES["box3"], widen_every=5)
     ours, our_seen, _ = rollouts(TRPO.collect_rollouts, *CASES["box3"], widen_every=5)
     assert ours._fast_paths.actor is not None
-    for field in ("actions", "log_probs"):
-        np.testing.assert_array_equal(getattr(ours.rollout_buffer, field), getattr(sb3.rollout_buffer, field), err_msg=field)
-    assert_same(our_seen, sb3_seen)
+    assert type(ours._rollout_actor).__name__ == "NumpyRolloutActor"
+    for field in ("actions", "log_probs", "values"):
+        assert_same(getattr(ours.rollout_buffer, field), getattr(sb3.rollout_buffer, field), TOLERANCE)
+    assert_same(our_seen, sb3_seen, TOLERANCE)
+
+
+class ClampedPolicy(ActorCriticPolicy):
+    """A policy whose forward clamps its actions: what it does beyond SB3's forward, a fast path must not skip."""
+
+    def forward(self, obs, deterministic=False):
+        actions, values, log_prob = super().forward(obs, deterministic)
+        return actions.clamp(-0.5, 0.5), values, log_prob
+
+
+def test_a_policy_that_overrides_forward_acts_through_it():
+    ours, _, _ = rollouts(TRPO.collect_rollouts, toy("box3"), ClampedPolicy, dict(policy_kwargs=dict(log_std_init=1.0)))
+    assert ours._rollout_actor is not None and ours._fast_paths.actor is None
+    assert np.abs(ours.rollout_buffer.actions).max() <= 0.5
+
+
+@pytest.mark.parametrize("space", ["discrete", "box3"])
+@pytest.mark.parametrize("activation", [nn.Tanh, nn.ReLU])
+@pytest.mark.parametrize("n_envs", [1, 3])
+def test_the_numpy_actor_acts_as_the_policy_given_the_same_draws(space, activation, n_envs):
+    from sb3_trpo_ext.rollout import NumpyRolloutActor
+
+    env = DummyVecEnv([lambda: ToyEnv(ACTION_SPACES[space])] * n_envs)
+    model = TRPO("MlpPolicy", env, n_steps=8, batch_size=8, seed=0, policy_kwargs=dict(activation_fn=activation))
+    actor = model._fast_paths.rollout_actor(model.policy)
+    assert isinstance(actor, NumpyRolloutActor)
+    observations = np.random.default_rng(0).normal(size=(n_envs, 4)) * 3
+    for _ in range(3):
+        th.manual_seed(7)
+        actions, values, log_prob = actor(observations)
+        th.manual_seed(7)
+        with th.inference_mode():
+            expected = model.policy(th.as_tensor(observations))
+        for got, want in zip((actions, values, log_prob), expected, strict=True):
+            assert got.shape == want.shape and got.dtype == want.dtype
+            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=TOLERANCE, atol=TOLERANCE)
+        with th.no_grad():  # a change between steps, as an update makes it, is seen at the next
+            model.policy.mlp_extractor.policy_net[0].weight.mul_(1.1)
