@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch as th
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.policies import ActorCriticPolicy
@@ -23,7 +24,13 @@ from sb3_trpo_ext.critic import critic_optimizer, fit_critic
 from sb3_trpo_ext.fisher import FisherVectorProduct, fisher_vector_product
 from sb3_trpo_ext.mlp import MlpNetwork, actor_network, critic_network
 from sb3_trpo_ext.policies import PolicyInputs
-from sb3_trpo_ext.rollout import MlpRolloutActor, NumpyRolloutActor, RolloutActor, add_to_buffer
+from sb3_trpo_ext.rollout import (
+    MlpRolloutActor,
+    NumpyRolloutActor,
+    RolloutActor,
+    add_to_buffer,
+    generalized_advantages,
+)
 from sb3_trpo_ext.torch_private import distribution_checks_off
 
 
@@ -75,6 +82,18 @@ class FastPaths:
                 return policy(observations, **step_inputs)
 
         return act
+
+    def compute_returns_and_advantage(self, buffer: RolloutBuffer, last_values: th.Tensor, dones: np.ndarray) -> None:
+        """``buffer.compute_returns_and_advantage``: on the fast paths, for SB3's own definition of it, GAE's recurrence
+        over Python floats (:func:`~sb3_trpo_ext.rollout.generalized_advantages`)."""
+        if not self.enabled or type(buffer).compute_returns_and_advantage is not RolloutBuffer.compute_returns_and_advantage:
+            buffer.compute_returns_and_advantage(last_values=last_values, dones=dones)
+            return
+        buffer.advantages[:] = generalized_advantages(
+            buffer.rewards, buffer.values, buffer.episode_starts, last_values.numpy(force=True).reshape(-1), dones,
+            buffer.gamma, buffer.gae_lambda,
+        )  # fmt: skip
+        buffer.returns = buffer.advantages + buffer.values
 
     def add_to_buffer(self, buffer: RolloutBuffer, *entries: Any, **step_inputs: Any) -> None:
         """:func:`~sb3_trpo_ext.rollout.add_to_buffer`: ``buffer.add(...)``, on the fast paths without its copies."""

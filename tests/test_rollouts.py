@@ -191,3 +191,23 @@ def test_the_numpy_actor_acts_as_the_policy_given_the_same_draws(space, activati
             np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=TOLERANCE, atol=TOLERANCE)
         with th.no_grad():  # a change between steps, as an update makes it, is seen at the next
             model.policy.mlp_extractor.policy_net[0].weight.mul_(1.1)
+
+
+@pytest.mark.parametrize("n_envs", [1, 3])
+def test_generalized_advantages_are_sb3_s(n_envs):
+    from stable_baselines3.common.buffers import RolloutBuffer
+
+    from sb3_trpo_ext.rollout import generalized_advantages
+
+    rng = np.random.default_rng(n_envs)
+    buffer = RolloutBuffer(64, gym.spaces.Box(-1, 1, (2,)), gym.spaces.Discrete(2), n_envs=n_envs, gamma=0.97, gae_lambda=0.9)
+    buffer.rewards[:] = rng.normal(size=(64, n_envs)) * 5
+    buffer.values[:] = rng.normal(size=(64, n_envs)) * 5
+    buffer.episode_starts[:] = rng.random((64, n_envs)) < 0.1
+    last_values, dones = th.as_tensor(rng.normal(size=(n_envs, 1)), dtype=th.float32), rng.random(n_envs) < 0.5
+    ours = generalized_advantages(buffer.rewards, buffer.values, buffer.episode_starts, last_values.numpy().reshape(-1), dones,
+                                  buffer.gamma, buffer.gae_lambda)  # fmt: skip
+    buffer.compute_returns_and_advantage(last_values, dones)
+    assert ours.dtype == np.float32 and ours.shape == (64, n_envs)
+    np.testing.assert_allclose(ours, buffer.advantages, rtol=TOLERANCE, atol=TOLERANCE)
+    assert not np.allclose(ours[:-1], ours[1:])  # the test data has structure to get wrong
