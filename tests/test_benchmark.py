@@ -23,7 +23,13 @@ from sb3_trpo_ext.benchmark import behaviour as behaviour_module
 from sb3_trpo_ext.benchmark import provenance as provenance_module
 from sb3_trpo_ext.benchmark.cli import DEFAULT_ENVS, main, parse_args, run_specs, stale
 from sb3_trpo_ext.benchmark.provenance import code_fingerprint, fingerprint, harness_fingerprint
-from sb3_trpo_ext.benchmark.report import aggregate_lines, learning_curves_figure, markdown_summary, returns_lines
+from sb3_trpo_ext.benchmark.report import (
+    aggregate_lines,
+    learning_curves_figure,
+    markdown_summary,
+    returns_lines,
+    time_to_return_lines,
+)
 from sb3_trpo_ext.benchmark.run import RunSpec, execute
 from sb3_trpo_ext.benchmark.settings import constant_trust_region, run_settings, settings_for, settings_record, zoo_entry
 from sb3_trpo_ext.fisher import kl_averaged_dimensions
@@ -529,6 +535,7 @@ def test_the_readme_table_is_the_one_the_run_files_give():
         load_variant_runs,
         readme_table,
         runs_table,
+        times_to_return,
         with_baseline_variants,
     )
 
@@ -540,11 +547,12 @@ def test_the_readme_table_is_the_one_the_run_files_give():
     )
     runs = load_runs(root / command.group(1))
     alternatives = [root / path for path in (command.group(2) or "").split()]
-    table, _, choices = with_baseline_variants(runs_table(runs), curves_table(runs), load_variant_runs(alternatives))
-    assert "\n".join(readme_table(table, budget.in_brief())) in readme
+    table, curves, choices = with_baseline_variants(runs_table(runs), curves_table(runs), load_variant_runs(alternatives))
+    assert "\n".join(readme_table(table, budget.in_brief(), times_to_return(curves))) in readme
     # The aggregates it quotes are the report's, and the report was written from these same runs and choices.
     summary = (root / command.group(1) / "summary.md").read_text()
     assert "\n".join(returns_lines(table)) in summary and "\n".join(choices) in summary
+    assert "\n".join(time_to_return_lines(curves)) in summary
     assert "\n".join(choices) in (root / "docs" / "benchmarks.md").read_text()
     paragraph = " ".join(readme[readme.index("On scores divided by the published") :].split("\n\n")[0].split())
     figures = re.findall(r"\d\.\d\d \[\d\.\d\d, \d\.\d\d\]", paragraph)
@@ -672,3 +680,19 @@ def test_the_readme_s_speed_figures_are_the_speed_report_s():
     figures = re.findall(r"\d\.\d\d× \[\d\.\d\d, \d\.\d\d\]", paragraph)
     summary = (root / "benchmarks" / "results" / "speed" / "summary.md").read_text()
     assert len(figures) == 6 and all(figure in summary for figure in figures)
+
+
+def test_the_time_to_a_return_is_the_median_first_evaluation_at_it():
+    from sb3_trpo_ext.benchmark.report import times_to_return
+
+    def curve(algo, seed, returns, seconds=(0.0, 10.0, 20.0, 30.0)):
+        return [dict(env_id="Hopper-v5", algo=algo, seed=seed, step=1000 * i, seconds=s, mean_return=r)
+                for i, (s, r) in enumerate(zip(seconds, returns, strict=True))]  # fmt: skip
+
+    rows = curve("trpo_ext", 0, [0, 3618, 100, 4000]) + curve("trpo_ext", 1, [0, 0, 0, 3700]) + curve("trpo_ext", 2, [0] * 4)
+    rows += curve("trpo", 0, [0, 0, 0, 3618]) + curve("trpo", 1, [0] * 4) + curve("trpo", 2, [0] * 4)
+    rows += curve("ppo", 0, [0, 3618, 0, 0], seconds=[np.nan] * 4)
+    times = times_to_return(pd.DataFrame(rows))
+    assert times["Hopper-v5", "trpo_ext"] == (30.0, 2, 3)  # the first time at or above 3618; the third seed never
+    assert times["Hopper-v5", "trpo"] == (float("inf"), 1, 3)  # most seeds never got there
+    assert np.isnan(times["Hopper-v5", "ppo"][0])  # no times recorded

@@ -328,18 +328,25 @@ def returns_lines(table: pd.DataFrame) -> list[str]:
     return lines
 
 
-def readme_table(table: pd.DataFrame, tuning: dict[str, str] | None = None) -> list[str]:
+def readme_table(
+    table: pd.DataFrame,
+    tuning: dict[str, str] | None = None,
+    times: dict[tuple[str, str], tuple[float, int, int]] | None = None,
+) -> list[str]:
     """
     The README's table of final returns: per task, each algorithm's mean [min, max] over its seeds (named in the header,
     and in a cell that has fewer; marked † where a baseline's variant of its entry is reported,
     :func:`with_baseline_variants`), rl-zoo's published sb3-contrib TRPO and PPO returns (-v3 tasks, one run each)
     and, given ``tuning``, what choosing this TRPO's entry of each task took (``benchmark.budget.in_brief``; the
-    baselines' entries are rl-zoo's, not tuned here).
+    baselines' entries are rl-zoo's, not tuned here); given ``times`` (:func:`times_to_return`), each algorithm's
+    median seconds to the published sb3-contrib TRPO return.
     """
     algos = [algo for algo in ALGORITHMS if algo in set(table["algo"])]
     variants = table["variant"] if "variant" in table else pd.Series("", index=table.index)
     headers = [f"{ALGORITHMS[algo]}, seeds {_seeds(table[table['algo'] == algo])}" for algo in algos]
     headers += ["published sb3-contrib TRPO", "published PPO"] + (["this TRPO's tuning"] if tuning else [])
+    if times:
+        headers.append("median seconds to the published TRPO return (" + " / ".join(ALGORITHMS[a] for a in algos) + ")")
     lines = ["| task (1M steps) | " + " | ".join(headers) + " |", "|---|" + "---|" * len(headers)]
     for env_id in [env for env in PUBLISHED if env in set(table["env_id"])]:
         cells = []
@@ -353,6 +360,8 @@ def readme_table(table: pd.DataFrame, tuning: dict[str, str] | None = None) -> l
         cells += [str(PUBLISHED[env_id]), str(PUBLISHED_PPO[env_id])]
         if tuning:
             cells.append(tuning[env_id])
+        if times:
+            cells.append(" / ".join(_seconds(times.get((env_id, algo), (float("nan"), 0, 0))[0]) for algo in algos))
         lines.append(f"| {env_id} | " + " | ".join(cells) + " |")
     return lines
 
@@ -418,8 +427,52 @@ def speed_lines(table: pd.DataFrame) -> list[str]:
     return lines
 
 
+def times_to_return(curves: pd.DataFrame) -> dict[tuple[str, str], tuple[float, int, int]]:
+    """
+    (task, algorithm) -> the seconds of learning it took to reach the published sb3-contrib TRPO return of the task:
+    each run's time at its first evaluation at or above it, their median over seeds (a seed that never got there
+    counts as slower than all that did: inf when most did not; NaN where the runs record no times, as
+    ``entry_variants`` files), the seeds that got there and the seeds. The times are the machine's of the runs.
+    """
+    times = {}
+    for (env_id, algo), runs in curves[curves["env_id"].isin(list(PUBLISHED))].groupby(["env_id", "algo"], sort=False):
+        if runs["seconds"].isna().any():
+            times[env_id, algo] = (float("nan"), 0, runs["seed"].nunique())
+            continue
+        firsts = [run.loc[run["mean_return"] >= PUBLISHED[env_id], "seconds"].min() for _, run in runs.groupby("seed")]
+        median = float(np.median([np.inf if np.isnan(first) else first for first in firsts]))
+        times[env_id, algo] = (median, sum(not np.isnan(first) for first in firsts), len(firsts))
+    return times
+
+
+def _seconds(median: float) -> str:
+    return "–" if np.isnan(median) else "none" if np.isinf(median) else f"{median:.0f}"
+
+
+def time_to_return_lines(curves: pd.DataFrame) -> list[str]:
+    """The table of :func:`times_to_return`: median seconds (seeds that got there / seeds) per task and algorithm."""
+    times = times_to_return(curves)
+    envs = [env for env in PUBLISHED if any(key[0] == env for key in times)]
+    algos = [algo for algo in ALGORITHMS if any(key[1] == algo for key in times)]
+    if not envs:
+        return []
+    lines = ["| task | return | " + " | ".join(ALGORITHMS[algo] for algo in algos) + " |", "|---|---|" + "---|" * len(algos)]
+    for env_id in envs:
+        cells = [
+            f"{_seconds(times[env_id, algo][0])} ({times[env_id, algo][1]}/{times[env_id, algo][2]})"
+            if (env_id, algo) in times else "–"
+            for algo in algos
+        ]  # fmt: skip
+        lines.append(f"| {env_id} | {PUBLISHED[env_id]} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown_summary(
-    table: pd.DataFrame, command: str = "", reported: pd.DataFrame | None = None, choices: list[str] | None = None
+    table: pd.DataFrame,
+    command: str = "",
+    reported: pd.DataFrame | None = None,
+    choices: list[str] | None = None,
+    curves: pd.DataFrame | None = None,
 ) -> str:
     """
     Per environment: final return and speed, each as mean ± std over seeds; the speed ratios to sb3-contrib's TRPO
@@ -465,6 +518,17 @@ def markdown_summary(
         lines += ["### The baselines' entries and their variants", "", "Mean [min, max] over seeds:", "", *choices, ""]
     lines += ["### Final returns", "", "Mean over seeds [min, max] (each seed's value, seeds in order):", ""]
     lines += [*returns_lines(reported), "", "### Aggregate (rliable)", "", *aggregate_lines(reported), ""]
+    times = time_to_return_lines(curves) if curves is not None else []
+    if times:
+        lines += [
+            "### Time to the published sb3-contrib TRPO return",
+            "",
+            "Median seconds of learning over seeds (seeds that got there / seeds; none: most seeds never did; –: no times"
+            " recorded), on the machine of the runs:",
+            "",
+            *times,
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -594,7 +658,7 @@ def write_report(output_dir: str | Path, command: str = "", alternatives: list[s
     table.to_csv(output_dir / "runs.csv", index=False)
     curves.to_csv(output_dir / "curves.csv", index=False)
     (output_dir / "runs.json").write_text(json.dumps(runs, indent=1))
-    (output_dir / "summary.md").write_text(markdown_summary(table, command, reported, choices))
+    (output_dir / "summary.md").write_text(markdown_summary(table, command, reported, choices, reported_curves))
     plot_learning_curves(reported_curves, output_dir / "learning_curves.png")
     if curves["seconds"].notna().any():  # the variants' files record no seconds: these are the runs here
         plot_learning_curves(curves, output_dir / "learning_curves_time.png", x="seconds")
