@@ -39,8 +39,8 @@ from sb3_trpo_ext.hyperparameters import (
 from sb3_trpo_ext.kinds import PolicyKind
 from sb3_trpo_ext.line_search import Candidate, max_step_size
 from sb3_trpo_ext.policies import actor_parameters, critic_parameters, flat_parameters, set_flat_parameters
-from sb3_trpo_ext.rollout import RolloutLoop
 from sb3_trpo_ext.rollout_checks import describe_nonfinite, nonfinite_rollout_error
+from sb3_trpo_ext.rollout_loop import RolloutLoop
 from sb3_trpo_ext.safe_loading.allowlist import UnsafeFileError, known_classes
 from sb3_trpo_ext.safe_loading.archive import check_tensors, file_name, read_archive, with_plain_descriptions
 from sb3_trpo_ext.safe_loading.limits import LoadBudget, LoadLimitError
@@ -236,14 +236,14 @@ class NaturalGradientAlgorithm(RolloutLoop):
         self._actor_params = actor_parameters(self.policy)
         self._critic_params = critic_parameters(self.policy, self._actor_params)
         # Decided here, once: FastPaths hands out every part that differs with them.
-        self._fast_paths = FastPaths.of(self.policy, self._actor_params, self._critic_params, self.fast_paths)
+        self._speedups = FastPaths.of(self.policy, self._actor_params, self._critic_params, self.fast_paths)
         if self.fvp_method == "analytic" and not supports_analytic_fisher(self.policy.action_dist):
             raise HyperparameterError(
                 f"fvp_method='analytic' has no closed-form Fisher for {type(self.policy.action_dist).__name__}; "
                 "use 'auto' or 'autograd'"
             )
         # The critic's optimiser sees the critic's parameters only: the value fit can never move the policy.
-        self.policy.optimizer = self._fast_paths.critic_optimizer(self.policy, self._critic_params, self.lr_schedule(1))
+        self.policy.optimizer = self._speedups.critic_optimizer(self.policy, self._critic_params, self.lr_schedule(1))
 
     def save(
         self,
@@ -333,7 +333,7 @@ class NaturalGradientAlgorithm(RolloutLoop):
         return frozenset().union(*(rule.hyperparameters for rule in STEP_RULES)) - cls.step_rule.hyperparameters
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_actor_params", "_critic_params", "_fast_paths", "_rollout_actor",
+        return [*super()._excluded_save_params(), "_actor_params", "_critic_params", "_speedups", "_rollout_actor",
                 "_step_inputs", "_reported_faults", "_kind"]  # fmt: skip
 
     def set_parameters(
@@ -396,7 +396,7 @@ class NaturalGradientAlgorithm(RolloutLoop):
 
         # §3-§4: the natural gradient d = (F + lambda I)^-1 g by conjugate gradient on Fisher-vector products.
         inputs = batch.inputs.every(self.sub_sampling_factor)
-        fvp = self._fast_paths.fisher_vector_product(self.policy, inputs, params, self.fvp_method, self.cg_damping)
+        fvp = self._speedups.fisher_vector_product(self.policy, inputs, params, self.fvp_method, self.cg_damping)
         cg = conjugate_gradient(fvp, policy_gradient, self.cg_max_steps, self.cg_residual_tol)
 
         # §5-§6: the step size beta = sqrt(2 delta / d^T (F + lambda I) d), then the step rule (TRPO: a line search).
@@ -441,7 +441,7 @@ class NaturalGradientAlgorithm(RolloutLoop):
     def _fit_critic(self) -> float | None:
         """The critic's fit on the rollout, as the kind of policy fits it; the mean minibatch loss, or None."""
         return self._kind.fit_critic(
-            self.policy, self._critic_params, self.rollout_buffer, self.n_critic_updates, self.batch_size, self._fast_paths
+            self.policy, self._critic_params, self.rollout_buffer, self.n_critic_updates, self.batch_size, self._speedups
         )
 
     def _policy_batch(self) -> PolicyBatch:

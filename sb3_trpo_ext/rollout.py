@@ -1,35 +1,26 @@
 """
-The rollout: SB3's loop, step for step (the same random draws, buffer contents, callback calls and locals, timeout
-bootstrapping and episode infos), with less work per step on the fast paths: acting (sampled actions, values,
-log-probabilities) and recording the step in the rollout buffer.
+What the rollout does at each step on the fast paths, with less work than SB3's loop and the same numbers: acting
+(sampled actions, values, log-probabilities), recording the step in the rollout buffer, and GAE at the end. The loop
+itself is :class:`~sb3_trpo_ext.rollout_loop.RolloutLoop`.
 """
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
-from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import CategoricalDistribution, DiagGaussianDistribution
-from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.type_aliases import PyTorchObs
-from stable_baselines3.common.utils import obs_as_tensor
-from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 from torch.nn import functional as F
 
 from sb3_trpo_ext.mlp import MlpNetwork, action_distribution, actor_features, critic_features
-from sb3_trpo_ext.rollout_checks import describe_nonfinite_observation
 from sb3_trpo_ext.torch_private import distribution_checks_off, version_of, versions
-
-if TYPE_CHECKING:  # both import this module
-    from sb3_trpo_ext.fast_paths import FastPaths
-    from sb3_trpo_ext.kinds import PolicyKind
 
 #: observations (and what else the policy reads at a step, by keyword) -> (sampled actions, values,
 #: log-probabilities): ``policy(observations, ...)`` as the rollout calls it.
@@ -265,114 +256,3 @@ def add_to_buffer(
     buffer.pos += 1
     if buffer.pos == buffer.buffer_size:
         buffer.full = True
-
-
-class RolloutLoop(OnPolicyAlgorithm):
-    """
-    An on-policy algorithm whose ``collect_rollouts`` takes its fast paths (``_fast_paths``) and acts as its kind of
-    policy (``_kind``) says; both are set up by the subclass.
-    """
-
-    _fast_paths: "FastPaths"
-    _kind: "PolicyKind"
-    _rollout_actor: RolloutActor
-    # Attributes, not locals: callbacks see the loop's locals, which stay SB3's.
-    _step_inputs: dict[str, Any]
-
-    def collect_rollouts(
-        self,
-        env: VecEnv,
-        callback: BaseCallback,
-        rollout_buffer: RolloutBuffer,
-        n_rollout_steps: int,
-    ) -> bool:
-        """
-        Collect ``n_rollout_steps`` steps per environment into ``rollout_buffer``: SB3's rollout loop, step for step
-        (the same random draws, buffer contents, callback calls and locals, timeout bootstrapping and episode
-        infos), with less work per step on the fast paths. The policy runs in inference mode (on the fast paths
-        without torch.distributions' argument checks); an observation the policy cannot act on (NaN, infinite) is
-        reported with its place instead.
-
-        :return: False if a callback stopped the rollout early, True otherwise
-        """
-        assert self._last_obs is not None, "No previous observation was provided"
-        self.policy.set_training_mode(False)
-        # The policy's tensor, then SB3's numpy array under the same name: callbacks read the loop's locals.
-        actions: Any
-        n_steps = 0
-        rollout_buffer.reset()
-        if self.use_sde:
-            self.policy.reset_noise(env.num_envs)
-        self._rollout_actor = self._fast_paths.rollout_actor(self.policy)
-        callback.on_rollout_start()
-
-        while n_steps < n_rollout_steps:
-            if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:
-                self.policy.reset_noise(env.num_envs)
-            self._check_observation_is_finite(rollout_buffer.pos)
-            self._step_inputs = self._kind.step_inputs(env)
-            with th.inference_mode():
-                obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
-                actions, values, log_probs = self._kind.act(
-                    self.policy, self._rollout_actor, obs_tensor, self._last_episode_starts, self._step_inputs
-                )
-            actions = actions.cpu().numpy()
-            clipped_actions = actions
-            if isinstance(self.action_space, spaces.Box):
-                if self.policy.squash_output:
-                    clipped_actions = self.policy.unscale_action(clipped_actions)
-                else:
-                    # An unbounded Gaussian sample, clipped to the bounds the environment accepts.
-                    clipped_actions = np.minimum(np.maximum(actions, self.action_space.low), self.action_space.high)
-
-            new_obs, rewards, dones, infos = env.step(clipped_actions)
-            self.num_timesteps += env.num_envs
-            # Callbacks read the loop's variables under SB3's names (infos, dones, rewards, new_obs, ...).
-            callback.update_locals(locals())
-            if not callback.on_step():
-                return False
-            self._update_info_buffer(infos, dones)
-            n_steps += 1
-            if isinstance(self.action_space, spaces.Discrete):
-                actions = actions.reshape(-1, 1)
-
-            # An episode cut by a time limit did not end: its last reward is bootstrapped with the value.
-            for idx, done in enumerate(dones):
-                if (
-                    done
-                    and infos[idx].get("terminal_observation") is not None
-                    and infos[idx].get("TimeLimit.truncated", False)
-                ):
-                    terminal_obs = self.policy.obs_to_tensor(infos[idx]["terminal_observation"])[0]
-                    with th.inference_mode():
-                        terminal_value = self._kind.terminal_value(self.policy, terminal_obs, idx)
-                    rewards[idx] += self.gamma * terminal_value
-
-            self._fast_paths.add_to_buffer(
-                rollout_buffer,
-                self._last_obs,
-                actions,
-                rewards,
-                self._last_episode_starts,
-                values,
-                log_probs,
-                **self._step_inputs,
-            )
-            self._last_obs = new_obs  # type: ignore[assignment]
-            self._last_episode_starts = dones
-            self._kind.step_taken()
-
-        with th.inference_mode():
-            values = self._kind.last_values(self.policy, obs_as_tensor(new_obs, self.device), dones)  # type: ignore[arg-type]
-        self._fast_paths.compute_returns_and_advantage(rollout_buffer, values, dones)
-        callback.update_locals(locals())
-        callback.on_rollout_end()
-        return True
-
-    def _check_observation_is_finite(self, step: int) -> None:
-        problem = describe_nonfinite_observation(self._last_obs, step)
-        if problem is not None:
-            raise ValueError(
-                f"The rollout holds {problem}; the policy cannot act on it, nothing was updated. "
-                "Check the environment and its wrappers."
-            )

@@ -68,7 +68,7 @@ def test_fisher_vector_product_equals_dense_hessian_of_mean_kl(space, use_sde, m
     model = tiny_model(ACTION_SPACES[space], use_sde, activation_fn=ACTORS[actor], fast_paths=fast_paths)
     assert (actor_network(model.policy, model._actor_params) is None) == (actor == "elu" or use_sde)
     # The layer-by-layer products on the fast paths, forward-mode AD and autograd off them.
-    mlp_actor = model._fast_paths.actor
+    mlp_actor = model._speedups.actor
     assert (mlp_actor is not None) == (fast_paths and actor != "elu" and not use_sde)
     perturb(model)
     problem = dense_problem(model)

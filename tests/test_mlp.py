@@ -160,8 +160,8 @@ def test_optimizer_steps_run_the_optimizer_s_hooks():
 def test_the_default_critic_takes_the_fused_kernel():
     model = TRPO("MlpPolicy", ToyEnv(ACTION_SPACES["box3"]), n_steps=32, batch_size=16, n_critic_updates=1)
     model.learn(64)
-    assert model._fast_paths.critic is not None
-    assert _fused_adam_state(model.policy.optimizer, model._fast_paths.critic.parameters) is not None
+    assert model._speedups.critic is not None
+    assert _fused_adam_state(model.policy.optimizer, model._speedups.critic.parameters) is not None
 
 
 @pytest.mark.parametrize("optimizer_class", [th.optim.Adam, th.optim.SGD])
@@ -174,7 +174,7 @@ def test_the_critic_fit_leaves_tensors_autograd_can_use(optimizer_class):
         "MlpPolicy", ToyEnv(ACTION_SPACES["box3"]), n_steps=32, batch_size=16, n_critic_updates=2, policy_kwargs=kwargs
     )
     model.learn(64)
-    assert model._fast_paths.critic is not None
+    assert model._speedups.critic is not None
     tensors = [
         value for state in model.policy.optimizer.state.values() for value in state.values() if isinstance(value, th.Tensor)
     ]
@@ -204,8 +204,8 @@ def test_the_mlp_critic_takes_autograd_s_steps(space, optimizer_class, reference
     next(model.rollout_buffer.get(batch_size=None))
     reference = copy.deepcopy(model)
     # The fast path's autograd critic (resident minibatches), or SB3's and torch's public API alone.
-    reference._fast_paths = FastPaths(True) if reference_paths == "autograd critic" else FastPaths(False)
-    assert model._fast_paths.critic is not None
+    reference._speedups = FastPaths(True) if reference_paths == "autograd critic" else FastPaths(False)
+    assert model._speedups.critic is not None
     losses = []
     for critic in (model, reference):
         th.manual_seed(0)

@@ -93,7 +93,7 @@ def cg_precision(model) -> None:
 
 
 def critic_compile(model) -> None:
-    network = model._fast_paths.critic
+    network = model._speedups.critic
 
     def to_features(observations: Any) -> th.Tensor:
         return critic_features(model.policy, observations)
