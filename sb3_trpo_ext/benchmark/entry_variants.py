@@ -6,14 +6,15 @@ tool for trying a few settings by hand, on seeds kept apart from the reporting s
         --variant "" --variant "target_kl=0.02" --variant "target_kl=0.02,n_steps=1024" \\
         --output benchmarks/results/variants/CartPole-v1.jsonl
 
-A variant is a comma-separated list of KEY=VALUE over the entry (values read as Python literals; the empty
-variant is the entry itself; ``n_envs``, ``n_timesteps`` and ``env_kwargs`` are accepted too). ``trial=N`` takes
-the hyperparameters trial N of the task's study (``benchmark.tune``'s journal) tried, as rl_zoo3 did: over the
-entry. That is how a study's best trials are compared on more seeds than the one each trial had. Each run is one
-JSON line: the env, variant, seed, steps, the hyperparameters, the final mean return over 10 deterministic episodes
-on a separate environment, the evaluations along the way, and the provenance (commit, versions, code). A line
-already in the output is not run again, so the command resumes, unless what its variant stands for has changed
-since (the packaged entry, the algorithm's code, a package version): that run is made again and appended.
+A variant is a comma-separated list of KEY=VALUE over the entry (values read as Python literals; the empty variant
+is the entry itself; ``n_envs``, ``n_timesteps`` and ``env_kwargs`` are accepted too). ``trial=N`` takes the
+hyperparameters trial N of the task's study (``benchmark.tune``'s journal; ``study="NAME"`` names another) tried, as
+rl_zoo3 did: over the entry. That is how a study's best trials are compared on more seeds than the one each trial
+had. Each run is one JSON line: the env, variant, seed, steps, the hyperparameters, the final mean return over 10
+deterministic episodes on a separate environment, the evaluations along the way, and the provenance (commit,
+versions, code). A line already in the output is not run again, so the command resumes, unless what its variant
+stands for has changed since (the packaged entry, the algorithm's code, a package version): that run is made again
+and appended.
 """
 
 import argparse
@@ -39,17 +40,21 @@ def parse_variant(text: str) -> dict[str, Any]:
     return {keyword.arg: ast.literal_eval(keyword.value) for keyword in call.keywords if keyword.arg is not None}
 
 
-def study_trial_hyperparameters(env_id: str, number: int, journal: Path | None = None) -> dict[str, Any]:
-    """The hyperparameters trial ``number`` of ``env_id``'s study sampled (default journal: ``benchmark.tune``'s)."""
+def study_trial_hyperparameters(
+    env_id: str, number: int, journal: Path | None = None, study: str | None = None
+) -> dict[str, Any]:
+    """The hyperparameters trial ``number`` of the study ``study`` (default: ``env_id``'s) sampled, from its journal
+    (default: ``benchmark.tune``'s, STUDY.log)."""
     import optuna
 
     from sb3_trpo_ext.benchmark.tune import DEFAULT_OUTPUT, _storage
     from sb3_trpo_ext.zoo import convert_trpo_ext_params
 
-    journal = journal or DEFAULT_OUTPUT / f"{env_id}.log"
+    study = study or env_id
+    journal = journal or DEFAULT_OUTPUT / f"{study}.log"
     if not journal.exists():
         raise FileNotFoundError(f"trial={number}: no study journal {journal}")
-    trials = optuna.load_study(study_name=env_id, storage=_storage(journal)).get_trials(deepcopy=False)
+    trials = optuna.load_study(study_name=study, storage=_storage(journal)).get_trials(deepcopy=False)
     if not 0 <= number < len(trials) or not trials[number].params:
         raise ValueError(f"trial={number}: {journal} has trials 0-{len(trials) - 1}, and trial {number} sampled nothing")
     return convert_trpo_ext_params(trials[number].params)
@@ -58,8 +63,9 @@ def study_trial_hyperparameters(env_id: str, number: int, journal: Path | None =
 def variant_settings(env_id: str, variant: str, n_timesteps: int | None = None, algo: str = ALGO) -> RunSettings:
     """The packaged entry's run settings with ``variant`` over them (``n_timesteps``, if given, over both)."""
     changes = parse_variant(variant)
+    study = changes.pop("study", None)
     if "trial" in changes:
-        changes = study_trial_hyperparameters(env_id, changes.pop("trial")) | changes
+        changes = study_trial_hyperparameters(env_id, changes.pop("trial"), study=study) | changes
     settings = settings_for(algo, env_id)
     return dataclasses.replace(
         settings,
