@@ -1,7 +1,7 @@
 """
-The rollout: SB3's loop, step for step (the same random draws, buffer contents, callback calls and locals, timeout
-bootstrapping and episode infos), with the work of each step done as the model's fast paths say
-(:mod:`sb3_trpo_ext.rollout`).
+The rollout: SB3's loop, step for step (the same random draws, callback calls and locals, timeout bootstrapping and
+episode infos; the same buffer contents, to float32 rounding on the fast paths), with the work of each step done as
+the model's fast paths say (:mod:`sb3_trpo_ext.rollout`).
 """
 
 from typing import Any
