@@ -4,6 +4,7 @@ import copy
 import json
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -696,3 +697,12 @@ def test_the_time_to_a_return_is_the_median_first_evaluation_at_it():
     assert times["Hopper-v5", "trpo_ext"] == (30.0, 2, 3)  # the first time at or above 3618; the third seed never
     assert times["Hopper-v5", "trpo"] == (float("inf"), 1, 3)  # most seeds never got there
     assert np.isnan(times["Hopper-v5", "ppo"][0])  # no times recorded
+
+
+def test_the_maintainer_scripts_answer_help():
+    root = Path(sb3_trpo_ext.__file__).parent.parent
+    scripts = sorted((root / "scripts").glob("*.py"))
+    assert scripts and all(script.name in (root / "scripts" / "README.md").read_text() for script in scripts)
+    for script in scripts:
+        result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, cwd=root)
+        assert result.returncode == 0 and "usage:" in result.stdout, result.stderr[-2000:]

@@ -1,0 +1,92 @@
+"""
+The rollout's cost beyond the environment, per environment step: SB3's VecEnv stack stepping random actions (the
+env-only time), this TRPO's ``collect_rollouts`` and sb3-contrib's, and the environment's own time inside each
+rollout, interleaved in one process on one torch thread; then ``train()`` of each. Medians over the repeats, in µs.
+
+    python scripts/rollout_overhead.py CartPole-v1 --repeats 5
+
+Both TRPOs take this TRPO's zoo entry (the benchmark's equal settings). Run it on a machine doing nothing else: it
+compares speeds.
+"""
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch as th
+
+from sb3_trpo_ext.benchmark.run import make_env
+from sb3_trpo_ext.benchmark.settings import settings_for
+
+
+def env_only(model, n_steps: int) -> float:
+    """Seconds per environment step of the model's VecEnv stack under random actions."""
+    env = model.get_env()
+    env.reset()
+    actions = [np.stack([env.action_space.sample() for _ in range(env.num_envs)]) for _ in range(64)]
+    start = time.perf_counter()
+    for step in range(n_steps):
+        env.step(actions[step % 64])
+    return (time.perf_counter() - start) / (n_steps * env.num_envs)
+
+
+def rollout(model) -> tuple[float, float]:
+    """Seconds per environment step of one ``collect_rollouts``, and of the environment's steps inside it."""
+    _, callback = model._setup_learn(0, callback=None, reset_num_timesteps=False)
+    env = model.get_env()
+    step, inside = env.step, [0.0]
+
+    def timed(actions):
+        start = time.perf_counter()
+        result = step(actions)
+        inside[0] += time.perf_counter() - start
+        return result
+
+    env.step = timed
+    start = time.perf_counter()
+    model.collect_rollouts(env, callback, model.rollout_buffer, model.n_steps)
+    total = time.perf_counter() - start
+    del env.step
+    steps = model.n_steps * env.num_envs
+    return total / steps, inside[0] / steps
+
+
+def train(model) -> float:
+    start = time.perf_counter()
+    model.train()
+    return (time.perf_counter() - start) / (model.n_steps * model.get_env().num_envs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("env")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    th.set_num_threads(1)
+    models = {}
+    for algo in ("trpo_ext", "trpo"):
+        settings = settings_for(algo, args.env, same_settings=True)
+        models[algo] = settings.model(make_env(settings, args.env, 0), 0)
+        models[algo].learn(settings.n_envs * models[algo].n_steps)
+    times: dict[str, list[float]] = {}
+    for _ in range(args.repeats):
+        times.setdefault("env only", []).append(env_only(models["trpo_ext"], models["trpo_ext"].n_steps))
+        for algo, name in (("trpo_ext", "this TRPO"), ("trpo", "sb3-contrib")):
+            total, inside = rollout(models[algo])
+            times.setdefault(f"{name} rollout", []).append(total)
+            times.setdefault(f"{name} env inside", []).append(inside)
+        for algo, name in (("trpo_ext", "this TRPO"), ("trpo", "sb3-contrib")):
+            times.setdefault(f"{name} train()", []).append(train(models[algo]))
+    median = {name: 1e6 * statistics.median(values) for name, values in times.items()}
+    for name, value in median.items():
+        print(f"{args.env} {name}: {value:.1f} µs a step")
+    ours, env = median["this TRPO rollout"], median["env only"]
+    print(f"{args.env} this TRPO's rollout beyond the env-only time: {(ours - env) / env:.0%} of it; beyond the env's "
+          f"time inside it: {(ours - median['this TRPO env inside']) / median['this TRPO env inside']:.0%}; "
+          f"sb3-contrib's rollout / this TRPO's: {median['sb3-contrib rollout'] / ours:.2f}; train() this / sb3-contrib: "
+          f"{median['this TRPO train()'] / median['sb3-contrib train()']:.2f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
