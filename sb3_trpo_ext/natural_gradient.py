@@ -296,9 +296,9 @@ class NaturalGradientAlgorithm(RolloutLoop):
             code the file carries: only for a file you trust. By default nothing is unpickled: each such entry is
             rebuilt from its plain description (:mod:`sb3_trpo_ext.safe_loading`), or taken from ``custom_objects``,
             and an entry that can be neither raises an :class:`~sb3_trpo_ext.safe_loading.UnsafeFileError` naming
-            it. Its tensors are read only once torch's ``weights_only`` loader has accepted them, an environment id
-            it names is used only if gymnasium has it registered, and all it makes the load allocate is sized first
-            against ``SB3_TRPO_EXT_MAX_LOAD_BYTES`` (1 GiB unless set).
+            it. Its tensors are read only once torch's ``weights_only`` loader has accepted them, a file naming an
+            environment (which SB3 never saves) is refused, and all it makes the load allocate is sized first against
+            ``SB3_TRPO_EXT_MAX_LOAD_BYTES`` (1 GiB unless set).
         """
         loads_sb3_contrib = cls.policy_kind is PolicyKind and isinstance(cls.step_rule, LineSearch)
         try:

@@ -43,9 +43,9 @@ class RolloutLoop(OnPolicyAlgorithm):
         """
         Collect ``n_rollout_steps`` steps per environment into ``rollout_buffer``: SB3's rollout loop, step for step
         (the same random draws, callback calls and locals, timeout bootstrapping and episode infos; the buffer's
-        contents to float32 rounding on the fast paths, which do less work per step). The policy runs in inference mode (on the fast paths
-        without torch.distributions' argument checks); an observation the policy cannot act on (NaN, infinite) is
-        reported with its place instead.
+        contents to float32 rounding on the fast paths, which do less work per step). The policy runs in inference
+        mode (on the fast paths without torch.distributions' argument checks); an observation the policy cannot act on
+        (NaN, infinite) is reported with its place instead.
 
         :return: False if a callback stopped the rollout early, True otherwise
         """

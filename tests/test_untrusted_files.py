@@ -111,17 +111,19 @@ def test_an_env_id_from_a_zip_imports_nothing(importable, zips, loader, env):
     env = run_folder_module(importable) if env == "run folder" else env
     path = importable / "model.zip"
     path.write_bytes(edited(zips[ZIP_OF.get(loader, "ppo")], with_values(env=env)))
-    with pytest.raises(UnsafeFileError, match=r"env: the file names the environment .*not registered.*pass env=\.\.\."):
+    with pytest.raises(UnsafeFileError, match=r"env: the file names the environment .*SB3 never saves.*trust_pickle"):
         LOADERS[loader](path)
     assert not any(importable.rglob("marker")) and "rl_zoo3.benchmark" not in sys.modules
 
 
-def test_a_registered_env_id_from_a_zip_is_used(tmp_path, zips):
-    path = tmp_path / "model.zip"
+def test_an_env_from_a_zip_is_refused_even_when_registered_or_an_env_is_given(importable, zips):
+    # SB3 never saves one; loading one would set the file's name over the model's environment, given or not.
+    path = importable / "model.zip"
     path.write_bytes(edited(zips["trpo"], with_values(env="CartPole-v1")))
-    with pytest.raises(ValueError) as error:  # SB3 then sets the id itself as the model's env, which it cannot use
-        TRPO.load(path)
-    assert not isinstance(error.value, UnsafeFileError)
+    with pytest.raises(UnsafeFileError, match="env: the file names the environment 'CartPole-v1'"):
+        TRPO.load(path, env=DummyVecEnv([lambda: ToyEnv(ACTION_SPACES["box3"])]))
+    path.write_bytes(edited(zips["trpo"], with_values(env=None)))
+    assert TRPO.load(path).get_env() is None  # what SB3 would have saved, had it saved one
 
 
 @pytest.mark.trusts_pickle
@@ -143,7 +145,7 @@ def test_enjoy_refuses_a_zip_naming_a_module_in_its_folder(importable, zips, cap
     with pytest.raises(SystemExit) as exit_:
         main(["enjoy", "--env", "CartPole-v1", "-f", "rl-trained-agents", "--no-render", "-n", "10"])
     message = capsys.readouterr().err.strip().splitlines()[-1]
-    assert exit_.value.code == 1 and "env: the file names the environment" in message and "--gym-packages" in message
+    assert exit_.value.code == 1 and "env: the file names the environment" in message and "trust" in message
     assert not any(importable.rglob("marker"))
 
 
@@ -581,13 +583,11 @@ def test_fuzzed_env_ids_import_nothing(importable, zips, env):
     (importable / "evil_env.py").write_text(MARKER_MODULE)
     path = importable / "model.zip"
     path.write_bytes(edited(zips["trpo"], with_values(env=env)))
-    registered = isinstance(env, str) and ":" not in env and env in __import__("gymnasium").registry
     try:
         TRPO.load(path)
+        assert env is None
     except UnsafeFileError:
-        assert not registered
-    except ValueError:
-        assert registered or env is None  # SB3 cannot use an id as a model's env: it fails after the check
+        assert env is not None
     assert not (importable / "marker").exists() and "rl_zoo3.benchmark" not in sys.modules and "evil_env" not in sys.modules
 
 

@@ -1,7 +1,7 @@
 """
 What a file may name: the classes a model zip may name (:func:`known_classes`), the schedules it may describe
 (:data:`SCHEDULE_CLASSES`), the classes an rl_zoo3 config may name with the arguments each may take
-(:data:`CONFIG_CLASSES`), and the environment ids it may name (:func:`registered_env_id`). Names are matched
+(:data:`CONFIG_CLASSES`), and the environment it may not name (:func:`no_environment`). Names are matched
 exactly, by module and qualified name; nothing a file says is imported unless this module lists it.
 """
 
@@ -10,7 +10,6 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import gymnasium as gym
 import torch as th
 
 #: Modules whose classes a file may name (``policy_class``, ``rollout_buffer_class``, classes in ``policy_kwargs``).
@@ -96,20 +95,19 @@ def known_class(name: Any, classes: Mapping[str, type], key: str) -> type:
     return found
 
 
-def registered_env_id(value: Any, key: str) -> str | None:
+def no_environment(value: Any, key: str) -> None:
     """
-    An environment id a file names, used only when gymnasium has it registered already and it carries no
-    ``module:`` prefix (which ``gym.make`` would import); None stays None.
+    A model zip's environment entry: SB3 never saves one (it excludes ``env``), and loading one would ``gym.make``
+    the name the file chose, importing its ``module:`` prefix, and set it over the model's environment: only None
+    passes.
 
-    :raises UnsafeFileError: naming the id and the ways out
+    :raises UnsafeFileError: naming the entry and the way out
     """
-    if value is None or (isinstance(value, str) and ":" not in value and value in gym.registry):
-        return value
-    raise UnsafeFileError(
-        f"{key}: the file names the environment {str(value)[:80]!r}, which gymnasium has not registered (a 'module:' "
-        "prefix would import a module); pass env=..., import the package that registers it (--gym-packages), or "
-        "trust_pickle=True for a file you trust"
-    )
+    if value is not None:
+        raise UnsafeFileError(
+            f"{key}: the file names the environment {str(value)[:80]!r}, which SB3 never saves (gym.make would import "
+            "a 'module:' prefix); pass trust_pickle=True for a file you trust"
+        )
 
 
 #: The classes an rl_zoo3 config (``config.yml``, ``--conf-file``, ``--hyperparams``) may name under each key, with

@@ -16,7 +16,7 @@ from sb3_contrib.common.maskable.buffers import MaskableDictRolloutBuffer, Maska
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from torch.overrides import TorchFunctionMode
 
-from sb3_trpo_ext.safe_loading.allowlist import UnsafeFileError, full_name, known_classes, registered_env_id
+from sb3_trpo_ext.safe_loading.allowlist import UnsafeFileError, full_name, known_classes, no_environment
 from sb3_trpo_ext.safe_loading.archive import check_tensors, file_name, is_pickled, read_archive
 from sb3_trpo_ext.safe_loading.foreign import sb3_description
 from sb3_trpo_ext.safe_loading.limits import (
@@ -47,9 +47,9 @@ def safe_custom_objects(
 ) -> dict[str, Any]:
     """
     ``custom_objects`` for SB3's ``load`` holding every pickled entry of ``data`` (so that SB3 unpickles none):
-    those ``given``, the others rebuilt from their plain description, or from SB3's plain fields; the file's
-    environment id only if gymnasium has it registered; a file's ``tensorboard_log`` dropped with a warning (a file
-    does not choose where anything is written).
+    those ``given``, the others rebuilt from their plain description, or from SB3's plain fields. A file naming an
+    environment is refused (:func:`~sb3_trpo_ext.safe_loading.allowlist.no_environment`); a file's
+    ``tensorboard_log`` is dropped with a warning (a file does not choose where anything is written).
     """
     objects = dict(given or {})
     for key, entry in data.items():
@@ -60,8 +60,7 @@ def safe_custom_objects(
             continue
         description = entry[PLAIN] if PLAIN in entry else sb3_description(key, entry, classes)
         objects[key] = None if description is None else rebuild(description, classes, key, budget=budget)
-    if "env" in data and "env" not in objects:
-        objects["env"] = registered_env_id(data["env"], "env")
+    no_environment(data.get("env"), "env")
     if data.get("tensorboard_log") is not None and "tensorboard_log" not in objects:
         warnings.warn(
             f"the file's tensorboard_log {str(data['tensorboard_log'])[:80]!r} is not used (a file does not choose where "
