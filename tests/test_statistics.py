@@ -104,7 +104,8 @@ def test_every_logged_statistic_is_its_definition(algorithm, space):
     assert logged["entropy"] == pytest.approx(float(old_entropy.mean()), rel=1e-4)
     # The values the rollout predicted (before the critic's fit) against the returns, and not the other way round.
     explained = 1 - np.var(returns - values) / np.var(returns)
-    assert logged["explained_variance"] == pytest.approx(explained, rel=1e-5)
+    # Near 0 (a critic not yet fitted) float32's rounding of the two variances dominates: an absolute tolerance too.
+    assert logged["explained_variance"] == pytest.approx(explained, rel=1e-5, abs=1e-6)
     assert abs(explained - (1 - np.var(values - returns) / np.var(values))) > 0.01
     has_line_search = algorithm in (TRPO, MaskableTRPO, RecurrentTRPO)
     assert ("line_search_steps" in logged) == ("is_line_search_success" in logged) == has_line_search
