@@ -706,3 +706,14 @@ def test_the_maintainer_scripts_answer_help():
     for script in scripts:
         result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, cwd=root)
         assert result.returncode == 0 and "usage:" in result.stdout, result.stderr[-2000:]
+
+
+def test_the_swimmer_discount_look_in_the_docs_is_the_one_its_runs_give():
+    root = Path(sb3_trpo_ext.__file__).parent.parent
+    rows = [json.loads(line) for line in (root / "benchmarks/results/variants/Swimmer-v5.jsonl").read_text().splitlines()]
+    latest = {(row["variant"], row["seed"]): row["final_return"] for row in rows}  # a run made again counts last
+    docs = " ".join((root / "docs" / "benchmarks.md").read_text().split())
+    entry, discount = ([latest[variant, seed] for seed in (100, 101, 102)] for variant in ("", "gamma=0.9999"))
+    figures = ", ".join(f"{value:.1f}" for value in discount) + f" (mean {np.mean(discount):.1f}) against the entry's "
+    figures += ", ".join(f"{value:.1f}" for value in entry) + f" (mean {np.mean(entry):.1f}); no better"
+    assert figures in docs and np.mean(discount) <= np.mean(entry)
