@@ -88,3 +88,17 @@ def require_env(env_id: str) -> None:
     extra = env_extra(env_id)
     if extra is not None:
         require(extra, env_id)
+
+
+def unknown_env(env_id: str) -> str | None:
+    """Why gymnasium cannot make ``env_id``, with the closest registered id, in one line; None if it is registered (or
+    names its module, ``module:Id``, which gymnasium imports)."""
+    import difflib
+
+    import gymnasium as gym
+
+    if ":" in env_id or env_id in gym.registry:
+        return None
+    close = difflib.get_close_matches(env_id, list(gym.registry), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown task {env_id!r}{hint}; gymnasium's registry lists the tasks (importing a package registers its own)"

@@ -28,6 +28,7 @@ from stable_baselines3.common.utils import explained_variance
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_trpo_ext.conjugate_gradient import conjugate_gradient
+from sb3_trpo_ext.extras import unknown_env
 from sb3_trpo_ext.fast_paths import FastPaths
 from sb3_trpo_ext.fisher import flat_grad, kl_divergence, supports_analytic_fisher
 from sb3_trpo_ext.hyperparameters import (
@@ -66,6 +67,11 @@ from sb3_trpo_ext.update import (
 SelfNaturalGradient = TypeVar("SelfNaturalGradient", bound="NaturalGradientAlgorithm")
 
 SUPPORTED_ACTION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+
+
+def _subclasses(cls: type) -> list[Any]:
+    direct: list[Any] = cls.__subclasses__()
+    return [sub for each in direct for sub in (each, *_subclasses(each))]
 
 
 class NaturalGradientAlgorithm(RolloutLoop):
@@ -175,6 +181,9 @@ class NaturalGradientAlgorithm(RolloutLoop):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
+        problem = unknown_env(env) if isinstance(env, str) else None
+        if problem is not None:
+            raise ValueError(f"env: {problem}")
         super().__init__(
             policy,
             env,
@@ -216,6 +225,19 @@ class NaturalGradientAlgorithm(RolloutLoop):
         if _init_setup_model:
             self._setup_model()
             warn_if_the_last_minibatch_is_short(self)
+
+    def _get_policy_from_name(self, policy_name: str) -> type[BasePolicy]:
+        """The policy an alias names for this algorithm; another name is refused naming this algorithm's aliases, and
+        the algorithm of this package that takes it where there is one (``MlpLstmPolicy``: RecurrentTRPO)."""
+        if policy_name in self.policy_aliases:
+            return self.policy_aliases[policy_name]
+        algorithms = [cls for cls in _subclasses(NaturalGradientAlgorithm) if type(cls.step_rule) is not StepRule]
+        takers = sorted({cls.__name__ for cls in algorithms if policy_name in cls.policy_aliases})
+        hint = f" ({', '.join(takers)} {'takes' if len(takers) == 1 else 'take'} it)" if takers else ""
+        raise HyperparameterError(
+            f"policy {policy_name!r} is not one {type(self).__name__} takes: {sorted(self.policy_aliases)}, or an "
+            f"ActorCriticPolicy class of its kind{hint}"
+        )
 
     def _validate_hyperparameters(self) -> None:
         """Raise a HyperparameterError naming the first hyperparameter outside its allowed values: the core's, the

@@ -153,3 +153,29 @@ def test_a_short_last_minibatch_is_warned_as_sb3_warns(n_steps, batch_size, warn
         TRPO("MlpPolicy", "CartPole-v1", n_steps=n_steps, batch_size=batch_size)
     messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     assert any("minibatch of 16 samples" in m and "batch_size=48" in m for m in messages) == warns
+
+
+def test_a_policy_name_of_another_kind_names_the_algorithm_that_takes_it():
+    from sb3_trpo_ext import RecurrentTRPO
+
+    with pytest.raises(ValueError, match=r"'MlpPolicy' is not one RecurrentTRPO takes: \['CnnLstmPolicy', 'MlpLstmPolicy'"):
+        RecurrentTRPO("MlpPolicy", "CartPole-v1")
+    with pytest.raises(ValueError, match=r"'MlpLstmPolicy' is not one TRPO takes: .*\(RecurrentTRPO takes it\)"):
+        TRPO("MlpLstmPolicy", "CartPole-v1")
+    with pytest.raises(
+        ValueError, match=r"'MlpPolicy' is not one RecurrentTRPO takes.*\(MaskableNPG, MaskableTRPO, NPG, TRPO take"
+    ):
+        RecurrentTRPO("MlpPolicy", "CartPole-v1")
+
+
+def test_an_unknown_env_id_names_the_closest_registered_one():
+    with pytest.raises(ValueError, match=r"^env: unknown task 'CartPol-v1' \(did you mean 'CartPole-v1'\?\)"):
+        TRPO("MlpPolicy", "CartPol-v1")
+
+
+@pytest.mark.parametrize("kept", [0.3, 0.5, 0.75, 0.99])
+def test_a_truncated_zip_says_it_is_truncated_or_damaged(kept):
+    buffer = io.BytesIO()
+    TRPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64).save(buffer)
+    with pytest.raises(ValueError, match="truncated or damaged"):
+        TRPO.load(io.BytesIO(buffer.getvalue()[: int(len(buffer.getvalue()) * kept)]))

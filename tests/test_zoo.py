@@ -288,7 +288,7 @@ def one_line_error(capsys, *args) -> str:
 @pytest.mark.parametrize("command", ["train", "enjoy"])
 def test_unknown_env_id_is_one_line(workdir, capsys, command):
     line = one_line_error(capsys, command, "--env", "CartPol-v1", "-n", 256)
-    assert "unknown task --env 'CartPol-v1' (did you mean 'CartPole-v1'?)" in line
+    assert "--env: unknown task 'CartPol-v1' (did you mean 'CartPole-v1'?)" in line
 
 
 def test_a_zoo_task_and_one_of_gym_packages_are_known_tasks(workdir, capsys, monkeypatch):

@@ -70,7 +70,7 @@ def read_archive(
     with _opened_zip(path) as archive:
         sizes = _member_sizes(archive, budget)
         if "data" not in sizes:
-            raise ValueError("it has no 'data' entry")
+            raise ValueError("it has no 'data' entry: the file is truncated or damaged, or not a model's zip")
         budget.take(JSON_OBJECT_BYTES * sizes["data"], "its 'data' entry, parsed")
         data = json.loads(archive.read("data").decode())
     if not isinstance(data, dict):

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from sb3_trpo_ext.extras import exits_on_missing_extra, require, require_env
+from sb3_trpo_ext.extras import exits_on_missing_extra, require, require_env, unknown_env
 from sb3_trpo_ext.hyperparameters import HyperparameterError
 from sb3_trpo_ext.safe_loading import UnsafeFileError
 from sb3_trpo_ext.zoo import ALGO, ALGORITHMS, accepted_hyperparameters, config_path, register, unknown_hyperparameters
@@ -119,15 +119,13 @@ def check_config_entry(args: Sequence[str], algo: str = ALGO, trusted: bool = Fa
 
 def check_env_id(env_id: str, args: Sequence[str]) -> None:
     """Fail with one line when ``env_id`` is no registered task (after the zoo's tasks and ``--gym-packages``)."""
-    import gymnasium as gym
     import rl_zoo3.import_envs  # noqa: F401  # registers the zoo's own tasks (CartPoleNoVel-v1, ...)
 
     for package in _items_of(args, "--gym-packages"):
         importlib.import_module(package)  # as rl_zoo3 does: a package the user names registers its tasks
-    if env_id not in gym.registry:
-        close = difflib.get_close_matches(env_id, list(gym.registry), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        fail(f"unknown task --env {env_id!r}{hint}; gymnasium's registry lists the tasks (--gym-packages PACKAGE adds one's)")
+    problem = unknown_env(env_id)
+    if problem is not None:
+        fail(f"--env: {problem} (--gym-packages PACKAGE adds one's)")
 
 
 def _run(entry_point: Callable[[], object] | str, program: str, args: list[str]) -> None:
