@@ -9,6 +9,8 @@ the rollout, gives the update its batch and fits the critic.
 """
 
 import copy
+import difflib
+import inspect
 import io
 import pathlib
 import pickle
@@ -148,6 +150,25 @@ class NaturalGradientAlgorithm(RolloutLoop):
             names = sorted(kind.__name__ for kind in kinds)
             raise TypeError(f"{cls.__name__} combines the policy kinds {names}; a policy is of one kind")
         cls.policy_aliases = cls.policy_kind.aliases
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        """Refuse, in one line, a keyword the constructor does not take, naming the algorithms that take it."""
+        accepted = inspect.signature(cls.__init__).parameters
+        unknown = [name for name in kwargs if name not in accepted]
+        if unknown:
+            name = unknown[0]
+            takers = sorted(
+                {
+                    sub.__name__
+                    for sub in _subclasses(NaturalGradientAlgorithm)
+                    if type(sub.step_rule) is not StepRule and name in inspect.signature(sub.__init__).parameters
+                }
+            )
+            close = difflib.get_close_matches(name, list(accepted), n=1)
+            hint = f"; {', '.join(takers)} {'takes' if len(takers) == 1 else 'take'} it" if takers else ""
+            hint += f" (did you mean {close[0]!r}?)" if close and not takers else ""
+            raise TypeError(f"{cls.__name__} does not take {name!r}{hint}")
+        return super().__new__(cls)
 
     def __init__(
         self,

@@ -179,3 +179,14 @@ def test_a_truncated_zip_says_it_is_truncated_or_damaged(kept):
     TRPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64).save(buffer)
     with pytest.raises(ValueError, match="truncated or damaged"):
         TRPO.load(io.BytesIO(buffer.getvalue()[: int(len(buffer.getvalue()) * kept)]))
+
+
+def test_a_parameter_an_algorithm_does_not_take_names_the_ones_that_do():
+    from sb3_trpo_ext import NPG
+
+    with pytest.raises(
+        TypeError, match=r"^NPG does not take 'line_search_max_iter'; MaskableTRPO, RecurrentTRPO, TRPO take it$"
+    ):
+        NPG("MlpPolicy", "CartPole-v1", line_search_max_iter=5)
+    with pytest.raises(TypeError, match=r"^TRPO does not take 'target_kll' \(did you mean 'target_kl'\?\)$"):
+        TRPO("MlpPolicy", "CartPole-v1", target_kll=0.01)
