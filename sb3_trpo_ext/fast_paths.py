@@ -25,9 +25,10 @@ from sb3_trpo_ext.fisher import FisherVectorProduct, fisher_vector_product
 from sb3_trpo_ext.mlp import MlpNetwork, actor_network, critic_network
 from sb3_trpo_ext.policies import PolicyInputs
 from sb3_trpo_ext.rollout import (
+    KindActs,
     MlpRolloutActor,
     NumpyRolloutActor,
-    RolloutActor,
+    PolicyActing,
     add_to_buffer,
     generalized_advantages,
 )
@@ -65,23 +66,24 @@ class FastPaths:
         """:func:`~sb3_trpo_ext.critic.fit_critic`: resident minibatches and the MLP critic's own steps when on."""
         return fit_critic(policy, critic_params, buffer, n_epochs, batch_size, self.critic, resident=self.enabled)
 
-    def rollout_actor(self, policy: Any) -> RolloutActor:
+    def rollout_acting(self, policy: Any, kind: KindActs) -> PolicyActing | NumpyRolloutActor:
         """
-        The rollout actor for the steps of one rollout: the policy's MLP networks where it has them and the fast
-        paths are on, else ``policy(observations)`` (without torch.distributions' argument checks when on).
+        How the rollout acts for one rollout: where the policy's networks are MLP networks and the fast paths are on,
+        through them (in numpy on the CPU, for a kind that acts on the observations alone); else through
+        ``policy(observations)`` (without torch.distributions' argument checks when on).
         """
         if self.actor is not None and self.critic is not None:
-            if NumpyRolloutActor.takes(policy, self.actor, self.critic):
+            if kind.acts_on_observations_alone and NumpyRolloutActor.takes(policy, self.actor, self.critic):
                 return NumpyRolloutActor(policy, self.actor, self.critic)
-            return MlpRolloutActor(policy, self.actor, self.critic)
+            return PolicyActing(kind, policy, MlpRolloutActor(policy, self.actor, self.critic))
         if not self.enabled:
-            return policy
+            return PolicyActing(kind, policy, policy)
 
         def act(observations: PyTorchObs, **step_inputs: Any) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
             with distribution_checks_off():
                 return policy(observations, **step_inputs)
 
-        return act
+        return PolicyActing(kind, policy, act)
 
     def compute_returns_and_advantage(self, buffer: RolloutBuffer, last_values: th.Tensor, dones: np.ndarray) -> None:
         """``buffer.compute_returns_and_advantage``: on the fast paths, for SB3's own definition of it, GAE's recurrence

@@ -41,6 +41,8 @@ class PolicyKind:
     policy_class: ClassVar[type[BasePolicy]] = ActorCriticPolicy
     others: ClassVar[tuple[type[BasePolicy], ...]] = (RecurrentActorCriticPolicy,)
     buffer_classes: ClassVar[tuple[type[RolloutBuffer], type[RolloutBuffer]]] = (RolloutBuffer, DictRolloutBuffer)
+    #: Whether the policy acts on the observations alone, as ``policy(observations)``: no masks, no states.
+    acts_on_observations_alone: ClassVar[bool] = True
 
     def validate(self, algorithm: OnPolicyAlgorithm) -> None:
         """Raise a HyperparameterError for a setting this kind cannot take."""

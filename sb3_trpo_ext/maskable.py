@@ -38,6 +38,8 @@ class MaskedPolicy(PolicyKind):
     ``use_masking``) and stored with it, the policy evaluated with the stored masks in the update.
     """
 
+    acts_on_observations_alone = False
+
     aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "MlpPolicy": MlpPolicy,
         "CnnPolicy": CnnPolicy,

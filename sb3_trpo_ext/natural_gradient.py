@@ -376,7 +376,7 @@ class NaturalGradientAlgorithm(RolloutLoop):
         return frozenset().union(*(rule.hyperparameters for rule in STEP_RULES)) - cls.step_rule.hyperparameters
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_actor_params", "_critic_params", "_speedups", "_rollout_actor",
+        return [*super()._excluded_save_params(), "_actor_params", "_critic_params", "_speedups", "_rollout_acting",
                 "_step_inputs", "_reported_faults", "_kind"]  # fmt: skip
 
     def set_parameters(

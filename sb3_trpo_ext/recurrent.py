@@ -60,6 +60,8 @@ class RecurrentPolicy(PolicyKind):
     actor's when shared, which the critic never trains).
     """
 
+    acts_on_observations_alone = False
+
     aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "MlpLstmPolicy": MlpLstmPolicy,
         "CnnLstmPolicy": CnnLstmPolicy,

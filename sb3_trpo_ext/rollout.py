@@ -6,7 +6,7 @@ itself is :class:`~sb3_trpo_ext.rollout_loop.RolloutLoop`.
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch as th
@@ -16,6 +16,7 @@ from stable_baselines3.common.distributions import CategoricalDistribution, Diag
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.type_aliases import PyTorchObs
+from stable_baselines3.common.utils import obs_as_tensor
 from torch import nn
 from torch.nn import functional as F
 
@@ -25,6 +26,37 @@ from sb3_trpo_ext.torch_private import distribution_checks_off, version_of, vers
 #: observations (and what else the policy reads at a step, by keyword) -> (sampled actions, values,
 #: log-probabilities): ``policy(observations, ...)`` as the rollout calls it.
 RolloutActor = Callable[..., tuple[th.Tensor, th.Tensor, th.Tensor]]
+
+#: What one step's acting gives the loop, under SB3's names: (obs_tensor, actions as a numpy array, values,
+#: log_probs).
+Acted = tuple[PyTorchObs, np.ndarray, th.Tensor, th.Tensor]
+
+
+class KindActs(Protocol):
+    """What the rollout's acting reads of a kind of policy (:class:`~sb3_trpo_ext.kinds.PolicyKind`)."""
+
+    #: whether the policy acts on the observations alone, as ``policy(observations)`` (no masks, no states)
+    acts_on_observations_alone: bool
+
+    def act(
+        self, policy: Any, actor: RolloutActor, observations: PyTorchObs, episode_starts: Any, step_inputs: dict
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor]: ...
+
+
+class PolicyActing:
+    """
+    One step's acting as SB3's loop does it: in inference mode, the observations as tensors on the policy's device,
+    the kind of policy's act through ``actor`` (the policy, or an MLP actor of it), the actions back as numpy.
+    """
+
+    def __init__(self, kind: KindActs, policy: Any, actor: RolloutActor) -> None:
+        self.kind, self.policy, self.actor = kind, policy, actor
+
+    def act(self, observations: np.ndarray | dict[str, np.ndarray], episode_starts: np.ndarray, step_inputs: dict) -> Acted:
+        with th.inference_mode():
+            obs_tensor = obs_as_tensor(observations, self.policy.device)
+            actions, values, log_probs = self.kind.act(self.policy, self.actor, obs_tensor, episode_starts, step_inputs)
+        return obs_tensor, actions.cpu().numpy(), values, log_probs
 
 
 class MlpRolloutActor:
@@ -102,7 +134,7 @@ class NumpyRolloutActor:
         self.action_shape = (-1, *policy.action_space.shape)  # type: ignore[misc]
         self.n_actions = actor.layers[-1].weight.shape[0]
         self.versions: list[int] = []
-        self.inputs: list[np.ndarray] = []
+        self.inputs: list[np.ndarray] = [np.empty((0, 0), np.float32)]
 
     @staticmethod
     def takes(policy: ActorCriticPolicy, actor: MlpNetwork, critic: MlpNetwork) -> bool:
@@ -127,8 +159,8 @@ class NumpyRolloutActor:
     def _refresh(self, n: int) -> None:
         """The joint network's weights from the parameters as they are now, and its buffers for ``n`` inputs."""
         actor, critic = self.networks
-        weights: list[tuple[np.ndarray, Callable[..., np.ndarray] | None]] = []
         activations: dict[Any, Callable[..., np.ndarray]] = {th.tanh: np.tanh, th.relu: _relu}
+        weights = []
         for index, (a, c) in enumerate(zip(actor.layers, critic.layers, strict=True)):
             a_weight, c_weight = a.weight.detach().numpy(), c.weight.detach().numpy()
             if index == 0:
@@ -139,49 +171,55 @@ class NumpyRolloutActor:
                 joint[a_weight.shape[1] :, a_weight.shape[0] :] = c_weight.T
             bias = np.concatenate([a.bias.detach().numpy(), c.bias.detach().numpy()])  # type: ignore[union-attr]
             weights.append((np.vstack([joint, bias]).astype(np.float32), activations.get(a.activation)))
-        self.weights = weights
-        self.inputs = [np.ones((n, len(weight)), np.float32) for weight, _ in weights]  # the last column stays 1
-        self.output = np.empty((n, weights[-1][0].shape[1]), np.float32)
+        # Each layer reads its input (whose last column stays 1) and writes the next layer's input, or the output.
+        self.inputs = [np.ones((n, len(weight)), np.float32) for weight, _ in weights]
+        output = np.empty((n, weights[-1][0].shape[1]), np.float32)
+        outputs = [x[:, :-1] for x in self.inputs[1:]] + [output]
+        self.layers = [(x, weight, out, activation) for x, (weight, activation), out in zip(self.inputs, weights, outputs, strict=True)]
+        self.mean, self.values = output[:, : self.n_actions], output[:, self.n_actions :]
         if self.gaussian:
             log_std = self.policy.log_std.detach().numpy()
             self.std = np.exp(log_std)
             self.log_normalizer = float(log_std.sum()) + len(log_std) * math.log(math.sqrt(2 * math.pi))
+        # torch's generator draws the noise into memory numpy reads.
         self.noise = th.empty((n, self.n_actions))
+        self.noise_array = self.noise.numpy()
+        self.squares = np.empty((n, self.n_actions), np.float32)
+        self.row_starts = np.arange(n) * self.n_actions
         self.versions = versions(self.parameters)
 
-    def __call__(self, observations: th.Tensor | np.ndarray) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    def act(self, observations: np.ndarray, episode_starts: np.ndarray, step_inputs: dict) -> Acted:
+        """One step's acting (:class:`PolicyActing`'s, for SB3's actor-critic policies): the observations' tensor
+        shares their memory, as ``obs_as_tensor``'s does."""
         n = len(observations)
-        if not self.inputs or len(self.inputs[0]) != n or versions(self.parameters) != self.versions:
+        if len(self.inputs[0]) != n or versions(self.parameters) != self.versions:
             self._refresh(n)
-        x = self.inputs[0]
-        x[:, :-1] = observations.reshape(n, -1)  # as float32, as the policy's preprocessing
-        layers = len(self.weights)
-        for index, (weight, activation) in enumerate(self.weights):
-            out = self.inputs[index + 1][:, :-1] if index + 1 < layers else self.output
+        self.inputs[0][:, :-1] = observations.reshape(n, -1)  # as float32, as the policy's preprocessing
+        for x, weight, out, activation in self.layers:
             np.matmul(x, weight, out=out)
             if activation is not None:
                 activation(out, out=out)
-            x = self.inputs[index + 1] if index + 1 < layers else out
-        output, values = self.output[:, : self.n_actions], self.output[:, self.n_actions :].copy()
-        actions, log_prob = self._gaussian(output) if self.gaussian else self._categorical(output)
-        return th.from_numpy(actions.reshape(self.action_shape)), th.from_numpy(values), th.from_numpy(log_prob)
+        actions, log_prob = self._gaussian(self.mean) if self.gaussian else self._categorical(self.mean)
+        return th.from_numpy(observations), actions.reshape(self.action_shape), th.from_numpy(self.values.copy()), th.from_numpy(log_prob)
 
     def _gaussian(self, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        noise = self.noise.normal_().numpy()
+        self.noise.normal_()
+        noise = self.noise_array
         actions = noise * self.std
         actions += mean
         # log N(a; mean, std) = -((a - mean) / std)^2 / 2 - log std - log sqrt(2 pi), with (a - mean) / std the noise
-        log_density = np.square(noise).sum(axis=1)
+        log_density = np.add.reduce(np.square(noise, out=self.squares), axis=1)
         log_density *= -0.5
         log_density -= self.log_normalizer
         return actions, log_density
 
     def _categorical(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # torch.multinomial's draw as MlpRolloutActor makes it, argmax(p / q) with q ~ Exp(1), in logarithms.
-        index = (logits - np.log(self.noise.exponential_().numpy())).argmax(axis=1)
-        top = logits.max(axis=1)
-        log_normalizer = top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
-        return index, logits[np.arange(len(index)), index] - log_normalizer
+        self.noise.exponential_()
+        index = (logits - np.log(self.noise_array)).argmax(axis=1)
+        shifted = logits - np.maximum.reduce(logits, axis=1, keepdims=True)
+        log_normalizer = np.log(np.add.reduce(np.exp(shifted), axis=1))
+        return index, shifted.ravel()[self.row_starts + index] - log_normalizer
 
 
 _ZERO = np.float32(0)

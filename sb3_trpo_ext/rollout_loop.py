@@ -17,7 +17,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_trpo_ext.fast_paths import FastPaths
 from sb3_trpo_ext.kinds import PolicyKind
-from sb3_trpo_ext.rollout import RolloutActor
+from sb3_trpo_ext.rollout import NumpyRolloutActor, PolicyActing
 from sb3_trpo_ext.rollout_checks import describe_nonfinite_observation
 
 
@@ -29,7 +29,7 @@ class RolloutLoop(OnPolicyAlgorithm):
 
     _speedups: FastPaths
     _kind: PolicyKind
-    _rollout_actor: RolloutActor
+    _rollout_acting: PolicyActing | NumpyRolloutActor
     # Attributes, not locals: callbacks see the loop's locals, which stay SB3's.
     _step_inputs: dict[str, Any]
 
@@ -51,13 +51,11 @@ class RolloutLoop(OnPolicyAlgorithm):
         """
         assert self._last_obs is not None, "No previous observation was provided"
         self.policy.set_training_mode(False)
-        # The policy's tensor, then SB3's numpy array under the same name: callbacks read the loop's locals.
-        actions: Any
         n_steps = 0
         rollout_buffer.reset()
         if self.use_sde:
             self.policy.reset_noise(env.num_envs)
-        self._rollout_actor = self._speedups.rollout_actor(self.policy)
+        self._rollout_acting = self._speedups.rollout_acting(self.policy, self._kind)
         callback.on_rollout_start()
 
         while n_steps < n_rollout_steps:
@@ -65,12 +63,9 @@ class RolloutLoop(OnPolicyAlgorithm):
                 self.policy.reset_noise(env.num_envs)
             self._check_observation_is_finite(rollout_buffer.pos)
             self._step_inputs = self._kind.step_inputs(env)
-            with th.inference_mode():
-                obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
-                actions, values, log_probs = self._kind.act(
-                    self.policy, self._rollout_actor, obs_tensor, self._last_episode_starts, self._step_inputs
-                )
-            actions = actions.cpu().numpy()
+            obs_tensor, actions, values, log_probs = self._rollout_acting.act(
+                self._last_obs, self._last_episode_starts, self._step_inputs
+            )
             clipped_actions = actions
             if isinstance(self.action_space, spaces.Box):
                 if self.policy.squash_output:

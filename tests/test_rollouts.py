@@ -122,7 +122,7 @@ def test_rollout_fills_the_buffer_as_sb3_s_loop(case, fast_paths):
     # On the fast paths MLP policies act through their MLP networks, gSDE through the policy's own forward; off them,
     # every policy acts through its own forward.
     assert (ours._speedups.actor is None) == ("gSDE" in case or not fast_paths)
-    assert (ours._rollout_actor is ours.policy) == (not fast_paths)
+    assert (getattr(ours._rollout_acting, "actor", None) is ours.policy) == (not fast_paths)
     assert our_results == sb3_results == [True, True]
     atol = TOLERANCE if fast_paths else 0.0
     for field in BUFFER_FIELDS:
@@ -149,7 +149,7 @@ def test_rollout_follows_parameters_changed_during_it():
     sb3, sb3_seen, _ = rollouts(OnPolicyAlgorithm.collect_rollouts, *CASES["box3"], widen_every=5)
     ours, our_seen, _ = rollouts(TRPO.collect_rollouts, *CASES["box3"], widen_every=5)
     assert ours._speedups.actor is not None
-    assert type(ours._rollout_actor).__name__ == "NumpyRolloutActor"
+    assert type(ours._rollout_acting).__name__ == "NumpyRolloutActor"
     for field in ("actions", "log_probs", "values"):
         assert_same(getattr(ours.rollout_buffer, field), getattr(sb3.rollout_buffer, field), TOLERANCE)
     assert_same(our_seen, sb3_seen, TOLERANCE)
@@ -165,7 +165,7 @@ class ClampedPolicy(ActorCriticPolicy):
 
 def test_a_policy_that_overrides_forward_acts_through_it():
     ours, _, _ = rollouts(TRPO.collect_rollouts, toy("box3"), ClampedPolicy, dict(policy_kwargs=dict(log_std_init=1.0)))
-    assert ours._rollout_actor is not None and ours._speedups.actor is None
+    assert type(ours._rollout_acting).__name__ == "PolicyActing" and ours._speedups.actor is None
     assert np.abs(ours.rollout_buffer.actions).max() <= 0.5
 
 
@@ -177,12 +177,14 @@ def test_the_numpy_actor_acts_as_the_policy_given_the_same_draws(space, activati
 
     env = DummyVecEnv([lambda: ToyEnv(ACTION_SPACES[space])] * n_envs)
     model = TRPO("MlpPolicy", env, n_steps=8, batch_size=8, seed=0, policy_kwargs=dict(activation_fn=activation))
-    actor = model._speedups.rollout_actor(model.policy)
+    actor = model._speedups.rollout_acting(model.policy, model._kind)
     assert isinstance(actor, NumpyRolloutActor)
     observations = np.random.default_rng(0).normal(size=(n_envs, 4)) * 3
     for _ in range(3):
         th.manual_seed(7)
-        actions, values, log_prob = actor(observations)
+        obs_tensor, actions, values, log_prob = actor.act(observations, np.zeros(n_envs, bool), {})
+        assert obs_tensor.dtype == th.float64 and np.shares_memory(obs_tensor.numpy(), observations)
+        actions = th.from_numpy(actions)
         th.manual_seed(7)
         with th.inference_mode():
             expected = model.policy(th.as_tensor(observations))

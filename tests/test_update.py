@@ -433,7 +433,7 @@ def test_fast_paths_off_take_none_and_give_the_same_update(monkeypatch):
     for owner, name in [
         (sb3_trpo_ext.mlp.MlpNetwork, "forward"),
         (sb3_trpo_ext.rollout.MlpRolloutActor, "__call__"),
-        (sb3_trpo_ext.rollout.NumpyRolloutActor, "__call__"),
+        (sb3_trpo_ext.rollout.NumpyRolloutActor, "act"),
         (sb3_trpo_ext.fast_paths, "generalized_advantages"),
         (sb3_trpo_ext.rollout, "distribution_checks_off"),
         (sb3_trpo_ext.critic, "resident_minibatches"),
