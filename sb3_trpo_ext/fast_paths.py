@@ -29,6 +29,7 @@ from sb3_trpo_ext.rollout import (
     MlpRolloutActor,
     NumpyRolloutActor,
     PolicyActing,
+    RolloutActing,
     add_to_buffer,
     generalized_advantages,
 )
@@ -66,7 +67,7 @@ class FastPaths:
         """:func:`~sb3_trpo_ext.critic.fit_critic`: resident minibatches and the MLP critic's own steps when on."""
         return fit_critic(policy, critic_params, buffer, n_epochs, batch_size, self.critic, resident=self.enabled)
 
-    def rollout_acting(self, policy: Any, kind: KindActs) -> PolicyActing | NumpyRolloutActor:
+    def rollout_acting(self, policy: Any, kind: KindActs) -> RolloutActing:
         """
         How the rollout acts for one rollout: where the policy's networks are MLP networks and the fast paths are on,
         through them (in numpy on the CPU, for a kind that acts on the observations alone); else through

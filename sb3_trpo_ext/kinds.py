@@ -41,8 +41,19 @@ class PolicyKind:
     policy_class: ClassVar[type[BasePolicy]] = ActorCriticPolicy
     others: ClassVar[tuple[type[BasePolicy], ...]] = (RecurrentActorCriticPolicy,)
     buffer_classes: ClassVar[tuple[type[RolloutBuffer], type[RolloutBuffer]]] = (RolloutBuffer, DictRolloutBuffer)
+    #: What the kind is called in messages, with the algorithms that hold it.
+    label: ClassVar[str] = "SB3 actor-critic policy, which TRPO and NPG take"
     #: Whether the policy acts on the observations alone, as ``policy(observations)``: no masks, no states.
     acts_on_observations_alone: ClassVar[bool] = True
+
+    @classmethod
+    def holds(cls, policy_class: Any) -> bool:
+        """Whether ``policy_class`` is a policy of this kind."""
+        return (
+            isinstance(policy_class, type)
+            and issubclass(policy_class, cls.policy_class)
+            and not issubclass(policy_class, cls.others)
+        )
 
     def validate(self, algorithm: OnPolicyAlgorithm) -> None:
         """Raise a HyperparameterError for a setting this kind cannot take."""
@@ -54,14 +65,12 @@ class PolicyKind:
         is given, and refuse one that is neither.
         """
         policy_class = algorithm.policy_class
-        if not (
-            isinstance(policy_class, type)
-            and issubclass(policy_class, self.policy_class)
-            and not issubclass(policy_class, self.others)
-        ):
+        if not self.holds(policy_class):
+            other = next((kind for kind in _kinds() if kind.holds(policy_class)), None)
+            of_kind = f", a {other.label}" if other is not None else ""
             raise ValueError(
                 f"policy must subclass {self.policy_class.__name__} (or be an alias of one: {sorted(self.aliases)}) "
-                f"for {type(algorithm).__name__}, got {policy_class}"
+                f"for {type(algorithm).__name__}, got {getattr(policy_class, '__name__', repr(policy_class))}{of_kind}"
             )
         buffer, dict_buffer = self.buffer_classes
         if algorithm.rollout_buffer_class is None:
@@ -118,3 +127,8 @@ class PolicyKind:
     ) -> float | None:  # fmt: skip
         """The critic's fit (docs/algorithm.md §7) on the rollout; the mean minibatch loss, or None."""
         return fast.fit_critic(policy, critic_params, buffer, n_epochs, batch_size)
+
+
+def _kinds() -> list[type[PolicyKind]]:
+    """Every kind of policy: this one and its subclasses (the maskable and recurrent kinds)."""
+    return [PolicyKind, *PolicyKind.__subclasses__()]

@@ -39,6 +39,7 @@ class MaskedPolicy(PolicyKind):
     """
 
     acts_on_observations_alone = False
+    label = "maskable policy, which MaskableTRPO and MaskableNPG take"
 
     aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "MlpPolicy": MlpPolicy,

@@ -61,6 +61,7 @@ class RecurrentPolicy(PolicyKind):
     """
 
     acts_on_observations_alone = False
+    label = "recurrent policy, which RecurrentTRPO takes"
 
     aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "MlpLstmPolicy": MlpLstmPolicy,

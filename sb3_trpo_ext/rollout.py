@@ -6,7 +6,7 @@ itself is :class:`~sb3_trpo_ext.rollout_loop.RolloutLoop`.
 
 import math
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch as th
@@ -36,11 +36,18 @@ class KindActs(Protocol):
     """What the rollout's acting reads of a kind of policy (:class:`~sb3_trpo_ext.kinds.PolicyKind`)."""
 
     #: whether the policy acts on the observations alone, as ``policy(observations)`` (no masks, no states)
-    acts_on_observations_alone: bool
+    acts_on_observations_alone: ClassVar[bool]
 
     def act(
         self, policy: Any, actor: RolloutActor, observations: PyTorchObs, episode_starts: Any, step_inputs: dict
     ) -> tuple[th.Tensor, th.Tensor, th.Tensor]: ...
+
+
+class RolloutActing(Protocol):
+    """One step's acting: SB3's observations (and episode starts, and what else the kind reads by keyword) -> what
+    the loop calls obs_tensor, actions, values and log_probs."""
+
+    def act(self, observations: Any, episode_starts: Any, step_inputs: dict) -> Acted: ...
 
 
 class PolicyActing:
@@ -52,7 +59,7 @@ class PolicyActing:
     def __init__(self, kind: KindActs, policy: Any, actor: RolloutActor) -> None:
         self.kind, self.policy, self.actor = kind, policy, actor
 
-    def act(self, observations: np.ndarray | dict[str, np.ndarray], episode_starts: np.ndarray, step_inputs: dict) -> Acted:
+    def act(self, observations: Any, episode_starts: Any, step_inputs: dict) -> Acted:
         with th.inference_mode():
             obs_tensor = obs_as_tensor(observations, self.policy.device)
             actions, values, log_probs = self.kind.act(self.policy, self.actor, obs_tensor, episode_starts, step_inputs)
@@ -175,7 +182,9 @@ class NumpyRolloutActor:
         self.inputs = [np.ones((n, len(weight)), np.float32) for weight, _ in weights]
         output = np.empty((n, weights[-1][0].shape[1]), np.float32)
         outputs = [x[:, :-1] for x in self.inputs[1:]] + [output]
-        self.layers = [(x, weight, out, activation) for x, (weight, activation), out in zip(self.inputs, weights, outputs, strict=True)]
+        self.layers = [
+            (x, weight, out, activation) for x, (weight, activation), out in zip(self.inputs, weights, outputs, strict=True)
+        ]
         self.mean, self.values = output[:, : self.n_actions], output[:, self.n_actions :]
         if self.gaussian:
             log_std = self.policy.log_std.detach().numpy()
@@ -188,7 +197,7 @@ class NumpyRolloutActor:
         self.row_starts = np.arange(n) * self.n_actions
         self.versions = versions(self.parameters)
 
-    def act(self, observations: np.ndarray, episode_starts: np.ndarray, step_inputs: dict) -> Acted:
+    def act(self, observations: Any, episode_starts: Any, step_inputs: dict) -> Acted:
         """One step's acting (:class:`PolicyActing`'s, for SB3's actor-critic policies): the observations' tensor
         shares their memory, as ``obs_as_tensor``'s does."""
         n = len(observations)
@@ -200,7 +209,8 @@ class NumpyRolloutActor:
             if activation is not None:
                 activation(out, out=out)
         actions, log_prob = self._gaussian(self.mean) if self.gaussian else self._categorical(self.mean)
-        return th.from_numpy(observations), actions.reshape(self.action_shape), th.from_numpy(self.values.copy()), th.from_numpy(log_prob)
+        values = th.from_numpy(self.values.copy())
+        return th.from_numpy(observations), actions.reshape(self.action_shape), values, th.from_numpy(log_prob)
 
     def _gaussian(self, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.noise.normal_()

@@ -17,7 +17,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_trpo_ext.fast_paths import FastPaths
 from sb3_trpo_ext.kinds import PolicyKind
-from sb3_trpo_ext.rollout import NumpyRolloutActor, PolicyActing
+from sb3_trpo_ext.rollout import RolloutActing
 from sb3_trpo_ext.rollout_checks import describe_nonfinite_observation
 
 
@@ -29,7 +29,7 @@ class RolloutLoop(OnPolicyAlgorithm):
 
     _speedups: FastPaths
     _kind: PolicyKind
-    _rollout_acting: PolicyActing | NumpyRolloutActor
+    _rollout_acting: RolloutActing
     # Attributes, not locals: callbacks see the loop's locals, which stay SB3's.
     _step_inputs: dict[str, Any]
 

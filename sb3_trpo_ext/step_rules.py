@@ -72,8 +72,8 @@ class LineSearch(StepRule):
         """
         A model loaded from sb3-contrib's TRPO, made to take the step it took there: sb3-contrib bounds and damps the
         KL averaged over A terms (docs/algorithm.md §9), so its (delta, lambda) is (A delta, A lambda) here, and its
-        line search takes any improvement (``line_search_accept_ratio=0``). A warning says what changed; the names
-        in ``given`` (passed to ``load``) are left as they are.
+        line search takes any improvement (``line_search_accept_ratio=0``). Where A > 1 a warning says what changed
+        (with A = 1 the trust region is the same); the names in ``given`` (passed to ``load``) are left as they are.
         """
         terms = kl_averaged_dimensions(algorithm.action_space)
         changed = []
@@ -81,12 +81,12 @@ class LineSearch(StepRule):
             if name not in given and terms != 1:
                 value = getattr(algorithm, name)
                 setattr(algorithm, name, terms * value)
-                changed.append(f"{name} {value!r} -> {terms * value!r}")
+                changed.append(f"{name} {value:.4g} -> {terms * value:.4g}")
         if "line_search_accept_ratio" not in given:
             algorithm.line_search_accept_ratio = 0.0
             changed.append("line_search_accept_ratio 0 (it takes any improvement)")
         algorithm._validate_hyperparameters()
-        if changed:
+        if terms != 1 and changed:
             warnings.warn(
                 f"Loaded an sb3_contrib.TRPO model, whose trust region and damping apply to the KL averaged over "
                 f"{terms} term(s); to take the same step on the true KL: {'; '.join(changed)}.",

@@ -70,3 +70,20 @@ def test_docs_variants_names_every_algorithm_and_every_part_it_is_made_of():
     assert {"PolicyKind", "MaskedPolicy", "RecurrentPolicy", "LineSearch", "WholeStep", "Maskable"} <= set(parts)
     for name in [*algorithms, *parts]:
         assert re.search(rf"[`.]{name}\b", text), f"docs/variants.md does not name {name}"
+
+
+@pytest.mark.parametrize("document,line,code", BLOCKS, ids=[f"{d.name}:{line}" for d, line, _ in BLOCKS])
+def test_every_training_block_sets_one_torch_thread_and_states_its_cost(document, line, code):
+    """A training example runs on one torch thread (small networks run many times slower on several threads of a busy
+    machine) and says what it costs, in a comment on its ``learn`` line or in the text right after the block."""
+    if ".learn(" not in code:
+        return
+    one_thread = re.search(r"^torch\.set_num_threads\(1\)", code, flags=re.MULTILINE)
+    assert one_thread, f"{document.name}:{line} trains on torch's default threads"
+    text = document.read_text()
+    after = text[text.index(code) + len(code) :][:600]
+    learn_lines = [row for row in code.splitlines() if ".learn(" in row]
+    cost = r"\b(\d+|a few|half a|a) (s|seconds?|min|minutes?)\b"
+    assert any(re.search(rf"#.*{cost}", row) for row in learn_lines) or re.search(cost, after), (
+        f"{document.name}:{line} does not say what it costs"
+    )

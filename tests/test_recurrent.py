@@ -11,7 +11,7 @@ from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from stable_baselines3.common.callbacks import EvalCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-from sb3_trpo_ext import TRPO, RecurrentTRPO
+from sb3_trpo_ext import TRPO, MaskableTRPO, RecurrentTRPO
 from sb3_trpo_ext.recurrent import whole_sequences
 from sb3_trpo_ext.surrogate import normalize_advantages
 from sb3_trpo_ext.update import distribution_actions
@@ -181,10 +181,20 @@ def test_recurrent_trpo_is_used_as_recurrent_ppo(tmp_path):
         obs, _, dones, _ = env.step(action)
         state, starts = next_state, dones
     loaded.learn(N_STEPS * N_ENVS, reset_num_timesteps=False)
-    with pytest.raises(ValueError, match=r"Could not load a RecurrentTRPO model .*RecurrentActorCriticPolicy"):
+    # A policy of another kind is refused, made or loaded, naming its kind and the algorithms that take it.
+    sb3_kind = r"got ActorCriticPolicy, a SB3 actor-critic policy, which TRPO and NPG take"
+    with pytest.raises(ValueError, match=rf"Could not load a RecurrentTRPO model .*RecurrentActorCriticPolicy.*{sb3_kind}"):
         TRPO("MlpPolicy", "CartPole-v1").save(tmp_path / "plain") or RecurrentTRPO.load(tmp_path / "plain")
-    with pytest.raises(ValueError, match="policy must subclass RecurrentActorCriticPolicy"):
+    with pytest.raises(ValueError, match=f"policy must subclass RecurrentActorCriticPolicy .* for RecurrentTRPO, {sb3_kind}"):
         RecurrentTRPO(TRPO.policy_aliases["MlpPolicy"], "CartPole-v1")
+    recurrent_kind = r"got RecurrentActorCriticPolicy, a recurrent policy, which RecurrentTRPO takes"
+    with pytest.raises(ValueError, match=rf"Could not load a TRPO model .*for TRPO, {recurrent_kind}"):
+        TRPO.load(tmp_path / "recurrent")
+    with pytest.raises(ValueError, match=f"policy must subclass ActorCriticPolicy .* for TRPO, {recurrent_kind}"):
+        TRPO(RecurrentActorCriticPolicy, "CartPole-v1")
+    maskable_kind = r"got MaskableActorCriticPolicy, a maskable policy, which MaskableTRPO and MaskableNPG take"
+    with pytest.raises(ValueError, match=f"for RecurrentTRPO, {maskable_kind}"):
+        RecurrentTRPO(MaskableTRPO.policy_aliases["MlpPolicy"], "CartPole-v1")
 
 
 def lstm_by_hand(weights, x, state):

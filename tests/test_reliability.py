@@ -65,6 +65,14 @@ def test_boundaries_of_the_combinations_are_allowed():
     env = make_vec_env("CartPole-v1", n_envs=2)
     TRPO("MlpPolicy", env, n_steps=8, batch_size=16, sub_sampling_factor=15)
     TRPO("MlpPolicy", make_vec_env("CartPole-v1"), n_steps=1, batch_size=1, normalize_advantage=False)
+    # The documented edges learn: an undamped Fisher (cg_damping >= 0), and two samples to normalise advantages over.
+    for kwargs in (dict(cg_damping=0.0, n_steps=16, batch_size=16), dict(n_steps=2, batch_size=2, normalize_advantage=True)):
+        model = TRPO("MlpPolicy", make_vec_env("CartPole-v1"), seed=0, **kwargs)
+        before = [p.clone() for p in model.policy.parameters()]
+        model.learn(4 * model.n_steps)
+        assert all_finite(model) and any(not th.equal(a, b) for a, b in zip(before, model.policy.parameters(), strict=True))
+    with pytest.raises(ValueError, match="cg_damping must be a finite number >= 0, got -1e-09"):
+        TRPO("MlpPolicy", env, cg_damping=-1e-9)
 
 
 # ---------------------------------------------------------------- non-finite rollouts

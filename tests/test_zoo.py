@@ -186,6 +186,31 @@ def test_enjoy_refuses_a_saved_config_or_statistics_that_would_run_code(workdir,
     zoo(*enjoy)
 
 
+def test_enjoy_skips_runs_without_a_model_and_names_what_is_missing(workdir, capsys):
+    enjoy = ("enjoy", "--env", "CartPole-v1", "-f", "logs", "-n", 20, "--no-render")
+
+    def error_of(*args):
+        with pytest.raises(SystemExit) as exit_:
+            zoo(*args)
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert exit_.value.code == 1 and lines[-1].startswith("sb3-trpo-ext: error: ")
+        return lines[-1]
+
+    assert f"there is no folder logs/{ALGO} " in error_of(*enjoy)
+    failed_train = ("train", "--env", "CartPole-v1", "-n", 256, "--eval-freq", -1, "-f", "logs")
+    error_of(*failed_train, "--hyperparams", "target_kl:-1")  # fails after rl_zoo3 made its run folder
+    assert (workdir / "logs" / ALGO / "CartPole-v1_1").is_dir()
+    nothing_saved = f"no run of CartPole-v1 under logs/{ALGO} holds CartPole-v1.zip (looked in CartPole-v1_1)"
+    assert error_of(*enjoy).endswith(nothing_saved)
+    zoo(*failed_train)
+    error_of(*failed_train, "--hyperparams", "target_kl:-1")
+    zoo(*enjoy)
+    assert f"loading logs/{ALGO}/CartPole-v1_2; skipped CartPole-v1_3: no CartPole-v1.zip" in capsys.readouterr().err
+    assert error_of(*enjoy, "--exp-id", 3).endswith(f"--exp-id 3: logs/{ALGO}/CartPole-v1_3 holds no CartPole-v1.zip")
+    looked = "holds best_model.zip (looked in CartPole-v1_3, CartPole-v1_2, CartPole-v1_1)"
+    assert error_of(*enjoy, "--load-best").endswith(looked)
+
+
 @pytest.mark.trusts_pickle  # the second enjoy is the trusted path
 def test_enjoy_refuses_a_model_only_unpickling_loads_unless_trusted(workdir, capsys):
     zoo("train", "--algo", "ppo", "--env", "CartPole-v1", "-n", 256, "--eval-freq", -1, "-f", "logs")
@@ -337,6 +362,9 @@ def test_train_and_enjoy_use_one_torch_thread_unless_told(workdir, monkeypatch):
 
     passed = []
     monkeypatch.setattr(cli, "_run", lambda entry_point, program, args: passed.append(args))
+    run = workdir / "rl-trained-agents" / ALGO / "CartPole-v1_1"  # rl_zoo3's default folder, with a model to load
+    run.mkdir(parents=True)
+    (run / "CartPole-v1.zip").touch()
     zoo("train", "--env", "CartPole-v1")
     zoo("enjoy", "--env", "CartPole-v1", "--num-threads", 3)
     zoo("record-video", "--env", "CartPole-v1")  # rl_zoo3's record_video takes no --num-threads

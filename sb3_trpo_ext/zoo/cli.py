@@ -11,6 +11,7 @@ import importlib
 import runpy
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from sb3_trpo_ext.extras import exits_on_missing_extra, require, require_env, unknown_env
@@ -42,8 +43,8 @@ with --num-threads 1 (small networks run fastest on one torch thread) unless giv
 No file a command reads runs code (docs/security.md): saved configs are read as plain YAML and zoo values, models and
 VecNormalize statistics without unpickling. --trust-pickle runs rl_zoo3 as it is, for files you trust.
 
-Needs the zoo extra: pip install "sb3-trpo-ext[zoo]" (plot also needs "plots"; MuJoCo and Box2D tasks "mujoco"
-and "box2d").
+Needs the zoo extra: pip install "sb3-trpo-ext[zoo]", or pip install ".[zoo]" from a checkout (plot also needs
+"plots"; MuJoCo and Box2D tasks "mujoco" and "box2d").
 
 example:
   sb3-trpo-ext train --env CartPole-v1 --seed 0
@@ -128,6 +129,49 @@ def check_env_id(env_id: str, args: Sequence[str]) -> None:
         fail(f"--env: {problem} (--gym-packages PACKAGE adds one's)")
 
 
+def run_with_a_model(args: Sequence[str], algo: str) -> list[str]:
+    """
+    For ``enjoy`` and ``record-video``: the run to load, as ``--exp-id N`` to add to ``args``. Without ``--exp-id``
+    (or with 0, rl_zoo3's "latest"), the latest run of the task that holds the model the flags ask for
+    (``ENV.zip``; ``best_model.zip`` with ``--load-best``; a checkpoint with ``--load-checkpoint`` or
+    ``--load-last-checkpoint``), so that a run that stopped before saving one is skipped, and named. Fails with one
+    line when the folder or such a run does not exist.
+    """
+    from rl_zoo3.utils import EnvironmentName
+
+    env_name = EnvironmentName(_value_of(args, "--env") or "CartPole-v1")
+    folder = Path(_value_of(args, "-f", "--folder") or "rl-trained-agents", algo)
+    exp_id = int(_value_of(args, "--exp-id") or 0)
+    if not folder.is_dir():
+        fail(f"-f/--folder: there is no folder {folder} (train writes one: sb3-trpo-ext train --env {env_name} -f ...)")
+    if exp_id < 0:
+        return []
+    checkpoint = _value_of(args, "--load-checkpoint")
+    if "--load-best" in args:
+        model = "best_model.zip"
+    elif checkpoint is not None:
+        model = f"rl_model_{checkpoint}_steps.zip"
+    else:
+        model = "rl_model_*_steps.zip" if "--load-last-checkpoint" in args else f"{env_name}.zip"
+    runs = sorted(
+        (int(path.name.rsplit("_", 1)[1]) for path in folder.glob(f"{env_name}_*") if path.name.rsplit("_", 1)[1].isdigit()),
+        reverse=True,
+    )
+    if exp_id > 0:
+        runs = [exp_id] if exp_id in runs else []
+    skipped: list[str] = []
+    for run in runs:
+        if any((folder / f"{env_name}_{run}").glob(model)):
+            if skipped:
+                print(f"sb3-trpo-ext: loading {folder / f'{env_name}_{run}'}; skipped {', '.join(skipped)}: no {model}",
+                      file=sys.stderr)  # fmt: skip
+            return ["--exp-id", str(run)]
+        skipped.append(f"{env_name}_{run}")
+    if exp_id > 0:
+        fail(f"--exp-id {exp_id}: {folder / f'{env_name}_{exp_id}'} " + ("holds no " + model if runs else "does not exist"))
+    fail(f"no run of {env_name} under {folder} holds {model}" + (f" (looked in {', '.join(skipped)})" if skipped else ""))
+
+
 def _run(entry_point: Callable[[], object] | str, program: str, args: list[str]) -> None:
     sys.argv = [program, *args]
     if isinstance(entry_point, str):
@@ -187,9 +231,9 @@ def _command(command: str, args: list[str], trusted: bool) -> None:
     elif command == "enjoy":
         from rl_zoo3.enjoy import enjoy
 
-        _run(enjoy, "sb3-trpo-ext enjoy", args)
+        _run(enjoy, "sb3-trpo-ext enjoy", args + run_with_a_model(args, algo))
     elif command == "record-video":
-        _run("rl_zoo3.record_video", "sb3-trpo-ext record-video", args)
+        _run("rl_zoo3.record_video", "sb3-trpo-ext record-video", args + run_with_a_model(args, algo))
     else:
         _plot(args)
 
