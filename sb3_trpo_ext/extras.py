@@ -45,7 +45,8 @@ def missing_modules(extra: str) -> list[str]:
 
 def require(extra: str, feature: str) -> None:
     """
-    Raise :class:`MissingExtraError` naming the ``pip install`` command when ``extra`` is not installed.
+    Raise :class:`MissingExtraError` naming the ``pip install`` command, for a release and for a checkout, when ``extra``
+    is not installed.
 
     :param feature: what needs it, as the message's subject (for example ``"the benchmark"``)
     """
@@ -53,7 +54,7 @@ def require(extra: str, feature: str) -> None:
     if missing:
         raise MissingExtraError(
             f'{feature} needs the "{extra}" extra, which is not installed (missing: {", ".join(missing)}): '
-            f'pip install "sb3-trpo-ext[{extra}]"'
+            f'pip install "sb3-trpo-ext[{extra}]" (from a checkout: pip install ".[{extra}]")'
         )
 
 

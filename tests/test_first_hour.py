@@ -25,7 +25,7 @@ def assert_one_line_naming(result: subprocess.CompletedProcess, extra: str) -> N
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line and not line.startswith("WARNING")]
     assert len(lines) == 1, result.stderr
-    assert f'pip install "sb3-trpo-ext[{extra}]"' in lines[0]
+    assert f'pip install "sb3-trpo-ext[{extra}]" (from a checkout: pip install ".[{extra}]")' in lines[0]
 
 
 def test_help_needs_no_extra():
@@ -56,7 +56,8 @@ def test_the_benchmark_checks_its_tasks_dependencies_before_it_starts():
 
 def test_register_without_rl_zoo3_raises_an_import_error_naming_the_extra():
     result = run_without(["rl_zoo3"], "from sb3_trpo_ext.zoo import register; register()")
-    assert "MissingExtraError" in result.stderr and 'pip install "sb3-trpo-ext[zoo]"' in result.stderr
+    assert "MissingExtraError" in result.stderr
+    assert 'pip install "sb3-trpo-ext[zoo]" (from a checkout: pip install ".[zoo]")' in result.stderr
 
 
 def test_tasks_are_mapped_to_the_extra_they_need():
@@ -68,7 +69,8 @@ def test_tasks_are_mapped_to_the_extra_they_need():
 def test_require_names_the_missing_modules(monkeypatch):
     monkeypatch.setitem(sys.modules, "seaborn", None)
     assert missing_modules("plots") == ["seaborn"]
-    with pytest.raises(MissingExtraError, match=r"missing: seaborn\): pip install \"sb3-trpo-ext\[plots\]\""):
+    message = r'missing: seaborn\): pip install "sb3-trpo-ext\[plots\]" \(from a checkout: pip install "\.\[plots\]"\)$'
+    with pytest.raises(MissingExtraError, match=message):
         require("plots", "plotting")
     assert issubclass(MissingExtraError, ImportError)
     with pytest.raises(ValueError, match="extra must be one of"):

@@ -368,7 +368,8 @@ def test_bad_arguments_are_named(kwargs, message):
 
 def test_without_the_extra_the_message_names_it(monkeypatch):
     monkeypatch.setattr("sb3_trpo_ext.extras.missing_modules", lambda extra: ["ray"] if extra == "ray" else [])
-    with pytest.raises(MissingExtraError, match=r'pip install "sb3-trpo-ext\[ray\]"'):
+    message = r'pip install "sb3-trpo-ext\[ray\]" \(from a checkout: pip install "\.\[ray\]"\)'
+    with pytest.raises(MissingExtraError, match=message):
         RayVecEnv([healthy("Pendulum-v1")])
 
 
