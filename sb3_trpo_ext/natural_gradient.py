@@ -420,8 +420,9 @@ class NaturalGradientAlgorithm(RolloutLoop):
         with undone_on_exception(self):
             statistics = self._update()
         statistics.record(self.logger)
-        self.logger.record("train/skipped_policy_steps", self._skipped_policy_steps)
-        self.logger.record("train/skipped_updates", self._skipped_updates)
+        # Counts of faults, each also warned of once: not in the console's table.
+        self.logger.record("train/skipped_policy_steps", self._skipped_policy_steps, exclude="stdout")
+        self.logger.record("train/skipped_updates", self._skipped_updates, exclude="stdout")
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
 
     def _update(self) -> UpdateStatistics:
@@ -529,5 +530,5 @@ class NaturalGradientAlgorithm(RolloutLoop):
             raise nonfinite_rollout_error(problem)
         self._skipped_updates += 1
         warnings.warn(f"{type(self).__name__} update skipped: the rollout holds {problem}.", RuntimeWarning, stacklevel=3)
-        self.logger.record("train/skipped_updates", self._skipped_updates)
+        self.logger.record("train/skipped_updates", self._skipped_updates, exclude="stdout")
         return False

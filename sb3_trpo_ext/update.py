@@ -55,7 +55,9 @@ class ProposedStep:
 
 @dataclass(frozen=True)
 class UpdateStatistics:
-    """One update's statistics, logged under ``train/`` with these names (None: not logged)."""
+    """One update's statistics, logged under ``train/`` with these names (None: not logged); the diagnostics of the
+    step's inner workings (:data:`DIAGNOSTICS`) go to every output but the console's table, which stays as short as
+    SB3's."""
 
     policy_objective: float
     surrogate_improvement: float
@@ -78,7 +80,15 @@ class UpdateStatistics:
     def record(self, logger: Logger) -> None:
         for name, value in asdict(self).items():
             if value is not None:
-                logger.record(f"train/{name}", value)
+                logger.record(f"train/{name}", value, exclude="stdout" if name in DIAGNOSTICS else None)
+
+
+#: The statistics logged to TensorBoard, CSV and JSON but not to the console: how the step was found and how it
+#: compares with its models (the console shows the objective, the KL taken, the step size and the critic's fit).
+DIAGNOSTICS = frozenset(
+    {"surrogate_improvement", "expected_improvement", "max_kl", "kl_before", "target_kl", "line_search_steps",
+     "cg_iterations", "cg_residual", "grad_norm"}
+)  # fmt: skip
 
 
 def numerical_fault(policy_gradient: th.Tensor, beta: float | None, search: StepResult) -> str | None:

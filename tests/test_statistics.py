@@ -148,3 +148,25 @@ def test_the_ratio_test_uses_the_improvement_the_linear_model_expects():
     assert 0 < fraction < 1
     problem.assert_update_is_the_dense_step(model)
     assert model.logger.name_to_value["train/line_search_steps"] > 1
+
+
+def test_the_console_shows_the_step_and_the_fit_and_the_other_outputs_every_statistic(tmp_path, capsys):
+    import csv
+
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.logger import configure
+
+    from sb3_trpo_ext import TRPO
+    from sb3_trpo_ext.update import DIAGNOSTICS
+
+    model = TRPO("MlpPolicy", make_vec_env("Pendulum-v1"), n_steps=64, batch_size=64, n_critic_updates=1, seed=0)
+    model.set_logger(configure(str(tmp_path), ["stdout", "csv"]))
+    model.learn(128)
+    console = capsys.readouterr().out
+    with open(tmp_path / "progress.csv") as file:
+        columns = set(next(csv.reader(file)))
+    hidden = {*DIAGNOSTICS, "skipped_policy_steps", "skipped_updates"}
+    assert {f"train/{name}" for name in hidden} <= columns
+    assert not [name for name in hidden if f" {name} " in console]
+    for name in ("policy_objective", "kl_divergence", "step_size", "value_loss", "explained_variance", "entropy", "std"):
+        assert f" {name} " in console and f"train/{name}" in columns
