@@ -286,3 +286,21 @@ def test_maskable_trpo_takes_image_and_dict_observations(policy, observation):
     assert isinstance(model.policy, MaskableTRPO.policy_aliases[policy])
     assert model.logger.name_to_value["train/kl_divergence"] > 0  # a step was taken
     assert model.rollout_buffer.action_masks.mean() < 0.9  # with the environment's masks
+
+
+def test_every_algorithm_s_defaults_are_the_core_s():
+    """Each constructor restates the core's parameters (SB3's style: a signature a user can read); the defaults it
+    restates are the core's, and the line search's are the same in every algorithm that has one."""
+    import inspect
+
+    def defaults(cls):
+        return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items() if name != "self"}
+
+    core = defaults(NaturalGradientAlgorithm)
+    line_search = {name: value for name, value in defaults(TRPO).items() if name.startswith("line_search_")}
+    assert len(line_search) == 3
+    for cls in (TRPO, NPG, MaskableTRPO, MaskableNPG, RecurrentTRPO):
+        own = defaults(cls)
+        assert {name: own[name] for name in core} == core, cls.__name__
+        extra = {name: value for name, value in own.items() if name not in core}
+        assert extra == ({} if cls in (NPG, MaskableNPG) else line_search), cls.__name__
