@@ -95,6 +95,11 @@ class Maskable(NaturalGradientAlgorithm):
     What a maskable algorithm shows its users beyond SB3's API, as sb3-contrib's MaskablePPO: ``learn(...,
     use_masking=...)`` and ``predict(..., action_masks=...)``; it holds the masked kind of policy. Composed with an
     algorithm as ``class MaskableTRPO(Maskable, TRPO)``.
+
+    :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy: sb3-contrib's maskable ones,
+        or a MaskableActorCriticPolicy class)
+    :param use_sde: Must stay False: gSDE explores continuous actions, and masking needs discrete ones
+    :param sde_sample_freq: Unused: gSDE is off
     """
 
     policy_kind = MaskedPolicy
@@ -145,13 +150,12 @@ class MaskableTRPO(Maskable, TRPO):
     """
     TRPO with invalid-action masking, used as sb3-contrib's MaskablePPO is (Discrete, MultiDiscrete and MultiBinary
     actions; policies ``MlpPolicy``, ``CnnPolicy``, ``MultiInputPolicy``, sb3-contrib's maskable ones). The trust
-    region, the surrogate and the Fisher are those of the masked distribution. The parameters are TRPO's; ``use_sde``
-    must stay False.
+    region, the surrogate and the Fisher are those of the masked distribution.
     """
 
 
 class MaskableNPG(Maskable, NPG):
     """
     NPG with invalid-action masking: NPG's whole natural-gradient step on the masked distribution, used as
-    :class:`MaskableTRPO` is. The parameters are NPG's; ``use_sde`` must stay False.
+    :class:`MaskableTRPO` is.
     """

@@ -30,6 +30,7 @@ from stable_baselines3.common.utils import explained_variance
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_trpo_ext.conjugate_gradient import conjugate_gradient
+from sb3_trpo_ext.docstrings import with_every_parameter
 from sb3_trpo_ext.extras import unknown_env
 from sb3_trpo_ext.fast_paths import FastPaths
 from sb3_trpo_ext.fisher import flat_grad, kl_divergence, supports_analytic_fisher
@@ -143,8 +144,10 @@ class NaturalGradientAlgorithm(RolloutLoop):
     _kind: PolicyKind
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        """The class's policy names are its kind's; two kinds of policy in one class are refused by name."""
+        """The class's policy names are its kind's; two kinds of policy in one class are refused by name. Its
+        docstring documents every parameter, each written once (:func:`~sb3_trpo_ext.docstrings.with_every_parameter`)."""
         super().__init_subclass__(**kwargs)
+        with_every_parameter(cls)
         kinds = {vars(base)["policy_kind"] for base in cls.__mro__ if "policy_kind" in vars(base)} - {PolicyKind}
         if len(kinds) > 1:
             names = sorted(kind.__name__ for kind in kinds)

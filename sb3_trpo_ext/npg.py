@@ -15,7 +15,10 @@ class NPG(NaturalGradientAlgorithm):
     took is logged (``train/kl_divergence``, ``train/max_kl``); without a line search it can exceed ``target_kl``
     where the model is poor. A step whose surrogate or KL is not finite is not taken (docs/algorithm.md §8).
 
-    The parameters are :class:`~sb3_trpo_ext.natural_gradient.NaturalGradientAlgorithm`'s.
+    :param target_kl: The trust-region radius delta: the mean KL(pi_old || pi_new) the quadratic model predicts for
+        the step, not a bound (the KL the step took is logged and can exceed it), with the KL of the whole action
+        distribution (summed over action dimensions); it can be a function of the current progress remaining (from 1
+        to 0), like ``learning_rate``, whose value may fall to 0 (no step)
     """
 
     step_rule = WholeStep()

@@ -154,8 +154,12 @@ class RecurrentTRPO(TRPO):
     TRPO with an LSTM policy, used as sb3-contrib's RecurrentPPO is (policies ``MlpLstmPolicy``, ``CnnLstmPolicy``,
     ``MultiInputLstmPolicy``, sb3-contrib's recurrent ones; ``predict(obs, state=..., episode_start=...)``). The
     gradient, the KL and the Fisher are those of the whole sequences the rollout collected, through the LSTM from the
-    states it started from. The parameters are TRPO's; ``sub_sampling_factor`` keeps every k-th environment's
-    sequence, so it is at most ``n_envs``.
+    states it started from.
+
+    :param policy: The policy model to use (MlpLstmPolicy, CnnLstmPolicy, MultiInputLstmPolicy or a
+        RecurrentActorCriticPolicy class)
+    :param sub_sampling_factor: Use every k-th environment's sequence of the batch for the Fisher-vector products
+        only (the gradient and the step always use the whole batch), so it is at most ``n_envs``
     """
 
     policy_kind = RecurrentPolicy

@@ -21,12 +21,13 @@ class TRPO(NaturalGradientAlgorithm):
     natural-gradient step (conjugate gradient on Fisher-vector products) and a backtracking line search. The value
     function is fitted afterwards with its own optimiser over its own parameters only.
 
-    The parameters are :class:`~sb3_trpo_ext.natural_gradient.NaturalGradientAlgorithm`'s, ``target_kl`` being the
-    largest mean KL an update may take, and the line search's:
-
     :param line_search_shrinking_factor: Step-size reduction factor alpha of the line search
         (candidates are ``theta_old + alpha^j * beta * d``), in (0, 1)
     :param line_search_max_iter: The number of line-search candidates
+    :param target_kl: The trust-region radius delta: the largest mean KL(pi_old || pi_new) an update may take (the
+        line search accepts no candidate past it), with the KL of the whole action distribution (summed over action
+        dimensions); it can be a function of the current progress remaining (from 1 to 0), like ``learning_rate``,
+        whose value may fall to 0 (no step)
     :param line_search_accept_ratio: A candidate must improve the surrogate by at least this fraction of the
         improvement the linear model expects (0 turns the ratio test off), in [0, 1)
     """

@@ -1,5 +1,5 @@
 """
-The Python blocks of README.md and docs/*.md, and how they are run: by the test suite at a reduced budget
+The Python blocks of README.md, docs/*.md and docs/api/*.md, and how they are run: by the test suite at a reduced budget
 (tests/test_docs.py), and by CI's base-install job at full budget (``python tests/snippets.py README.md``, which also
 checks each block's output against the "This prints `...`" that follows it in the document). Standard library only:
 the base install has no test dependencies.
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "docs" / "api").glob("*.md"))]
 
 #: A block is run at most this many environment steps (``learn(N)``, ``total_timesteps=N``) by the test suite...
 BUDGET = 2048

@@ -129,6 +129,8 @@ def test_ci_tests_exactly_the_floors_pyproject_promises():
 def test_ci_installs_the_package_alone_as_a_newcomer_does():
     ci = (README.parent / ".ci" / "run").read_text()
     base = ci[: ci.index('-e ".[tests]"')]
-    assert "pip install --quiet torch==2.13.0" in base and "pip install --quiet .\n" in base
-    assert "from sb3_trpo_ext import NPG, TRPO, MaskableTRPO, RayVecEnv, RecurrentTRPO" in base
+    # The wheel built from the checkout's sdist, alone (no extra) in a fresh venv after torch's CPU wheel.
+    assert "python -m build --outdir" in base and "twine check --strict" in base
+    assert 'pip install --quiet torch==2.13.0\n.ci-base-venv/bin/python -m pip install --quiet "$dist"/*.whl\n' in base
+    assert "from sb3_trpo_ext import NPG, TRPO, MaskableNPG, MaskableTRPO, RayVecEnv, RecurrentTRPO" in base
     assert 'sb3-trpo-ext" --help' in base and 'tests/snippets.py" "$repo/README.md"' in base

@@ -181,6 +181,13 @@ def custom_objects_without_pickle(
     allocates nothing the zip at ``path`` asks for past the limit: :func:`safe_custom_objects` with the algorithm's
     policy classes known, once its tensor files pass torch's weights-only loader and its sizes the load's budget.
     This package's algorithms do this themselves.
+
+    :param path: the model zip, as a path or an open binary file
+    :param algorithm_class: the class whose ``load`` will read the zip (e.g. ``PPO``); its ``policy_aliases`` are the
+        policy classes the zip may name
+    :param given: ``custom_objects`` of your own, used as they are in place of what the zip holds under those keys
+    :raises UnsafeFileError: for an entry that only running code the file carries could restore
+    :raises LoadLimitError: for a file that declares more than a load may allocate
     """
     budget = LoadBudget()
     try:

@@ -62,7 +62,12 @@ def _statistics(rms: RunningMeanStd, what: str) -> dict[str, Any]:
 
 
 def save_vec_normalize(venv: VecNormalize, path: str | pathlib.Path) -> None:
-    """Write ``venv``'s statistics and settings to ``path`` as JSON (:data:`FORMAT`)."""
+    """
+    Write ``venv``'s statistics and settings to ``path`` as JSON (:data:`FORMAT`).
+
+    :param venv: the VecNormalize whose statistics and settings are written
+    :param path: the JSON file to write
+    """
     obs_rms = venv.obs_rms
     state = {
         "format": FORMAT,
@@ -103,6 +108,8 @@ def load_vec_normalize(path: str | pathlib.Path, venv: VecEnv, trust_pickle: boo
     """
     ``venv`` wrapped in a VecNormalize with the statistics and settings :func:`save_vec_normalize` wrote to ``path``.
 
+    :param path: the JSON file :func:`save_vec_normalize` wrote (or, with ``trust_pickle``, SB3's ``.pkl``)
+    :param venv: the environment to wrap; its observations must fit the statistics
     :param trust_pickle: read a ``.pkl`` (SB3's ``VecNormalize.save``) with SB3's ``VecNormalize.load``, which runs
         any code the file carries: only for a file you trust
     :raises UnsafeFileError: for a ``.pkl`` without ``trust_pickle``
