@@ -1,6 +1,10 @@
-"""docs/benchmarks.md reads in one pass: a bounded length and short sentences, by the measures of tests/doc_measures.py."""
+"""The docs read in one pass: short sentences on every docs/*.md page, and docs/benchmarks.md of a bounded length, by
+the measures of tests/doc_measures.py."""
 
-from doc_measures import ROOT, Measures, main, measure, measure_text, paragraphs, sentences
+import pytest
+from doc_measures import ROOT, Measures, documents, main, measure, measure_text, paragraphs, sentences
+
+PAGES = [path for path in documents() if path.parent.name == "docs"]
 
 SAMPLE = """# A heading, not prose
 
@@ -49,6 +53,18 @@ def test_docs_benchmarks_is_short_with_short_sentences():
     measures = measure(ROOT / "docs" / "benchmarks.md")
     assert measures.lines <= 250, measures
     assert measures.words_per_sentence <= 25, measures
+
+
+def test_every_page_of_the_docs_is_measured():
+    names = {path.name for path in PAGES}
+    assert {"benchmarks.md", "benchmark-history.md", "performance.md", "testing.md", "variants.md", "zoo.md"} <= names
+    assert names == {path.name for path in (ROOT / "docs").glob("*.md")}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[path.name for path in PAGES])
+def test_every_page_of_the_docs_has_short_sentences(page):
+    measures = measure(page)
+    assert measures.words_per_sentence <= 25, f"{page.name}: {measures.words_per_sentence:.1f} words a sentence"
 
 
 def test_main_prints_every_document(capsys):
