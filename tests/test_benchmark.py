@@ -583,6 +583,31 @@ def test_the_equal_settings_results_in_the_docs_are_those_the_run_files_give():
     assert improvement[0].removeprefix("- over sb3-contrib TRPO: ") in readme
 
 
+def test_walker2d_at_equal_settings_is_answered_from_fifteen_seeds_a_side():
+    from sb3_trpo_ext.benchmark.report import load_runs, runs_table
+
+    root = Path(sb3_trpo_ext.__file__).parent.parent
+    folder = root / "benchmarks" / "results" / "same-settings-300k-walker2d"
+    table = runs_table(load_runs(folder))
+    seeds = {algo: sorted(table[table.algo == algo].seed) for algo in ("trpo_ext", "trpo")}
+    assert seeds == {"trpo_ext": list(range(10, 25)), "trpo": list(range(10, 25))}
+    # Seeds 10-14 are the equal-settings runs of same-settings-300k, made again: the same returns to every digit.
+    earlier = runs_table(load_runs(root / "benchmarks" / "results" / "same-settings-300k"))
+    for algo in seeds:
+        for seed in range(10, 15):
+            [again] = table[(table.algo == algo) & (table.seed == seed)].final_return
+            [first] = earlier[(earlier.env_id == "Walker2d-v5") & (earlier.algo == algo) & (earlier.seed == seed)].final_return
+            assert again == first
+    [improvement] = [line for line in aggregate_lines(table) if line.startswith("- over sb3-contrib TRPO: ")]
+    figure = improvement.removeprefix("- over sb3-contrib TRPO: ").split(";")[0]
+    means = {algo: f"{table[table.algo == algo].final_return.mean():.1f}" for algo in seeds}
+    docs = (root / "docs" / "benchmarks.md").read_text()
+    start = docs.index("### Walker2d-v5 at equal settings")
+    section = " ".join(docs[start : docs.index("\n### ", start)].split())
+    assert f"probability of improvement {figure}" in section
+    assert f"{means['trpo_ext']} against {means['trpo']}" in section
+
+
 def test_a_baseline_s_variant_is_reported_where_it_does_better_on_average(tmp_path):
     from sb3_trpo_ext.benchmark.report import curves_table, load_variant_runs, readme_table, with_baseline_variants
 
