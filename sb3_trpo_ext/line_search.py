@@ -1,22 +1,10 @@
-"""Step size and backtracking line search (docs/algorithm.md §5 and §6)."""
+"""The backtracking line search (docs/algorithm.md §6)."""
 
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch as th
-
-
-def max_step_size(curvature: float, target_kl: float) -> float | None:
-    """
-    beta = sqrt(2 delta / d^T (F + lambda I) d): the step beta d has quadratic-model KL equal to delta.
-
-    :return: beta, or None when the curvature is non-finite or non-positive (then no step is taken)
-    """
-    if not (math.isfinite(curvature) and curvature > 0.0):
-        return None
-    beta = math.sqrt(2.0 * target_kl / curvature)
-    return beta if math.isfinite(beta) else None
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from sb3_trpo_ext.hyperparameters import (
     warn_if_the_last_minibatch_is_short,
 )
 from sb3_trpo_ext.kinds import PolicyKind
-from sb3_trpo_ext.line_search import Candidate, max_step_size
+from sb3_trpo_ext.line_search import Candidate
 from sb3_trpo_ext.policies import actor_parameters, critic_parameters, flat_parameters, set_flat_parameters
 from sb3_trpo_ext.rollout_checks import describe_nonfinite, nonfinite_rollout_error
 from sb3_trpo_ext.rollout_loop import RolloutLoop
@@ -63,6 +63,7 @@ from sb3_trpo_ext.update import (
     ProposedStep,
     UpdateStatistics,
     distribution_actions,
+    max_step_size,
     numerical_fault,
     undone_on_exception,
 )

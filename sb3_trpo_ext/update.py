@@ -1,6 +1,7 @@
-"""What one policy update reads of the rollout, and what it reports (docs/algorithm.md)."""
+"""What one policy update reads of the rollout, its step size, its rollback and what it reports (docs/algorithm.md)."""
 
 import copy
+import math
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +35,18 @@ class PolicyBatch:
     advantages: th.Tensor
     old_distribution: Distribution
     old_log_prob: th.Tensor
+
+
+def max_step_size(curvature: float, target_kl: float) -> float | None:
+    """
+    beta = sqrt(2 delta / d^T (F + lambda I) d): the step beta d has quadratic-model KL equal to delta.
+
+    :return: beta, or None when the curvature is non-finite or non-positive (then no step is taken)
+    """
+    if not (math.isfinite(curvature) and curvature > 0.0):
+        return None
+    beta = math.sqrt(2.0 * target_kl / curvature)
+    return beta if math.isfinite(beta) else None
 
 
 @dataclass(frozen=True)
@@ -94,7 +107,7 @@ DIAGNOSTICS = frozenset(
 def numerical_fault(policy_gradient: th.Tensor, beta: float | None, search: StepResult) -> str | None:
     """
     Why the policy step could not be taken, when a number went wrong; None for a sound (if rejected) step
-    (docs/algorithm.md §8). ``beta`` is None when :func:`~sb3_trpo_ext.line_search.max_step_size` refused the curvature.
+    (docs/algorithm.md §8). ``beta`` is None when :func:`max_step_size` refused the curvature.
     """
     if not th.isfinite(policy_gradient).all():
         return "the policy gradient is not finite"

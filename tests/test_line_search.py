@@ -1,7 +1,8 @@
 import pytest
 import torch as th
 
-from sb3_trpo_ext.line_search import Candidate, backtracking_line_search, is_acceptable, max_step_size
+from sb3_trpo_ext.line_search import Candidate, backtracking_line_search, is_acceptable
+from sb3_trpo_ext.update import max_step_size
 
 
 def test_max_step_size_puts_the_quadratic_kl_at_delta():

@@ -25,11 +25,11 @@ import sb3_trpo_ext.rollout
 from sb3_trpo_ext import TRPO
 from sb3_trpo_ext.critic import resident_minibatches
 from sb3_trpo_ext.fisher import flat_grad, kl_averaged_dimensions, kl_divergence
-from sb3_trpo_ext.line_search import Candidate, backtracking_line_search, max_step_size
+from sb3_trpo_ext.line_search import Candidate, backtracking_line_search
 from sb3_trpo_ext.mlp import critic_features
 from sb3_trpo_ext.policies import flat_parameters, set_flat_parameters
 from sb3_trpo_ext.surrogate import normalize_advantages, surrogate_objective
-from sb3_trpo_ext.update import distribution_actions
+from sb3_trpo_ext.update import distribution_actions, max_step_size
 
 TARGET_KL = 0.01
 
