@@ -38,10 +38,13 @@ def test_py_typed_is_in_the_package_and_its_data():
 
 
 def test_the_changelog_s_latest_release_is_this_version_on_the_citation_s_date():
+    # Keep a Changelog: "## [Unreleased]" may come first, then releases newest first as "## [X.Y.Z] - YYYY-MM-DD".
     changelog = (ROOT / "CHANGELOG.md").read_text()
-    headings = re.findall(r"^## (\d+\.\d+\.\d+)(?: \((\d{4}-\d{2}-\d{2})\))?$", changelog, flags=re.MULTILINE)
+    headings = [h for h in re.findall(r"^## (.*)$", changelog, flags=re.MULTILINE) if h != "[Unreleased]"]
     assert headings, "CHANGELOG.md has no release heading"
-    version, date = headings[0]
+    release = re.fullmatch(r"\[(\d+\.\d+\.\d+)\] - (\d{4}-\d{2}-\d{2})", headings[0])
+    assert release, f"the latest release heading {headings[0]!r} is not '## [X.Y.Z] - YYYY-MM-DD'"
+    version, date = release.groups()
     assert version == VERSION
     assert date == str(yaml.safe_load((ROOT / "CITATION.cff").read_text())["date-released"])
 
