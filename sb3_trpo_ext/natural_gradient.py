@@ -78,6 +78,17 @@ def _subclasses(cls: type) -> list[Any]:
     return [sub for each in direct for sub in (each, *_subclasses(each))]
 
 
+def _taken_by(takes: Any) -> str:
+    """
+    "TRPO takes it" / "NPG, TRPO take it": the algorithms of this package (those with a step rule) for which
+    ``takes(algorithm)`` holds, for an error message; "" if none.
+    """
+    takers = sorted(
+        {cls.__name__ for cls in _subclasses(NaturalGradientAlgorithm) if type(cls.step_rule) is not StepRule and takes(cls)}
+    )
+    return f"{', '.join(takers)} {'takes' if len(takers) == 1 else 'take'} it" if takers else ""
+
+
 class NaturalGradientAlgorithm(RolloutLoop):
     """
     The base of the natural-gradient algorithms (:class:`~sb3_trpo_ext.TRPO`, :class:`~sb3_trpo_ext.NPG`, their
@@ -161,15 +172,9 @@ class NaturalGradientAlgorithm(RolloutLoop):
         unknown = [name for name in kwargs if name not in accepted]
         if unknown:
             name = unknown[0]
-            takers = sorted(
-                {
-                    sub.__name__
-                    for sub in _subclasses(NaturalGradientAlgorithm)
-                    if type(sub.step_rule) is not StepRule and name in inspect.signature(sub.__init__).parameters
-                }
-            )
+            takers = _taken_by(lambda algorithm: name in inspect.signature(algorithm.__init__).parameters)
             close = difflib.get_close_matches(name, list(accepted), n=1)
-            hint = f"; {', '.join(takers)} {'takes' if len(takers) == 1 else 'take'} it" if takers else ""
+            hint = f"; {takers}" if takers else ""
             hint += f" (did you mean {close[0]!r}?)" if close and not takers else ""
             raise TypeError(f"{cls.__name__} does not take {name!r}{hint}")
         return super().__new__(cls)
@@ -256,9 +261,8 @@ class NaturalGradientAlgorithm(RolloutLoop):
         the algorithm of this package that takes it where there is one (``MlpLstmPolicy``: RecurrentTRPO)."""
         if policy_name in self.policy_aliases:
             return self.policy_aliases[policy_name]
-        algorithms = [cls for cls in _subclasses(NaturalGradientAlgorithm) if type(cls.step_rule) is not StepRule]
-        takers = sorted({cls.__name__ for cls in algorithms if policy_name in cls.policy_aliases})
-        hint = f" ({', '.join(takers)} {'takes' if len(takers) == 1 else 'take'} it)" if takers else ""
+        takers = _taken_by(lambda algorithm: policy_name in algorithm.policy_aliases)
+        hint = f" ({takers})" if takers else ""
         raise HyperparameterError(
             f"policy {policy_name!r} is not one {type(self).__name__} takes: {sorted(self.policy_aliases)}, or an "
             f"ActorCriticPolicy class of its kind{hint}"

@@ -153,10 +153,8 @@ def run_with_a_model(args: Sequence[str], algo: str) -> list[str]:
         model = f"rl_model_{checkpoint}_steps.zip"
     else:
         model = "rl_model_*_steps.zip" if "--load-last-checkpoint" in args else f"{env_name}.zip"
-    runs = sorted(
-        (int(path.name.rsplit("_", 1)[1]) for path in folder.glob(f"{env_name}_*") if path.name.rsplit("_", 1)[1].isdigit()),
-        reverse=True,
-    )
+    suffixes = (path.name.removeprefix(f"{env_name}_") for path in folder.glob(f"{env_name}_*"))
+    runs = sorted((int(suffix) for suffix in suffixes if suffix.isdigit()), reverse=True)
     if exp_id > 0:
         runs = [exp_id] if exp_id in runs else []
     skipped: list[str] = []
