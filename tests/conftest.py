@@ -16,6 +16,8 @@ import yaml
 from hypothesis import settings
 
 sys.path.insert(0, str(Path(__file__).parent))
+# The maintainer tools of the checkout (scripts/README.md), importable by name as they import one another.
+sys.path.insert(1, str(Path(__file__).parent.parent / "scripts"))
 
 # Small networks run fastest on one thread, and several threads on a busy machine many times slower (docs/performance.md).
 torch.set_num_threads(1)

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import behaviour as behaviour_module
 import gymnasium as gym
 import numpy as np
 import pandas as pd
@@ -20,7 +21,6 @@ from torch import nn
 
 import sb3_trpo_ext
 import sb3_trpo_ext.critic
-from sb3_trpo_ext.benchmark import behaviour as behaviour_module
 from sb3_trpo_ext.benchmark import provenance as provenance_module
 from sb3_trpo_ext.benchmark.cli import DEFAULT_ENVS, main, parse_args, run_specs, stale
 from sb3_trpo_ext.benchmark.provenance import code_fingerprint, fingerprint, harness_fingerprint
@@ -242,7 +242,7 @@ def test_finished_runs_are_reused_only_with_the_same_settings_versions_and_code(
     assert "torch_threads 4 -> 1" in tampered(lambda r: r["provenance"].update(torch_threads=4))
     # Other sources are the same run when the table of harness digests says both compute the same numbers.
     table = tmp_path / "harness-digests.json"
-    monkeypatch.setattr(behaviour_module, "HARNESS_DIGESTS", table)
+    monkeypatch.setattr(provenance_module, "HARNESS_DIGESTS", table)
     current = record["provenance"]
     entry = dict(algo="trpo_ext", code=current["code"], harness=current["harness"], digest="d" * 16)
     table.write_text(json.dumps([entry, {**entry, "code": "0" * 16}]))
@@ -476,7 +476,7 @@ def test_a_checkout_is_dirty_for_code_changes_not_for_benchmark_results(tmp_path
 
 
 def test_behaviour_digests_are_reproducible_and_change_with_any_update_rule(monkeypatch):
-    from sb3_trpo_ext.benchmark import behaviour
+    import behaviour
 
     run = behaviour.BehaviourRun("small", "trpo_ext", "CartPole-v1", 1024, dict(n_steps=512, batch_size=64))
     first = behaviour.digest(run)
@@ -515,7 +515,7 @@ def test_the_reported_mujoco_entries_are_frozen():
 
 
 def test_the_tuning_budgets_in_the_docs_are_those_the_records_give():
-    from sb3_trpo_ext.benchmark import budget
+    import budget
 
     docs = (Path(sb3_trpo_ext.__file__).parent.parent / "docs" / "benchmarks.md").read_text()
     table = budget.table()
@@ -529,7 +529,8 @@ def test_the_tuning_budgets_in_the_docs_are_those_the_records_give():
 
 
 def test_the_readme_table_is_the_one_the_run_files_give():
-    from sb3_trpo_ext.benchmark import budget
+    import budget
+
     from sb3_trpo_ext.benchmark.report import (
         curves_table,
         load_runs,

@@ -5,13 +5,14 @@ import inspect
 import re
 import warnings
 
+import entry_variants
 import optuna
 import pytest
+import tune
 from optuna.trial import TrialState
 from torch import nn
 
 from sb3_trpo_ext import TRPO
-from sb3_trpo_ext.benchmark import entry_variants, tune
 from sb3_trpo_ext.benchmark.provenance import provenance
 from sb3_trpo_ext.benchmark.settings import run_settings, zoo_entry
 from sb3_trpo_ext.zoo import ALGO, sample_trpo_ext_params

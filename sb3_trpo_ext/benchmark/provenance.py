@@ -9,6 +9,7 @@ comments, docstrings or formatting keep the runs, and any change of what the cod
 import ast
 import hashlib
 import importlib.metadata
+import json
 import os
 import platform
 import subprocess
@@ -16,7 +17,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import sb3_trpo_ext
+#: The package's folder: the benchmark's parent, whose code the fingerprints hash.
+PACKAGE = Path(__file__).resolve().parents[1]
 
 #: Distributions whose versions decide what a run computes.
 PACKAGES = (
@@ -82,7 +84,7 @@ def harness_fingerprint(root: Path) -> str:
 @cache
 def code_fingerprint() -> str:
     """The fingerprint of this TRPO's algorithm modules."""
-    return fingerprint(Path(sb3_trpo_ext.__file__).parent)
+    return fingerprint(PACKAGE)
 
 
 def cpu_model() -> str:
@@ -103,7 +105,7 @@ def git_commit(root: Path | None = None) -> str | None:
 
     :param root: the checkout (default: the one this package is imported from)
     """
-    root = root or Path(sb3_trpo_ext.__file__).parent.parent
+    root = root or PACKAGE.parent
 
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
@@ -129,11 +131,38 @@ def provenance(algo: str, threads: int | None = None) -> dict[str, Any]:
         python=platform.python_version(),
         versions={name: _version(name) for name in PACKAGES},
         code=code_fingerprint() if algo in ALGORITHMS else None,
-        harness=harness_fingerprint(Path(sb3_trpo_ext.__file__).parent),
+        harness=harness_fingerprint(PACKAGE),
         cpu=cpu_model(),
         cpu_count=os.cpu_count(),
         torch_threads=threads or th.get_num_threads(),
     )
+
+
+#: The harness digests by source fingerprints, in a checkout (``scripts/behaviour.py --harness --record`` adds to it);
+#: an installed package has none, so its runs are reused only under the fingerprints that made them.
+HARNESS_DIGESTS = PACKAGE.parent / "benchmarks" / "results" / "behaviour" / "harness-digests.json"
+
+
+def read_harness_digests(path: Path | None = None) -> list[dict[str, Any]]:
+    """The rows of the harness digest table at ``path`` (default :data:`HARNESS_DIGESTS`); none where it is missing."""
+    path = path or HARNESS_DIGESTS
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def same_behaviour(algo: str, recorded: dict[str, Any], current: dict[str, Any], path: Path | None = None) -> bool:
+    """Whether the table holds equal harness digests for ``algo`` under the recorded and the current fingerprints."""
+
+    def looked_up(provenance: dict[str, Any]) -> set[str]:
+        return {
+            entry["digest"]
+            for entry in read_harness_digests(path)
+            if entry["algo"] == algo
+            and entry["code"] == provenance.get("code")
+            and entry["harness"] == provenance.get("harness")
+        }
+
+    found = looked_up(recorded) | looked_up(current)
+    return len(found) == 1 and bool(looked_up(recorded)) and bool(looked_up(current))
 
 
 #: What a run records about the interpreter and the machine, matched as the package versions are.
@@ -144,11 +173,8 @@ def reproduces(recorded: dict[str, Any], current: dict[str, Any], algo: str) -> 
     """
     Why a run of ``algo`` recorded under ``recorded`` would not be reproduced now, or None if it would: a package
     version, the Python version, the CPU model or the torch threads differ, or the algorithm's code or the harness do
-    and the harness digests of the two (:func:`~sb3_trpo_ext.benchmark.behaviour.same_behaviour`) do not show that
-    they compute the same numbers.
+    and the harness digests of the two (:func:`same_behaviour`) do not show that they compute the same numbers.
     """
-    from sb3_trpo_ext.benchmark.behaviour import same_behaviour
-
     if not recorded:
         return "it records no versions"
     changed = [

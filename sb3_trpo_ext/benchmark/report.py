@@ -337,7 +337,7 @@ def readme_table(
     The README's table of final returns: per task, each algorithm's mean [min, max] over its seeds (named in the header,
     and in a cell that has fewer; marked † where a baseline's variant of its entry is reported,
     :func:`with_baseline_variants`), rl-zoo's published sb3-contrib TRPO and PPO returns (-v3 tasks, one run each)
-    and, given ``tuning``, what choosing this TRPO's entry of each task took (``benchmark.budget.in_brief``; the
+    and, given ``tuning``, what choosing this TRPO's entry of each task took (``scripts/budget.py``; the
     baselines' entries are rl-zoo's, not tuned here); given ``times`` (:func:`times_to_return`), each algorithm's
     median seconds to the published sb3-contrib TRPO return.
     """

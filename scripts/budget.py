@@ -5,16 +5,17 @@ variants of the entry on tuning seeds (``benchmarks/results/variants/TASK*.jsonl
 the runs of the entry on seeds 0-4 made while entries were still being chosen (every version of a run file of
 ``mujoco-1m*`` and ``tuned-300k`` in the git history: a run made again rewrites its file).
 
-    python -m sb3_trpo_ext.benchmark.budget                      # a markdown table
+    python scripts/budget.py                      # a markdown table
 """
 
+import argparse
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 TASKS = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5", "Swimmer-v5")
 #: The development folders of this TRPO's MuJoCo runs on seeds 0-4.
@@ -118,6 +119,14 @@ def table() -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python scripts/budget.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.parse_args(argv)
     print(table())
-    sys.exit(0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

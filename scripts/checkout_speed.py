@@ -2,7 +2,7 @@
 Two checkouts of this package side by side: train() per update and steps per second of one algorithm on one task,
 each in a fresh process importing the package from its checkout, the checkouts alternating, repeated.
 
-    python -m sb3_trpo_ext.benchmark.checkout_speed --checkouts /path/old /path/new --env HalfCheetah-v5 --repeats 3
+    python scripts/checkout_speed.py --checkouts /path/old /path/new --env HalfCheetah-v5 --repeats 3
 
 Each measurement builds the algorithm with its zoo entry (the benchmark's settings, one torch thread), learns one
 update to warm up, then times ``--updates`` more: the median ``train()`` time per update and the steps per second of
@@ -65,7 +65,7 @@ def measure(checkout: str, algo: str, env_id: str, n_updates: int) -> dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m sb3_trpo_ext.benchmark.checkout_speed",
+        prog="python scripts/checkout_speed.py",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,6 +1,6 @@
 """Two speed options measured and not taken: conjugate gradient in float64, and torch.compile for the critic step.
 
-    python -m sb3_trpo_ext.benchmark.speed_options --env HalfCheetah-v5
+    python scripts/speed_options.py --env HalfCheetah-v5
 
 Both on one update of this TRPO with its zoo settings (one torch thread), after ten updates of learning:
 

@@ -1,7 +1,7 @@
 """Validate a packaged zoo entry: train it with the zoo command for several seeds, report the final evaluation.
 
-    python -m sb3_trpo_ext.benchmark.zoo_validate --env Acrobot-v1 --seeds 0 1 2 -f logs/validate
-    python -m sb3_trpo_ext.benchmark.zoo_validate --env Hopper-v5 -n 300000 --eval-freq 100000
+    python scripts/zoo_validate.py --env Acrobot-v1 --seeds 0 1 2 -f logs/validate
+    python scripts/zoo_validate.py --env Hopper-v5 -n 300000 --eval-freq 100000
 
 Each seed runs ``python -m sb3_trpo_ext.zoo train --env ENV --seed S --eval-freq F --eval-episodes 10
 --num-threads 1`` (one torch thread: with small networks more threads only contend for the cores)

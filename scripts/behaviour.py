@@ -3,16 +3,19 @@ What the algorithms compute, as digests: each of a fixed set of short runs (ever
 ``fast_paths``, the classic-control tasks and HalfCheetah) trains from a fixed seed, and the bytes of its policy's
 state (every parameter and buffer) are hashed. A refactor that changes no number leaves every digest as it was.
 
-    python -m sb3_trpo_ext.benchmark.behaviour                 # print the digests (JSON, one line per run)
-    python -m sb3_trpo_ext.benchmark.behaviour --output FILE   # also write them
-    python -m sb3_trpo_ext.benchmark.behaviour --compare FILE  # exit 1, naming the runs, if any digest differs
+    python scripts/behaviour.py                 # print the digests (JSON, one line per run)
+    python scripts/behaviour.py --output FILE   # also write them
+    python scripts/behaviour.py --compare FILE  # exit 1, naming the runs, if any digest differs
 
 The benchmark's runs are matched on what the harness computes (:func:`harness_digest`: each algorithm through the
 benchmark's own settings, environments, normalisation and evaluation, a few updates on each reported task), so that a
 change of the code that changes no number keeps them. ``--harness --record`` adds the checkout's digests, under its
-source fingerprints, to the table the benchmark reads (:data:`HARNESS_DIGESTS`):
+source fingerprints, to the table the benchmark reads (``provenance.HARNESS_DIGESTS``):
 
-    python -m sb3_trpo_ext.benchmark.behaviour --harness --algos trpo_ext trpo ppo --record
+    python scripts/behaviour.py --harness --algos trpo_ext trpo ppo --record
+
+``--current FOLDER ...`` asks the benchmark, for every run file of each results folder, whether it would reuse the
+run now (:func:`sb3_trpo_ext.benchmark.cli.stale`), and exits 1 naming the runs it would make again.
 """
 
 import argparse
@@ -26,6 +29,7 @@ from typing import Any
 
 import torch as th
 
+from sb3_trpo_ext.benchmark.provenance import HARNESS_DIGESTS, provenance, read_harness_digests
 from sb3_trpo_ext.extras import exits_on_missing_extra, require
 
 
@@ -112,8 +116,6 @@ def digest(run: BehaviourRun, seed: int = 0) -> str:
 
 #: The tasks of the reported comparison, which a harness digest runs.
 HARNESS_TASKS = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5", "Swimmer-v5")
-#: The table of harness digests by source fingerprints, in a checkout (an installed package has none).
-HARNESS_DIGESTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "behaviour" / "harness-digests.json"
 
 
 def harness_digest(algo: str, tasks: tuple[str, ...] = HARNESS_TASKS, updates: int = 2) -> str:
@@ -138,31 +140,8 @@ def harness_digest(algo: str, tasks: tuple[str, ...] = HARNESS_TASKS, updates: i
     return hashed.hexdigest()[:16]
 
 
-def read_harness_digests(path: Path | None = None) -> list[dict[str, Any]]:
-    path = path or HARNESS_DIGESTS
-    return json.loads(path.read_text()) if path.is_file() else []
-
-
-def same_behaviour(algo: str, recorded: dict[str, Any], current: dict[str, Any], path: Path | None = None) -> bool:
-    """Whether the table holds equal harness digests for ``algo`` under the recorded and the current fingerprints."""
-
-    def looked_up(provenance: dict[str, Any]) -> set[str]:
-        return {
-            entry["digest"]
-            for entry in read_harness_digests(path)
-            if entry["algo"] == algo
-            and entry["code"] == provenance.get("code")
-            and entry["harness"] == provenance.get("harness")
-        }
-
-    found = looked_up(recorded) | looked_up(current)
-    return len(found) == 1 and bool(looked_up(recorded)) and bool(looked_up(current))
-
-
 def record_harness_digests(algos: list[str], path: Path | None = None) -> list[dict[str, Any]]:
     """Compute the checkout's harness digests of ``algos`` and add them to the table at ``path``."""
-    from sb3_trpo_ext.benchmark.provenance import provenance
-
     path = path or HARNESS_DIGESTS
     table = read_harness_digests(path)
     added = []
@@ -176,10 +155,28 @@ def record_harness_digests(algos: list[str], path: Path | None = None) -> list[d
     return added
 
 
+def not_current(folders: list[Path]) -> dict[str, str]:
+    """The runs of ``folders`` that the benchmark would make again now, with its reason."""
+    from dataclasses import fields
+
+    from sb3_trpo_ext.benchmark.cli import stale
+    from sb3_trpo_ext.benchmark.run import RunSpec
+
+    reasons = {}
+    for folder in folders:
+        for path in sorted(folder.glob("runs/*.json")):
+            record = json.loads(path.read_text())
+            spec = RunSpec(**{key.name: record[key.name] for key in fields(RunSpec) if key.name in record})
+            reason = stale(spec, folder)
+            if reason is not None:
+                reasons[str(path)] = reason
+    return reasons
+
+
 @exits_on_missing_extra
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m sb3_trpo_ext.benchmark.behaviour",
+        prog="python scripts/behaviour.py",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -189,9 +186,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--harness", action="store_true", help="the harness digests of --algos instead")
     parser.add_argument("--algos", nargs="+", default=["trpo_ext", "trpo", "ppo"])
     parser.add_argument("--record", nargs="?", const=str(HARNESS_DIGESTS), help="add them to this table")
+    parser.add_argument("--current", nargs="+", metavar="FOLDER", help="check that the benchmark reuses these runs")
     args = parser.parse_args(argv)
-    require("bench", "python -m sb3_trpo_ext.benchmark.behaviour")
-    require("mujoco", "python -m sb3_trpo_ext.benchmark.behaviour")
+    require("bench", "python scripts/behaviour.py")
+    require("mujoco", "python scripts/behaviour.py")
+    if args.current:
+        folders = [Path(folder) for folder in args.current]
+        reasons = not_current(folders)
+        for path, reason in reasons.items():
+            print(f"{path}: {reason}")
+        runs = sum(len(list(folder.glob("runs/*.json"))) for folder in folders)
+        print(f"{runs - len(reasons)} of {runs} runs current")
+        return 1 if reasons else 0
     if args.harness:
         if args.record:
             record_harness_digests(args.algos, Path(args.record))

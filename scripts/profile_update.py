@@ -1,7 +1,7 @@
 """Where an update's time goes: train() and collect_rollouts() of two algorithms, side by side.
 
-    python -m sb3_trpo_ext.benchmark.profile_update --env HalfCheetah-v5 --updates 10 --top 20
-    python -m sb3_trpo_ext.benchmark.profile_update --env PendulumNoVel-v1 --algos recurrent_trpo_ext ppo_lstm
+    python scripts/profile_update.py --env HalfCheetah-v5 --updates 10 --top 20
+    python scripts/profile_update.py --env PendulumNoVel-v1 --algos recurrent_trpo_ext ppo_lstm
 
 By default this TRPO and sb3-contrib's, with the same settings (the benchmark's --same-settings: this TRPO's zoo
 entry, the same true trust region); any other pair runs with each one's own zoo entry. One torch thread. Their

@@ -9,7 +9,7 @@ trained twice: by rl_zoo3's own ``train.py`` with the zoo entry the benchmark ta
 * each tool's own evaluations along the way: rl_zoo3's EvalCallback (its evaluation environment is seeded like the
   training one) and the harness's learning curve.
 
-    python -m sb3_trpo_ext.benchmark.baseline_check --algo ppo --env Hopper-v5 -n 100000 --seed 0 --eval-freq 10000
+    python scripts/baseline_check.py --algo ppo --env Hopper-v5 -n 100000 --seed 0 --eval-freq 10000
 
 One JSON line is printed, and written with ``--output FILE``.
 """
@@ -60,7 +60,7 @@ def evaluate(model: Any, settings: Any, env_id: str, seed: int, obs_rms: Any) ->
 @exits_on_missing_extra
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m sb3_trpo_ext.benchmark.baseline_check",
+        prog="python scripts/baseline_check.py",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-freq", type=int, default=10_000)
     parser.add_argument("--output", help="also write the JSON line to this file")
     args = parser.parse_args(argv)
-    require("bench", "python -m sb3_trpo_ext.benchmark.baseline_check")
+    require("bench", "python scripts/baseline_check.py")
 
     spec = RunSpec(args.env, args.algo, args.seed, args.n_timesteps, args.eval_freq, 10, 0)
     harness = train(spec)

@@ -3,9 +3,9 @@ Hyperparameter studies of this TRPO: ``sb3-trpo-ext optimize`` workers sharing o
 
 Usage::
 
-    python -m sb3_trpo_ext.benchmark.tune --env Ant-v5                 # two workers, resumes the study if it exists
-    python -m sb3_trpo_ext.benchmark.tune --env Ant-v5 --fail-running  # after an interruption (see below)
-    python -m sb3_trpo_ext.benchmark.tune --report Ant-v5 Hopper-v5    # finished trials and the best entry
+    python scripts/tune.py --env Ant-v5                 # two workers, resumes the study if it exists
+    python scripts/tune.py --env Ant-v5 --fail-running  # after an interruption (see below)
+    python scripts/tune.py --report Ant-v5 Hopper-v5    # finished trials and the best entry
 
 Each worker is a separate ``sb3-trpo-ext optimize`` process with its own sampler seed (``--seed``, which also seeds
 its environments) on the same journal file ``benchmarks/results/tuning/ENV.log``: the way several machines share one

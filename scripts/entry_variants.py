@@ -2,13 +2,13 @@
 Train variants of a packaged zoo entry on several seeds and record each run's final deterministic return: the
 tool for trying a few settings by hand, on seeds kept apart from the reporting seeds 0-4.
 
-    python -m sb3_trpo_ext.benchmark.entry_variants --env CartPole-v1 --seeds 100 101 102 \\
+    python scripts/entry_variants.py --env CartPole-v1 --seeds 100 101 102 \\
         --variant "" --variant "target_kl=0.02" --variant "target_kl=0.02,n_steps=1024" \\
         --output benchmarks/results/variants/CartPole-v1.jsonl
 
 A variant is a comma-separated list of KEY=VALUE over the entry (values read as Python literals; the empty variant
 is the entry itself; ``n_envs``, ``n_timesteps`` and ``env_kwargs`` are accepted too). ``trial=N`` takes the
-hyperparameters trial N of the task's study (``benchmark.tune``'s journal; ``study="NAME"`` names another) tried, as
+hyperparameters trial N of the task's study (``scripts/tune.py``'s journal; ``study="NAME"`` names another) tried, as
 rl_zoo3 did: over the entry. That is how a study's best trials are compared on more seeds than the one each trial
 had. Each run is one JSON line: the env, variant, seed, steps, the hyperparameters, the final mean return over 10
 deterministic episodes on a separate environment, the evaluations along the way, and the provenance (commit,
@@ -44,10 +44,10 @@ def study_trial_hyperparameters(
     env_id: str, number: int, journal: Path | None = None, study: str | None = None
 ) -> dict[str, Any]:
     """The hyperparameters trial ``number`` of the study ``study`` (default: ``env_id``'s) sampled, from its journal
-    (default: ``benchmark.tune``'s, STUDY.log)."""
+    (default: ``scripts/tune.py``'s, STUDY.log)."""
     import optuna
+    from tune import DEFAULT_OUTPUT, _storage
 
-    from sb3_trpo_ext.benchmark.tune import DEFAULT_OUTPUT, _storage
     from sb3_trpo_ext.zoo import convert_trpo_ext_params
 
     study = study or env_id

@@ -2,7 +2,7 @@
 How sampling scales with :class:`~sb3_trpo_ext.ray_vec_env.RayVecEnv`: steps per second against the number of
 actors, beside ``SubprocVecEnv`` and ``DummyVecEnv`` stepping the same environments, and what one round trip costs.
 
-    python -m sb3_trpo_ext.benchmark.ray_scaling --output benchmarks/results/scale
+    python scripts/ray_scaling.py --output benchmarks/results/scale
 
 Three measurements, written to OUTPUT/scaling.json (with the commit and package versions) and OUTPUT/scaling.md:
 
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
 
     ray.init(include_dashboard=False)
     results: dict[str, Any] = dict(
-        command=shlex.join(["python", "-m", "sb3_trpo_ext.benchmark.ray_scaling", *(sys.argv[1:] if argv is None else argv)]),
+        command=shlex.join(["python", "scripts/ray_scaling.py", *(sys.argv[1:] if argv is None else argv)]),
         step_ms=args.step_ms,
         envs_per_actor=args.envs_per_actor,
         fast_env_id=args.fast_env,
