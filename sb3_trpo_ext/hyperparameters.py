@@ -17,15 +17,18 @@ class HyperparameterError(ValueError):
     names it and what is allowed (command lines print it as one line)."""
 
 
-def _is_real(value: Any) -> bool:
+def is_finite_real(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _is_count(value: Any, minimum: int) -> bool:
+def is_count(value: Any, minimum: int) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and bool(value >= minimum)
 
 
-def _requirement(algorithm: Any) -> Callable[[bool, str, str], None]:
+def requirement(algorithm: Any) -> Callable[[bool, str, str], None]:
+    """``require(ok, name, allowed)``: raise a HyperparameterError naming ``algorithm``'s ``name``, its value and what is
+    allowed, unless ``ok``."""
+
     def require(ok: bool, name: str, allowed: str) -> None:
         if not ok:
             raise HyperparameterError(f"{name} must be {allowed}, got {getattr(algorithm, name)!r}")
@@ -33,38 +36,35 @@ def _requirement(algorithm: Any) -> Callable[[bool, str, str], None]:
     return require
 
 
-def target_kl_at(target_kl: float | Callable[[float], float], progress_remaining: float) -> float:
+def as_schedule(value: float | Callable[[float], float]) -> Callable[[float], float]:
+    """``value`` as SB3 wraps a hyperparameter that may be a schedule: its ``FloatSchedule`` (SB3 2.7+), else
+    ``get_schedule_fn``."""
+    try:
+        from stable_baselines3.common.utils import FloatSchedule
+    except ImportError:  # SB3 before 2.7
+        from stable_baselines3.common.utils import get_schedule_fn
+
+        return get_schedule_fn(value)
+    return FloatSchedule(value)
+
+
+def target_kl_at(schedule: Callable[[float], float], progress_remaining: float) -> float:
     """
-    delta for the update at ``progress_remaining``: ``target_kl`` itself, or its schedule's value there, which must be
-    a finite number >= 0 (0: no step).
+    delta for the update at ``progress_remaining``: the value of ``target_kl``'s schedule (:func:`as_schedule`) there,
+    which must be a finite number >= 0 (0: no step).
     """
-    if not callable(target_kl):
-        return target_kl
     # The last rollout of learn() may overshoot total_timesteps, leaving the progress remaining below 0: a schedule
     # is read on [0, 1] only, so that one going linearly to 0 (rl_zoo3's "lin_") ends at 0, not below.
     progress_remaining = min(max(progress_remaining, 0.0), 1.0)
-    delta = target_kl(progress_remaining)
-    if not (_is_real(delta) and delta >= 0):
+    try:
+        delta = schedule(progress_remaining)
+    except (TypeError, ValueError) as error:  # FloatSchedule's float() of what the schedule gave
+        raise HyperparameterError(f"target_kl's schedule must give a finite number >= 0: {error}") from None
+    if not (is_finite_real(delta) and delta >= 0):
         raise HyperparameterError(
             f"target_kl's schedule must give a finite number >= 0, got {delta!r} at progress remaining {progress_remaining}"
         )
     return float(delta)
-
-
-def validate_line_search(algorithm: Any) -> None:
-    """Raise a HyperparameterError naming the first line-search hyperparameter of ``algorithm`` (a TRPO) outside its values."""
-    require, a = _requirement(algorithm), algorithm
-    require(
-        _is_real(a.line_search_shrinking_factor) and 0 < a.line_search_shrinking_factor < 1,
-        "line_search_shrinking_factor",
-        "in the open interval (0, 1)",
-    )
-    require(
-        _is_real(a.line_search_accept_ratio) and 0 <= a.line_search_accept_ratio < 1,
-        "line_search_accept_ratio",
-        "in [0, 1)",
-    )
-    require(_is_count(a.line_search_max_iter, 1), "line_search_max_iter", "an integer >= 1")
 
 
 def validate_hyperparameters(algorithm: Any) -> None:
@@ -72,24 +72,26 @@ def validate_hyperparameters(algorithm: Any) -> None:
     Raise a HyperparameterError naming the first hyperparameter of ``algorithm`` (a natural-gradient algorithm) outside its
     allowed values, or a combination that cannot work with its environment.
     """
-    require, a = _requirement(algorithm), algorithm
+    require, a = requirement(algorithm), algorithm
     # A schedule that starts at 0 would never step; later values are checked as they are used (target_kl_at).
     require(
-        target_kl_at(a.target_kl, 1.0) > 0 if callable(a.target_kl) else _is_real(a.target_kl) and a.target_kl > 0,
+        target_kl_at(as_schedule(a.target_kl), 1.0) > 0
+        if callable(a.target_kl)
+        else is_finite_real(a.target_kl) and a.target_kl > 0,
         "target_kl",
         "a finite number > 0, or a schedule (a function of the progress remaining) whose first value is one",
     )
-    require(_is_count(a.cg_max_steps, 1), "cg_max_steps", "an integer >= 1")
-    require(_is_real(a.cg_damping) and a.cg_damping >= 0, "cg_damping", "a finite number >= 0")
-    require(_is_real(a.cg_residual_tol) and a.cg_residual_tol >= 0, "cg_residual_tol", "a finite number >= 0")
-    require(_is_real(a.gamma) and 0 <= a.gamma <= 1, "gamma", "a number in [0, 1]")
-    require(_is_real(a.gae_lambda) and 0 <= a.gae_lambda <= 1, "gae_lambda", "a number in [0, 1]")
-    require(_is_count(a.sde_sample_freq, -(2**63)), "sde_sample_freq", "an integer (-1: once a rollout)")
-    require(_is_count(a.batch_size, 1), "batch_size", "an integer >= 1")
-    require(_is_count(a.n_steps, 1), "n_steps", "an integer >= 1")
-    require(_is_count(a.n_critic_updates, 0), "n_critic_updates", "an integer >= 0")
-    require(_is_count(a.sub_sampling_factor, 1), "sub_sampling_factor", "an integer >= 1")
-    require(_is_real(a.ent_coef) and a.ent_coef >= 0, "ent_coef", "a finite number >= 0")
+    require(is_count(a.cg_max_steps, 1), "cg_max_steps", "an integer >= 1")
+    require(is_finite_real(a.cg_damping) and a.cg_damping >= 0, "cg_damping", "a finite number >= 0")
+    require(is_finite_real(a.cg_residual_tol) and a.cg_residual_tol >= 0, "cg_residual_tol", "a finite number >= 0")
+    require(is_finite_real(a.gamma) and 0 <= a.gamma <= 1, "gamma", "a number in [0, 1]")
+    require(is_finite_real(a.gae_lambda) and 0 <= a.gae_lambda <= 1, "gae_lambda", "a number in [0, 1]")
+    require(is_count(a.sde_sample_freq, -(2**63)), "sde_sample_freq", "an integer (-1: once a rollout)")
+    require(is_count(a.batch_size, 1), "batch_size", "an integer >= 1")
+    require(is_count(a.n_steps, 1), "n_steps", "an integer >= 1")
+    require(is_count(a.n_critic_updates, 0), "n_critic_updates", "an integer >= 0")
+    require(is_count(a.sub_sampling_factor, 1), "sub_sampling_factor", "an integer >= 1")
+    require(is_finite_real(a.ent_coef) and a.ent_coef >= 0, "ent_coef", "a finite number >= 0")
     require(a.fvp_method in FVP_METHODS, "fvp_method", f"one of {FVP_METHODS}")
     require(a.on_nonfinite in ON_NONFINITE, "on_nonfinite", f"one of {ON_NONFINITE}")
     require(isinstance(a.fast_paths, bool), "fast_paths", "True or False")

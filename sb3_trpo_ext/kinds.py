@@ -5,6 +5,7 @@ are :class:`~sb3_trpo_ext.maskable.MaskedPolicy` and :class:`~sb3_trpo_ext.recur
 (docs/variants.md has the table of what each supplies).
 """
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -83,9 +84,8 @@ class PolicyKind:
         return policy_class, algorithm.rollout_buffer_class
 
     def build(self, algorithm: OnPolicyAlgorithm) -> None:
-        """The learning-rate schedule, the seed, the rollout buffer and the policy, as SB3's on-policy algorithms."""
-        self.classes(algorithm)
-        OnPolicyAlgorithm._setup_model(algorithm)
+        """The learning-rate schedule, the seed, the policy and the rollout buffer, as SB3's on-policy algorithms."""
+        set_up(algorithm, *self.classes(algorithm), use_sde=algorithm.use_sde)
 
     # The rollout, step by step (in inference mode).
 
@@ -127,6 +127,41 @@ class PolicyKind:
     ) -> float | None:  # fmt: skip
         """The critic's fit (docs/algorithm.md §7) on the rollout; the mean minibatch loss, or None."""
         return fast.fit_critic(policy, critic_params, buffer, n_epochs, batch_size)
+
+
+def set_up(
+    algorithm: OnPolicyAlgorithm,
+    policy_class: type[Any],
+    buffer_class: type[Any],
+    buffer_arguments: Callable[[Any], dict[str, Any]] | None = None,
+    **policy_arguments: Any,
+) -> Any:
+    """
+    What SB3's on-policy algorithms set up (``OnPolicyAlgorithm._setup_model``), for a policy and buffer of any kind:
+    the learning-rate schedule, the seed, then the policy (its initial weights are the seeded generator's first draws)
+    and its rollout buffer. ``policy_arguments`` go to the policy besides its ``policy_kwargs``; ``buffer_arguments``
+    gives the buffer's own from the built policy. Returns the policy.
+    """
+    algorithm._setup_lr_schedule()
+    algorithm.set_random_seed(algorithm.seed)
+    policy = policy_class(
+        algorithm.observation_space, algorithm.action_space, algorithm.lr_schedule, **policy_arguments,
+        **algorithm.policy_kwargs,
+    ).to(algorithm.device)  # fmt: skip
+    algorithm.policy = policy
+    algorithm.rollout_buffer = buffer_class(
+        algorithm.n_steps,
+        algorithm.observation_space,
+        algorithm.action_space,
+        device=algorithm.device,
+        gamma=algorithm.gamma,
+        gae_lambda=algorithm.gae_lambda,
+        n_envs=algorithm.n_envs,
+        **(buffer_arguments(policy) if buffer_arguments else {}),
+        **algorithm.rollout_buffer_kwargs,
+    )
+    algorithm._maybe_recommend_cpu()  # SB3's warning for an MLP policy on a GPU
+    return policy
 
 
 def _kinds() -> list[type[PolicyKind]]:

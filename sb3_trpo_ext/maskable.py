@@ -21,7 +21,7 @@ from stable_baselines3.common.type_aliases import MaybeCallback, RolloutBufferSa
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_trpo_ext.hyperparameters import HyperparameterError
-from sb3_trpo_ext.kinds import PolicyKind
+from sb3_trpo_ext.kinds import PolicyKind, set_up
 from sb3_trpo_ext.natural_gradient import NaturalGradientAlgorithm
 from sb3_trpo_ext.npg import NPG
 from sb3_trpo_ext.policies import PolicyInputs
@@ -65,23 +65,7 @@ class MaskedPolicy(PolicyKind):
 
     def build(self, algorithm: OnPolicyAlgorithm) -> None:
         """As MaskablePPO builds them: no gSDE, a maskable buffer (for Dict observations its Dict variant)."""
-        policy_class, buffer_class = self.classes(algorithm)
-        algorithm._setup_lr_schedule()
-        algorithm.set_random_seed(algorithm.seed)
-        algorithm.rollout_buffer = buffer_class(
-            algorithm.n_steps,
-            algorithm.observation_space,
-            algorithm.action_space,
-            device=algorithm.device,
-            gamma=algorithm.gamma,
-            gae_lambda=algorithm.gae_lambda,
-            n_envs=algorithm.n_envs,
-            **algorithm.rollout_buffer_kwargs,
-        )
-        policy = policy_class(
-            algorithm.observation_space, algorithm.action_space, algorithm.lr_schedule, **algorithm.policy_kwargs
-        )
-        algorithm.policy = policy.to(algorithm.device)
+        set_up(algorithm, *self.classes(algorithm))
 
     def step_inputs(self, env: VecEnv) -> dict[str, Any]:
         return {"action_masks": get_action_masks(env)} if self.use_masking else {}

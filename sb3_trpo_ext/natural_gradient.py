@@ -36,6 +36,7 @@ from sb3_trpo_ext.fast_paths import FastPaths
 from sb3_trpo_ext.fisher import flat_grad, kl_divergence, supports_analytic_fisher
 from sb3_trpo_ext.hyperparameters import (
     HyperparameterError,
+    as_schedule,
     target_kl_at,
     validate_hyperparameters,
     warn_if_the_last_minibatch_is_short,
@@ -279,6 +280,7 @@ class NaturalGradientAlgorithm(RolloutLoop):
         """Check every hyperparameter, then build the policy and its buffer (as the kind says), find the actor's and
         the critic's parameters, decide the fast paths and give the critic its own optimiser."""
         self._validate_hyperparameters()
+        self._setup_schedules()
         if not isinstance(self.action_space, SUPPORTED_ACTION_SPACES):
             raise HyperparameterError(
                 f"action space must be one of {[space.__name__ for space in SUPPORTED_ACTION_SPACES]}, got {self.action_space}"
@@ -295,6 +297,11 @@ class NaturalGradientAlgorithm(RolloutLoop):
             )
         # The critic's optimiser sees the critic's parameters only: the value fit can never move the policy.
         self.policy.optimizer = self._speedups.critic_optimizer(self.policy, self._critic_params, self.lr_schedule(1))
+
+    def _setup_schedules(self) -> None:
+        """``target_kl`` as a schedule, once (SB3's PPO so wraps ``clip_range``); the attribute keeps the value given,
+        which a zip saves as it is."""
+        self._target_kl_schedule = as_schedule(self.target_kl)
 
     def save(
         self,
@@ -385,7 +392,7 @@ class NaturalGradientAlgorithm(RolloutLoop):
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_actor_params", "_critic_params", "_speedups", "_rollout_acting",
-                "_step_inputs", "_reported_faults", "_kind"]  # fmt: skip
+                "_step_inputs", "_reported_faults", "_kind", "_target_kl_schedule"]  # fmt: skip
 
     def set_parameters(
         self,
@@ -452,7 +459,7 @@ class NaturalGradientAlgorithm(RolloutLoop):
         cg = conjugate_gradient(fvp, policy_gradient, self.cg_max_steps, self.cg_residual_tol)
 
         # §5-§6: the step size beta = sqrt(2 delta / d^T (F + lambda I) d), then the step rule (TRPO: a line search).
-        delta = target_kl_at(self.target_kl, self._current_progress_remaining)
+        delta = target_kl_at(self._target_kl_schedule, self._current_progress_remaining)
         beta = max_step_size(cg.curvature, delta)
         if beta is None:
             search = self.step_rule.nothing_to_take(theta_old)

@@ -9,7 +9,7 @@ steps from the states the rollout started from, reset at episode starts, exactly
 whole sequences.
 """
 
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
@@ -25,7 +25,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from sb3_trpo_ext.critic import fit_sequence_critic
 from sb3_trpo_ext.fast_paths import FastPaths
 from sb3_trpo_ext.hyperparameters import HyperparameterError
-from sb3_trpo_ext.kinds import PolicyKind
+from sb3_trpo_ext.kinds import PolicyKind, set_up
 from sb3_trpo_ext.policies import PolicyInputs, SequenceInputs, map_observations, per_sample
 from sb3_trpo_ext.rollout import RolloutActor
 from sb3_trpo_ext.trpo import TRPO
@@ -85,32 +85,15 @@ class RecurrentPolicy(PolicyKind):
 
     def build(self, algorithm: OnPolicyAlgorithm) -> None:
         """As RecurrentPPO builds them, with zero LSTM states to start the first rollout from."""
-        policy_class, buffer_class = self.classes(algorithm)
-        algorithm._setup_lr_schedule()
-        algorithm.set_random_seed(algorithm.seed)
-        policy = policy_class(
-            algorithm.observation_space,
-            algorithm.action_space,
-            algorithm.lr_schedule,
-            use_sde=algorithm.use_sde,
-            **algorithm.policy_kwargs,
-        )
-        algorithm.policy = policy = policy.to(algorithm.device)
+
+        def states_shape(policy: RecurrentActorCriticPolicy) -> dict[str, Any]:
+            lstm = policy.lstm_actor
+            return {"hidden_state_shape": (algorithm.n_steps, lstm.num_layers, algorithm.n_envs, lstm.hidden_size)}
+
+        policy = set_up(algorithm, *self.classes(algorithm), buffer_arguments=states_shape, use_sde=algorithm.use_sde)
         lstm: th.nn.LSTM = policy.lstm_actor
         zeros = th.zeros(lstm.num_layers, algorithm.n_envs, lstm.hidden_size, device=algorithm.device)
         self.last_states = RNNStates((zeros, zeros.clone()), (zeros.clone(), zeros.clone()))
-        # Both recurrent buffers take the LSTM states' shape after the spaces.
-        algorithm.rollout_buffer = cast(type[RecurrentRolloutBuffer], buffer_class)(
-            algorithm.n_steps,
-            algorithm.observation_space,
-            algorithm.action_space,
-            (algorithm.n_steps, lstm.num_layers, algorithm.n_envs, lstm.hidden_size),
-            algorithm.device,
-            gamma=algorithm.gamma,
-            gae_lambda=algorithm.gae_lambda,
-            n_envs=algorithm.n_envs,
-            **algorithm.rollout_buffer_kwargs,
-        )
 
     # The rollout, as RecurrentPPO's: the states before each step are stored with it.
 

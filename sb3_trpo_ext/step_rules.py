@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import torch as th
 
 from sb3_trpo_ext.fisher import kl_averaged_dimensions
-from sb3_trpo_ext.hyperparameters import validate_line_search
+from sb3_trpo_ext.hyperparameters import is_count, is_finite_real, requirement
 from sb3_trpo_ext.line_search import Candidate, StepResult, backtracking_line_search
 from sb3_trpo_ext.update import ProposedStep
 
@@ -50,7 +50,18 @@ class LineSearch(StepRule):
     saved = frozenset({"line_search_shrinking_factor", "line_search_max_iter"})
 
     def validate(self, algorithm: Any) -> None:
-        validate_line_search(algorithm)
+        require, a = requirement(algorithm), algorithm
+        require(
+            is_finite_real(a.line_search_shrinking_factor) and 0 < a.line_search_shrinking_factor < 1,
+            "line_search_shrinking_factor",
+            "in the open interval (0, 1)",
+        )
+        require(
+            is_finite_real(a.line_search_accept_ratio) and 0 <= a.line_search_accept_ratio < 1,
+            "line_search_accept_ratio",
+            "in [0, 1)",
+        )
+        require(is_count(a.line_search_max_iter, 1), "line_search_max_iter", "an integer >= 1")
 
     def nothing_to_take(self, like: th.Tensor) -> StepResult:
         return StepResult.rejected(like, n_evaluated=0, line_search=True)  # logged as a line search of no candidate
@@ -86,6 +97,7 @@ class LineSearch(StepRule):
             algorithm.line_search_accept_ratio = 0.0
             changed.append("line_search_accept_ratio 0 (it takes any improvement)")
         algorithm._validate_hyperparameters()
+        algorithm._setup_schedules()  # load set them up on the zip's target_kl
         if terms != 1 and changed:
             warnings.warn(
                 f"Loaded an sb3_contrib.TRPO model, whose trust region and damping apply to the KL averaged over "

@@ -195,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         reasons = not_current(folders)
         for path, reason in reasons.items():
             print(f"{path}: {reason}")
-        runs = sum(len(list(folder.glob("runs/*.json"))) for folder in folders)
-        print(f"{runs - len(reasons)} of {runs} runs current")
+        total = sum(len(list(folder.glob("runs/*.json"))) for folder in folders)
+        print(f"{total - len(reasons)} of {total} runs current")
         return 1 if reasons else 0
     if args.harness:
         if args.record:

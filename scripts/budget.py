@@ -1,8 +1,8 @@
 """
-What choosing this TRPO's MuJoCo entries cost, from the committed records: per task, the Optuna trials
-(``benchmarks/results/tuning/TASK.log``: complete, pruned, failed, and the environment steps they took), the looks at
-variants of the entry on tuning seeds (``benchmarks/results/variants/TASK*.jsonl``: runs, configurations, steps), and
-the runs of the entry on seeds 0-4 made while entries were still being chosen (every version of a run file of
+What choosing this TRPO's MuJoCo entries cost, from the committed records under ``benchmarks/results/development/``:
+per task, the Optuna trials (``tuning/TASK.log``: complete, pruned, failed, and the environment steps they took),
+the looks at variants of the entry on tuning seeds (``variants/TASK*.jsonl``: runs, configurations, steps), and the
+runs of the entry on seeds 0-4 made while entries were still being chosen (every version of a run file of
 ``mujoco-1m*`` and ``tuned-300k`` in the git history: a run made again rewrites its file).
 
     python scripts/budget.py                      # a markdown table
@@ -17,6 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+DEVELOPMENT_RESULTS = RESULTS / "development"
 TASKS = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5", "Swimmer-v5")
 #: The development folders of this TRPO's MuJoCo runs on seeds 0-4.
 DEVELOPMENT = ("mujoco-1m", "mujoco-1m-seeds-3-4", "tuned-300k")
@@ -29,7 +30,7 @@ def optuna_budget(task: str) -> dict[str, int]:
     from optuna.storages.journal import JournalFileBackend
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    storage = JournalStorage(JournalFileBackend(str(RESULTS / "tuning" / f"{task}.log")))
+    storage = JournalStorage(JournalFileBackend(str(DEVELOPMENT_RESULTS / "tuning" / f"{task}.log")))
     study = optuna.load_study(study_name=task, storage=storage)
     command = study.user_attrs["command"]
     n_timesteps = int(float(re.search(r"-n (\S+)", command).group(1)))  # type: ignore[union-attr]
@@ -47,7 +48,7 @@ def optuna_budget(task: str) -> dict[str, int]:
 
 def variant_budget(task: str, long: bool) -> dict[str, int]:
     """The looks at variants on tuning seeds: at 1M steps (``long``) or shorter."""
-    path = RESULTS / "variants" / f"{task}{'-1m' if long else ''}.jsonl"
+    path = DEVELOPMENT_RESULTS / "variants" / f"{task}{'-1m' if long else ''}.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
     return {
         "runs": len(rows),
@@ -60,10 +61,11 @@ def development_runs(task: str) -> dict[str, int]:
     """Versions of this TRPO's run files of ``task`` in the development folders, over the git history."""
     versions, steps = 0, 0
     for folder in DEVELOPMENT:
-        for path in sorted((RESULTS / folder / "runs").glob(f"{task}__trpo_ext__seed*.json")):
+        for path in sorted((DEVELOPMENT_RESULTS / folder / "runs").glob(f"{task}__trpo_ext__seed*.json")):
             relative = path.relative_to(ROOT).as_posix()
-            commits = subprocess.run(["git", "log", "--format=%H", "--", relative], cwd=ROOT, capture_output=True,
-                                     text=True, check=True).stdout.split()  # fmt: skip
+            # Each commit that added or changed the file, through the folders it was moved from (not the moves).
+            commits = subprocess.run(["git", "log", "--follow", "--diff-filter=AM", "--format=%H", "--", relative],
+                                     cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
             versions += len(commits)
             steps += len(commits) * json.loads(path.read_text())["n_timesteps"]
     return {"runs": versions, "steps": steps}

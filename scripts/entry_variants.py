@@ -4,7 +4,7 @@ tool for trying a few settings by hand, on seeds kept apart from the reporting s
 
     python scripts/entry_variants.py --env CartPole-v1 --seeds 100 101 102 \\
         --variant "" --variant "target_kl=0.02" --variant "target_kl=0.02,n_steps=1024" \\
-        --output benchmarks/results/variants/CartPole-v1.jsonl
+        --output benchmarks/results/development/variants/CartPole-v1.jsonl
 
 A variant is a comma-separated list of KEY=VALUE over the entry (values read as Python literals; the empty variant
 is the entry itself; ``n_envs``, ``n_timesteps`` and ``env_kwargs`` are accepted too). ``trial=N`` takes the

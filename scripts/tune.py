@@ -8,9 +8,9 @@ Usage::
     python scripts/tune.py --report Ant-v5 Hopper-v5    # finished trials and the best entry
 
 Each worker is a separate ``sb3-trpo-ext optimize`` process with its own sampler seed (``--seed``, which also seeds
-its environments) on the same journal file ``benchmarks/results/tuning/ENV.log``: the way several machines share one
-study, with a file every worker can reach. Workers stop when the study holds ``--trials`` finished or running
-trials. Tuning seeds start at 1000, away from the reporting seeds 0-4.
+its environments) on the same journal file ``benchmarks/results/development/tuning/ENV.log``: the way several
+machines share one study, with a file every worker can reach. Workers stop when the study holds ``--trials``
+finished or running trials. Tuning seeds start at 1000, away from the reporting seeds 0-4.
 
 ``--enqueue-entry`` makes the packaged entry the study's next trial (once), so the search is measured against the
 settings it would replace, on the same tuning seeds and budget.
@@ -34,7 +34,7 @@ from typing import Any
 from sb3_trpo_ext.benchmark.provenance import provenance
 from sb3_trpo_ext.zoo import ALGO
 
-DEFAULT_OUTPUT = Path("benchmarks/results/tuning")
+DEFAULT_OUTPUT = Path("benchmarks/results/development/tuning")
 
 
 def _storage(path: Path) -> Any:

@@ -322,6 +322,17 @@ def test_the_harness_fingerprint_covers_how_runs_are_built_and_evaluated_and_the
         (tmp_path / name).write_text("x = 1\n")
 
 
+def test_the_harness_fingerprint_reads_a_zoo_file_as_its_entries_not_its_comments(tmp_path):
+    entry = tmp_path / "zoo" / "trpo_ext.yml"
+    entry.parent.mkdir()
+    entry.write_text("# How it was found.\nHopper-v5:\n  n_envs: 2\n  target_kl: 0.03\n")
+    before = harness_fingerprint(tmp_path)
+    entry.write_text("# Found otherwise, and said at length.\nHopper-v5:\n    n_envs: 2   # two\n    target_kl: 3.0e-2\n")
+    assert harness_fingerprint(tmp_path) == before
+    entry.write_text("Hopper-v5:\n  n_envs: 2\n  target_kl: 0.04\n")
+    assert harness_fingerprint(tmp_path) != before
+
+
 def test_the_summary_reports_the_sample_standard_deviation():
     runs = pd.DataFrame(
         [
@@ -737,7 +748,8 @@ def test_the_maintainer_scripts_answer_help():
 
 def test_the_swimmer_discount_look_in_the_docs_is_the_one_its_runs_give():
     root = Path(sb3_trpo_ext.__file__).parent.parent
-    rows = [json.loads(line) for line in (root / "benchmarks/results/variants/Swimmer-v5.jsonl").read_text().splitlines()]
+    runs = root / "benchmarks/results/development/variants/Swimmer-v5.jsonl"
+    rows = [json.loads(line) for line in runs.read_text().splitlines()]
     latest = {(row["variant"], row["seed"]): row["final_return"] for row in rows}  # a run made again counts last
     # A look that chose an entry: the development record, not the current results.
     docs = " ".join((root / "docs" / "benchmark-history.md").read_text().split())

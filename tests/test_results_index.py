@@ -8,6 +8,8 @@ RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 INDEX = RESULTS / "README.md"
 COLUMNS = ["entry", "what it is", "command", "commit", "status"]
 STATUSES = ("reported", "development", "check", "archived", "in progress")
+#: Folders that group what is not reported, by what it is; the index names each entry inside them (``checks/soak/``).
+GROUPS = ("development", "checks", "archive")
 
 
 def rows(text: str) -> list[list[str]]:
@@ -23,12 +25,15 @@ def names(text: str) -> list[str]:
 
 
 def entries(folder: Path) -> list[str]:
-    """The folder's top-level entries, folders as `name/`; the index itself and hidden files left out."""
-    return sorted(
-        path.name + "/" if path.is_dir() else path.name
-        for path in folder.iterdir()
-        if path.name != INDEX.name and not path.name.startswith(".")
-    )
+    """The folder's entries, folders as `name/`, and those of its groups as `group/name`; the index itself and hidden
+    files left out."""
+    found = []
+    for path in folder.iterdir():
+        if path.name == INDEX.name or path.name.startswith("."):
+            continue
+        inside = path.iterdir() if path.is_dir() and path.name in GROUPS else [path]
+        found += [f"{p.relative_to(folder).as_posix()}{'/' if p.is_dir() else ''}" for p in inside]
+    return sorted(found)
 
 
 def unindexed(text: str, folder: Path) -> list[str]:
@@ -65,15 +70,23 @@ def test_the_index_has_its_columns_and_a_status_in_every_row():
 
 def test_each_check_fails_where_it_should():
     text = INDEX.read_text()
-    assert "| `npg/` |" in text and "`zoo_acrobot.jsonl`," in text
+    assert "| `npg/` |" in text and "| `archive/speed-*/` |" in text and "| `checks/soak/` |" in text
     assert unindexed(text.replace("| `npg/` |", "| `npg-renamed/` |"), RESULTS) == ["npg/"]
     assert absent(text.replace("| `npg/` |", "| `npg-renamed/` |"), RESULTS) == ["npg-renamed/"]
-    assert unindexed(text.replace("`zoo_acrobot.jsonl`,", ""), RESULTS) == ["zoo_acrobot.jsonl"]
-    # A glob stands for the files it matches; a folder's name does not stand for a file, nor a file's for a folder.
-    assert unindexed(text.replace("`zoo_acrobot.jsonl`,", "`zoo_acro*.jsonl`,"), RESULTS) == []
+    # Inside a group each entry is indexed by its path; a glob stands for the entries it matches.
+    assert unindexed(text.replace("| `checks/soak/` |", "| `soak/` |"), RESULTS) == ["checks/soak/"]
+    assert unindexed(text.replace("| `archive/speed-*/` |", "| `archive/speed-1*/` |"), RESULTS) == [
+        "archive/speed-4e267fe/",
+        "archive/speed-5b99b49/",
+    ]
+    # A folder's name does not stand for a file, nor a file's for a folder.
     assert absent(text.replace("| `npg/` |", "| `npg` |"), RESULTS) == ["npg"]
-    assert absent(text.replace("`zoo_acrobot.jsonl`,", "`zoo_acrobot.jsonl/`,"), RESULTS) == ["zoo_acrobot.jsonl/"]
     assert malformed(text.replace("| commit |", "| commits |")) == [f"header {[*COLUMNS[:3], 'commits', COLUMNS[4]]}"]
-    assert malformed(text.replace("| 5df7396 | check |", "| 5df7396 | verified |")) == ["`mujoco-1m-repro/`"]
-    assert malformed(text.replace("| 5df7396 | check |", "| check |")) == ["`mujoco-1m-repro/`"]
+    assert malformed(text.replace("| 5df7396 | check |", "| 5df7396 | verified |")) == ["`checks/mujoco-1m-repro/`"]
+    assert malformed(text.replace("| 5df7396 | check |", "| check |")) == ["`checks/mujoco-1m-repro/`"]
     assert malformed("no table") == ["header []", "no rows"]
+
+
+def test_every_archived_folder_says_why():
+    archived = [path for path in (RESULTS / "archive").iterdir() if path.is_dir()]
+    assert archived and [path.name for path in archived if not (path / "REASON.md").is_file()] == []

@@ -308,3 +308,20 @@ def test_unsupported_action_space_raises_value_error():
     env = ToyEnv(gym.spaces.Tuple([gym.spaces.Discrete(2), gym.spaces.Discrete(2)]))
     with pytest.raises(ValueError, match="action space"):
         TRPO("MlpPolicy", env)
+
+
+def test_target_kl_is_wrapped_once_as_sb3_wraps_a_schedule_and_kept_as_given(monkeypatch):
+    import stable_baselines3.common.utils as sb3_utils
+
+    import sb3_trpo_ext.natural_gradient as core
+    from sb3_trpo_ext import hyperparameters
+
+    wrapped = []
+    monkeypatch.setattr(core, "as_schedule", lambda value: wrapped.append(value) or hyperparameters.as_schedule(value))
+    model = TRPO("MlpPolicy", "Pendulum-v1", target_kl=0.02, **SMALL)
+    model.learn(64 * 3)
+    assert wrapped == [0.02]  # at set-up, not at each of the three updates
+    assert model.target_kl == 0.02  # the hyperparameter a zip saves, as given
+    if hasattr(sb3_utils, "FloatSchedule"):  # SB3 2.7+
+        assert isinstance(model._target_kl_schedule, sb3_utils.FloatSchedule)
+    assert model._target_kl_schedule(0.5) == 0.02

@@ -59,13 +59,17 @@ def _without_docstrings(tree: ast.AST) -> ast.AST:
 
 
 def _digest(root: Path, paths: list[Path]) -> str:
-    """A hash of ``paths`` (relative to ``root``): Python modules as Python reads them, so that comments, docstrings
-    and layout do not count; other files as they are."""
+    """A hash of ``paths`` (relative to ``root``) as their readers read them, so that comments, docstrings and layout do
+    not count: Python modules as Python parses them, YAML files as the data they hold, other files as they are."""
+    import yaml
+
     digest = hashlib.sha256()
     for path in sorted(paths):
         digest.update(path.relative_to(root).as_posix().encode())
         if path.suffix == ".py":
             digest.update(ast.dump(_without_docstrings(ast.parse(path.read_text()))).encode())
+        elif path.suffix in (".yml", ".yaml"):
+            digest.update(json.dumps(yaml.safe_load(path.read_text()), sort_keys=True, default=repr).encode())
         else:
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
