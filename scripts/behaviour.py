@@ -148,7 +148,8 @@ def record_harness_digests(algos: list[str], path: Path | None = None) -> list[d
     for algo in algos:
         recorded = provenance(algo)
         added.append(dict(algo=algo, code=recorded["code"], harness=recorded["harness"], digest=harness_digest(algo),
-                          commit=recorded["commit"], versions=recorded["versions"]))  # fmt: skip
+                          commit=recorded["commit"], versions=recorded["versions"], cpu=recorded["cpu"],
+                          cpu_flags=recorded["cpu_flags"]))  # fmt: skip
         print(json.dumps(added[-1]), flush=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps([*table, *added], indent=1) + "\n")

@@ -57,15 +57,19 @@ def variant_budget(task: str, long: bool) -> dict[str, int]:
     }
 
 
+def _commits(*args: str) -> set[str]:
+    return set(subprocess.run(["git", "log", "--no-renames", "--format=%H", *args], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.split())  # fmt: skip
+
+
 def development_runs(task: str) -> dict[str, int]:
-    """Versions of this TRPO's run files of ``task`` in the development folders, over the git history."""
+    """Versions of this TRPO's run files of ``task`` in the development folders, over the git history: each commit
+    that wrote a file, where it is and where it was before the folders were grouped (moved, not written, then)."""
     versions, steps = 0, 0
     for folder in DEVELOPMENT:
         for path in sorted((DEVELOPMENT_RESULTS / folder / "runs").glob(f"{task}__trpo_ext__seed*.json")):
-            relative = path.relative_to(ROOT).as_posix()
-            # Each commit that added or changed the file, through the folders it was moved from (not the moves).
-            commits = subprocess.run(["git", "log", "--follow", "--diff-filter=AM", "--format=%H", "--", relative],
-                                     cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+            before = (RESULTS / path.relative_to(DEVELOPMENT_RESULTS)).relative_to(ROOT).as_posix()
+            commits = _commits("--diff-filter=AM", "--", before) | _commits("--diff-filter=M", "--", str(path))
             versions += len(commits)
             steps += len(commits) * json.loads(path.read_text())["n_timesteps"]
     return {"runs": versions, "steps": steps}

@@ -240,6 +240,10 @@ def test_finished_runs_are_reused_only_with_the_same_settings_versions_and_code(
     assert "cpu Another CPU -> " in tampered(lambda r: r["provenance"].update(cpu="Another CPU"))
     assert "python 3.0.0 -> " in tampered(lambda r: r["provenance"].update(python="3.0.0"))
     assert "torch_threads 4 -> 1" in tampered(lambda r: r["provenance"].update(torch_threads=4))
+    # Another instruction set under the same model name; a run from before the flags were recorded is matched without.
+    assert record["provenance"]["cpu_flags"] is not None
+    assert "cpu_flags 0000000000000000 -> " in tampered(lambda r: r["provenance"].update(cpu_flags="0" * 16))
+    assert tampered(lambda r: r["provenance"].pop("cpu_flags")) is None
     # Other sources are the same run when the table of harness digests says both compute the same numbers.
     table = tmp_path / "harness-digests.json"
     monkeypatch.setattr(provenance_module, "HARNESS_DIGESTS", table)

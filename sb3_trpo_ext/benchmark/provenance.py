@@ -91,6 +91,18 @@ def code_fingerprint() -> str:
     return fingerprint(PACKAGE)
 
 
+def cpu_flags() -> str | None:
+    """A hash of the processor's instruction-set flags (Linux's /proc/cpuinfo), None where the system does not say. One
+    model name can hide several instruction sets, and numpy's vectorised loops round differently on each."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return hashlib.sha256(" ".join(sorted(line.split(":", 1)[1].split())).encode()).hexdigest()[:16]
+    except OSError:
+        pass
+    return None
+
+
 def cpu_model() -> str:
     """The processor's model name as the operating system reports it (``platform.processor()`` where it does not)."""
     try:
@@ -137,6 +149,7 @@ def provenance(algo: str, threads: int | None = None) -> dict[str, Any]:
         code=code_fingerprint() if algo in ALGORITHMS else None,
         harness=harness_fingerprint(PACKAGE),
         cpu=cpu_model(),
+        cpu_flags=cpu_flags(),
         cpu_count=os.cpu_count(),
         torch_threads=threads or th.get_num_threads(),
     )
@@ -171,6 +184,8 @@ def same_behaviour(algo: str, recorded: dict[str, Any], current: dict[str, Any],
 
 #: What a run records about the interpreter and the machine, matched as the package versions are.
 MACHINE = ("python", "cpu", "torch_threads")
+#: Matched where the run recorded it (earlier runs did not, and are matched on the CPU's model name alone).
+MACHINE_WHERE_RECORDED = ("cpu_flags",)
 
 
 def reproduces(recorded: dict[str, Any], current: dict[str, Any], algo: str) -> str | None:
@@ -187,6 +202,11 @@ def reproduces(recorded: dict[str, Any], current: dict[str, Any], algo: str) -> 
         if name != "sb3-trpo-ext" and recorded["versions"].get(name) != version
     ]
     changed += [f"{name} {recorded.get(name)} -> {current[name]}" for name in MACHINE if recorded.get(name) != current[name]]
+    changed += [
+        f"{name} {recorded[name]} -> {current.get(name)}"
+        for name in MACHINE_WHERE_RECORDED
+        if recorded.get(name) is not None and recorded[name] != current.get(name)
+    ]
     sources = [("the algorithm's code", "code"), ("the harness", "harness")]
     differing = [(label, key) for label, key in sources if recorded.get(key) != current[key]]
     if differing and not same_behaviour(algo, recorded, current):
