@@ -92,8 +92,11 @@ def code_fingerprint() -> str:
 
 
 def cpu_flags() -> str | None:
-    """A hash of the processor's instruction-set flags (Linux's /proc/cpuinfo), None where the system does not say. One
-    model name can hide several instruction sets, and numpy's vectorised loops round differently on each."""
+    """
+    A hash of the processor's instruction-set flags (Linux's /proc/cpuinfo), None where the system does not say. One
+    model name can hide several instruction sets, and numpy's vectorised loops round differently on each. A run
+    records it and is not matched on it: a reporting seed is run once, whichever machine of its model made it.
+    """
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
@@ -167,25 +170,31 @@ def read_harness_digests(path: Path | None = None) -> list[dict[str, Any]]:
 
 
 def same_behaviour(algo: str, recorded: dict[str, Any], current: dict[str, Any], path: Path | None = None) -> bool:
-    """Whether the table holds equal harness digests for ``algo`` under the recorded and the current fingerprints."""
+    """
+    Whether the table holds equal harness digests for ``algo`` under the recorded and the current fingerprints, made
+    on one kind of machine: the fast paths' rounding, so their digests, depend on the instruction set (``cpu_flags``).
+    A row from before the flags were recorded stands for any machine.
+    """
+    rows = [row for row in read_harness_digests(path) if row["algo"] == algo]
 
-    def looked_up(provenance: dict[str, Any]) -> set[str]:
+    def digests(provenance: dict[str, Any], flags: str | None) -> set[str]:
         return {
-            entry["digest"]
-            for entry in read_harness_digests(path)
-            if entry["algo"] == algo
-            and entry["code"] == provenance.get("code")
-            and entry["harness"] == provenance.get("harness")
+            row["digest"]
+            for row in rows
+            if row["code"] == provenance.get("code")
+            and row["harness"] == provenance.get("harness")
+            and row.get("cpu_flags") in (flags, None)
         }
 
-    found = looked_up(recorded) | looked_up(current)
-    return len(found) == 1 and bool(looked_up(recorded)) and bool(looked_up(current))
+    machines = {row.get("cpu_flags") for row in rows if row.get("cpu_flags")} or {None}
+    return any(
+        digests(recorded, flags) and digests(current, flags) and len(digests(recorded, flags) | digests(current, flags)) == 1
+        for flags in machines
+    )
 
 
 #: What a run records about the interpreter and the machine, matched as the package versions are.
 MACHINE = ("python", "cpu", "torch_threads")
-#: Matched where the run recorded it (earlier runs did not, and are matched on the CPU's model name alone).
-MACHINE_WHERE_RECORDED = ("cpu_flags",)
 
 
 def reproduces(recorded: dict[str, Any], current: dict[str, Any], algo: str) -> str | None:
@@ -202,11 +211,7 @@ def reproduces(recorded: dict[str, Any], current: dict[str, Any], algo: str) -> 
         if name != "sb3-trpo-ext" and recorded["versions"].get(name) != version
     ]
     changed += [f"{name} {recorded.get(name)} -> {current[name]}" for name in MACHINE if recorded.get(name) != current[name]]
-    changed += [
-        f"{name} {recorded[name]} -> {current.get(name)}"
-        for name in MACHINE_WHERE_RECORDED
-        if recorded.get(name) is not None and recorded[name] != current.get(name)
-    ]
+
     sources = [("the algorithm's code", "code"), ("the harness", "harness")]
     differing = [(label, key) for label, key in sources if recorded.get(key) != current[key]]
     if differing and not same_behaviour(algo, recorded, current):
