@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import behaviour as behaviour_module
@@ -269,6 +270,25 @@ def test_finished_runs_are_reused_only_with_the_same_settings_versions_and_code(
     assert "algorithm's code" in tampered(lambda r: None)
 
 
+def test_a_run_at_equal_settings_is_current_only_under_the_same_harness(tmp_path, monkeypatch):
+    # A baseline at equal settings runs this TRPO's entries; its own harness digest says nothing of them.
+    table = tmp_path / "harness-digests.json"
+    monkeypatch.setattr(provenance_module, "HARNESS_DIGESTS", table)
+    current = provenance_module.provenance("trpo")
+    recorded = {**current, "harness": "0" * 16}
+    row = dict(algo="trpo", code=None, harness=current["harness"], digest="d" * 16)
+    table.write_text(json.dumps([row, {**row, "harness": "0" * 16}]))
+    assert provenance_module.reproduces(recorded, current, "trpo") is None
+    assert "the harness 0000000000000000 -> " in provenance_module.reproduces(recorded, current, "trpo", by_digest=False)
+    spec = RunSpec("CartPole-v1", "trpo", 0, 1024, 1024, 1, 100, same_settings=True)
+    settings = settings_record(settings_for("trpo", "CartPole-v1", True))
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / f"{spec.name}.json").write_text(json.dumps({**asdict(spec), **settings, "provenance": recorded}))
+    assert "the harness 0000000000000000 -> " in stale(spec, tmp_path)
+    (tmp_path / "runs" / f"{spec.name}.json").write_text(json.dumps({**asdict(spec), **settings, "provenance": current}))
+    assert stale(spec, tmp_path) is None
+
+
 def _changed_rules():
     import sb3_trpo_ext.natural_gradient as core
     from sb3_trpo_ext.benchmark import settings
@@ -528,14 +548,19 @@ def test_behaviour_digests_are_reproducible_and_change_with_any_update_rule(monk
 
 
 def test_the_reported_mujoco_entries_are_frozen():
-    # The five entries the reporting runs (seeds 10-14) are made with, as at commit 9b26e22: a change must be a new,
-    # stated protocol (docs/benchmarks.md), not an edit.
+    # The five entries the reporting runs are made with: as at commit 9b26e22 for seeds 10-14, and since eaf2e8b Ant-v5
+    # on the -v4 observation for its seeds 15-19. A change must be a new, stated protocol (docs/benchmarks.md).
     import hashlib
 
     entries = yaml.safe_load(config_path(ALGO).read_text())
     tasks = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5", "Swimmer-v5")
-    digest = hashlib.sha256(json.dumps({task: entries[task] for task in tasks}, sort_keys=True).encode()).hexdigest()
-    assert digest[:16] == "3a4e15ea88cd8259"
+
+    def digest() -> str:
+        return hashlib.sha256(json.dumps({task: entries[task] for task in tasks}, sort_keys=True).encode()).hexdigest()[:16]
+
+    assert digest() == "9c0886095c323196"
+    assert entries["Ant-v5"].pop("env_kwargs") == {"include_cfrc_ext_in_observation": False}
+    assert digest() == "3a4e15ea88cd8259"  # nothing else changed since 9b26e22
 
 
 def test_the_tuning_budgets_in_the_docs_are_those_the_records_give():
