@@ -775,6 +775,13 @@ def test_the_time_to_a_return_is_the_median_first_evaluation_at_it():
     assert np.isnan(times["Hopper-v5", "ppo"][0])  # no times recorded
 
 
+def test_the_packaged_benchmark_commands_answer_help_outside_a_checkout(tmp_path):
+    # What users run stays in the package: the benchmark and its report, from any folder.
+    for module in ("sb3_trpo_ext.benchmark", "sb3_trpo_ext.benchmark.report"):
+        result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, cwd=tmp_path)
+        assert result.returncode == 0 and "usage:" in result.stdout, result.stderr[-2000:]
+
+
 def test_the_maintainer_scripts_answer_help():
     root = Path(sb3_trpo_ext.__file__).parent.parent
     scripts = sorted((root / "scripts").glob("*.py"))
