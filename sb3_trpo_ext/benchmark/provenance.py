@@ -69,7 +69,8 @@ def _digest(root: Path, paths: list[Path]) -> str:
         if path.suffix == ".py":
             digest.update(ast.dump(_without_docstrings(ast.parse(path.read_text()))).encode())
         elif path.suffix in (".yml", ".yaml"):
-            digest.update(json.dumps(yaml.safe_load(path.read_text()), sort_keys=True, default=repr).encode())
+            data = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # safe, in C if built
+            digest.update(json.dumps(data, sort_keys=True, default=repr).encode())
         else:
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
@@ -89,6 +90,12 @@ def harness_fingerprint(root: Path) -> str:
 def code_fingerprint() -> str:
     """The fingerprint of this TRPO's algorithm modules."""
     return fingerprint(PACKAGE)
+
+
+@cache
+def package_harness_fingerprint() -> str:
+    """The fingerprint of this package's harness, once a process (as the code's: what the process runs)."""
+    return harness_fingerprint(PACKAGE)
 
 
 def cpu_flags() -> str | None:
@@ -150,7 +157,7 @@ def provenance(algo: str, threads: int | None = None) -> dict[str, Any]:
         python=platform.python_version(),
         versions={name: _version(name) for name in PACKAGES},
         code=code_fingerprint() if algo in ALGORITHMS else None,
-        harness=harness_fingerprint(PACKAGE),
+        harness=package_harness_fingerprint(),
         cpu=cpu_model(),
         cpu_flags=cpu_flags(),
         cpu_count=os.cpu_count(),
