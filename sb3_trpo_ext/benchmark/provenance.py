@@ -98,30 +98,30 @@ def package_harness_fingerprint() -> str:
     return harness_fingerprint(PACKAGE)
 
 
+def _cpuinfo(field: str) -> str | None:
+    """The first value of ``field`` in Linux's /proc/cpuinfo, None where the system has none."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(field):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def cpu_flags() -> str | None:
     """
     A hash of the processor's instruction-set flags (Linux's /proc/cpuinfo), None where the system does not say. One
     model name can hide several instruction sets, and numpy's vectorised loops round differently on each. A run
     records it and is not matched on it: a reporting seed is run once, whichever machine of its model made it.
     """
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return hashlib.sha256(" ".join(sorted(line.split(":", 1)[1].split())).encode()).hexdigest()[:16]
-    except OSError:
-        pass
-    return None
+    flags = _cpuinfo("flags")
+    return None if flags is None else hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[:16]
 
 
 def cpu_model() -> str:
     """The processor's model name as the operating system reports it (``platform.processor()`` where it does not)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def git_commit(root: Path | None = None) -> str | None:
@@ -194,10 +194,11 @@ def same_behaviour(algo: str, recorded: dict[str, Any], current: dict[str, Any],
         }
 
     machines = {row.get("cpu_flags") for row in rows if row.get("cpu_flags")} or {None}
-    return any(
-        digests(recorded, flags) and digests(current, flags) and len(digests(recorded, flags) | digests(current, flags)) == 1
-        for flags in machines
-    )
+    for flags in machines:
+        before, now = digests(recorded, flags), digests(current, flags)
+        if before and now and len(before | now) == 1:
+            return True
+    return False
 
 
 #: What a run records about the interpreter and the machine, matched as the package versions are.
