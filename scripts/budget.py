@@ -1,7 +1,8 @@
 """
 What choosing this TRPO's MuJoCo entries cost, from the committed records under ``benchmarks/results/development/``:
 per task, the Optuna trials (``tuning/TASK.log``: complete, pruned, failed, and the environment steps they took),
-the looks at variants of the entry on tuning seeds (``variants/TASK*.jsonl``: runs, configurations, steps), and the
+the looks at variants of the entry on tuning seeds (``variants/TASK*.jsonl``: runs, configurations, steps), each over
+every search behind the entry (``SEARCHES``), and the
 runs of the entry on seeds 0-4 made while entries were still being chosen (every version of a run file of
 ``mujoco-1m*`` and ``tuned-300k`` in the git history: a run made again rewrites its file).
 
@@ -21,39 +22,52 @@ DEVELOPMENT_RESULTS = RESULTS / "development"
 TASKS = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5", "Swimmer-v5")
 #: The development folders of this TRPO's MuJoCo runs on seeds 0-4.
 DEVELOPMENT = ("mujoco-1m", "mujoco-1m-seeds-3-4", "tuned-300k")
+#: The studies and looks behind each task's entry, by the name of their files where it is not the task's own: Ant-v5's
+#: entry was chosen again on the -v4 observation, and both searches count.
+SEARCHES = {"Ant-v5": ("Ant-v5", "Ant-v5-no-cfrc")}
+
+
+def searches(task: str) -> tuple[str, ...]:
+    return SEARCHES.get(task, (task,))
 
 
 def optuna_budget(task: str) -> dict[str, int]:
-    """Trials by state and the environment steps they ran (a pruned trial up to its last evaluation)."""
+    """Trials by state and the environment steps they ran (a pruned trial up to its last evaluation), over the task's
+    studies."""
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    storage = JournalStorage(JournalFileBackend(str(DEVELOPMENT_RESULTS / "tuning" / f"{task}.log")))
-    study = optuna.load_study(study_name=task, storage=storage)
-    command = study.user_attrs["command"]
-    n_timesteps = int(float(re.search(r"-n (\S+)", command).group(1)))  # type: ignore[union-attr]
-    n_evaluations = int(re.search(r"--n-evaluations (\d+)", command).group(1))  # type: ignore[union-attr]
     counts = {"trials": 0, "complete": 0, "pruned": 0, "failed": 0, "steps": 0}
-    for trial in study.get_trials(deepcopy=False):
-        counts["trials"] += 1
-        state = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}.get(trial.state.name)
-        if state:
-            counts[state] += 1
-        evaluations = max(trial.intermediate_values, default=0)
-        counts["steps"] += n_timesteps if trial.state.name == "COMPLETE" else evaluations * n_timesteps // n_evaluations
+    for name in searches(task):
+        storage = JournalStorage(JournalFileBackend(str(DEVELOPMENT_RESULTS / "tuning" / f"{name}.log")))
+        study = optuna.load_study(study_name=name, storage=storage)
+        command = study.user_attrs["command"]
+        n_timesteps = int(float(re.search(r"-n (\S+)", command).group(1)))  # type: ignore[union-attr]
+        n_evaluations = int(re.search(r"--n-evaluations (\d+)", command).group(1))  # type: ignore[union-attr]
+        for trial in study.get_trials(deepcopy=False):
+            counts["trials"] += 1
+            state = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}.get(trial.state.name)
+            if state:
+                counts[state] += 1
+            evaluations = max(trial.intermediate_values, default=0)
+            counts["steps"] += n_timesteps if trial.state.name == "COMPLETE" else evaluations * n_timesteps // n_evaluations
+
     return counts
 
 
 def variant_budget(task: str, long: bool) -> dict[str, int]:
     """The looks at variants on tuning seeds: at 1M steps (``long``) or shorter."""
-    path = DEVELOPMENT_RESULTS / "variants" / f"{task}{'-1m' if long else ''}.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    looks = []
+    for name in searches(task):
+        path = DEVELOPMENT_RESULTS / "variants" / f"{name}{'-1m' if long else ''}.jsonl"
+        if path.exists():
+            looks += [(name, json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
     return {
-        "runs": len(rows),
-        "configurations": len({row["variant"] for row in rows}),
-        "steps": sum(int(row["curve_steps"][-1]) for row in rows),
+        "runs": len(looks),
+        "configurations": len({(name, row["variant"]) for name, row in looks}),
+        "steps": sum(int(row["curve_steps"][-1]) for _, row in looks),
     }
 
 

@@ -589,23 +589,33 @@ def test_the_readme_table_is_the_one_the_run_files_give():
         runs_table,
         times_to_return,
         with_baseline_variants,
+        with_newer_entries,
     )
 
     root = Path(sb3_trpo_ext.__file__).parent.parent
     readme = (root / "README.md").read_text()
-    # The command that made the table: its output folder and the baselines' variants it was given.
+    # The command that made the table: its output folder, the baselines' variants and the later entries it was given.
     command = re.search(
-        r"benchmark\.report --output (benchmarks/results/[\w-]+)(?:\s+--alternatives((?:\s+benchmarks/[\w/.-]+)+))?`", readme
+        r"benchmark\.report --output (benchmarks/results/[\w-]+)(?:\s+--alternatives((?:\s+benchmarks/[\w/.-]+)+))?"
+        r"(?:\s+--entries((?:\s+benchmarks/[\w/.-]+)+))?`",
+        readme,
     )
     runs = load_runs(root / command.group(1))
     alternatives = [root / path for path in (command.group(2) or "").split()]
-    table, curves, choices = with_baseline_variants(runs_table(runs), curves_table(runs), load_variant_runs(alternatives))
+    newer = [run for folder in (command.group(3) or "").split() for run in load_runs(root / folder)]
+    table, curves, replaced = with_newer_entries(runs_table(runs), curves_table(runs), newer)
+    assert replaced and all(
+        f"(seeds {seeds})" in readme for seeds in re.findall(r"newer entry .*?\(seeds ([\d-]+)\)", "".join(replaced))
+    )
+    table, curves, choices = with_baseline_variants(table, curves, load_variant_runs(alternatives))
     assert "\n".join(readme_table(table, budget.in_brief(), times_to_return(curves))) in readme
     # The aggregates it quotes are the report's, and the report was written from these same runs and choices.
     summary = (root / command.group(1) / "summary.md").read_text()
     assert "\n".join(returns_lines(table)) in summary and "\n".join(choices) in summary
     assert "\n".join(time_to_return_lines(curves)) in summary
-    assert "\n".join(choices) in (root / "docs" / "benchmarks.md").read_text()
+    assert all(line in summary for line in replaced)
+    docs = (root / "docs" / "benchmarks.md").read_text()
+    assert "\n".join(choices) in docs and all(line in docs for line in replaced)
     paragraph = " ".join(readme[readme.index("On scores divided by the published") :].split("\n\n")[0].split())
     figures = re.findall(r"\d\.\d\d \[\d\.\d\d, \d\.\d\d\]", paragraph)
     # Five of the report's, then the equal-settings one (checked by the test of those).
@@ -654,9 +664,58 @@ def test_walker2d_at_equal_settings_is_answered_from_fifteen_seeds_a_side():
     means = {algo: f"{table[table.algo == algo].final_return.mean():.1f}" for algo in seeds}
     docs = (root / "docs" / "benchmarks.md").read_text()
     start = docs.index("### Walker2d-v5 at equal settings")
-    section = " ".join(docs[start : docs.index("\n### ", start)].split())
+    end = min(index for index in (docs.find("\n### ", start), docs.find("\n[^", start)) if index != -1)
+    section = " ".join(docs[start:end].split())  # up to the next heading or the footnotes
     assert f"probability of improvement {figure}" in section
     assert f"{means['trpo_ext']} against {means['trpo']}" in section
+
+
+def test_an_entry_frozen_later_replaces_the_earlier_entry_s_runs_of_its_task_whatever_they_show():
+    from sb3_trpo_ext.benchmark.report import curves_table, readme_table, runs_table, with_newer_entries
+
+    def run(env_id, algo, seed, final_return, n_timesteps=1000):
+        return dict(env_id=env_id, algo=algo, label=algo, seed=seed, same_settings=False, entry={}, n_envs=1,
+                    normalize=False, n_timesteps=n_timesteps, timesteps_done=n_timesteps, final_return=final_return,
+                    wall_seconds=1.0, eval_seconds=0.1, rollout_seconds=0.5, train_seconds=0.5, n_updates=1, train_ms_per_update=1.0,
+                    steps_per_second=1.0, env_only_steps_per_second=2.0, fisher_products_per_update=1.0,
+                    peak_memory_mib=1.0, train_log_means={}, curve_steps=[0, n_timesteps],
+                    curve_seconds=[0.0, 1.0], curve_returns=[0.0, final_return])  # fmt: skip
+
+    earlier = [run(env, "trpo_ext", seed, 5000.0 + seed) for env in ("Hopper-v5", "Ant-v5") for seed in (10, 11)]
+    earlier += [run(env, "trpo", seed, 4000.0) for env in ("Hopper-v5", "Ant-v5") for seed in (0, 1)]
+    newer = [run("Ant-v5", "trpo_ext", 15, 1000.0), run("Ant-v5", "trpo_ext", 16, 3000.0)]
+    table, curves, lines = with_newer_entries(runs_table(earlier), curves_table(earlier), newer)
+    ours = table[table.algo == "trpo_ext"]
+    # Replaced though worse: a newer frozen entry is reported whatever it shows; the task keeps its place.
+    assert list(ours[ours.env_id == "Ant-v5"].final_return) == [1000.0, 3000.0]
+    assert list(ours[ours.env_id == "Hopper-v5"].final_return) == [5010.0, 5011.0]
+    assert list(dict.fromkeys(table.env_id)) == ["Hopper-v5", "Ant-v5"] and len(table) == len(earlier)
+    ant_curves = curves[(curves.env_id == "Ant-v5") & (curves.algo == "trpo_ext")]
+    assert sorted(set(ant_curves.seed)) == [15, 16] and ant_curves.seconds.notna().all()
+    assert lines == [
+        "- Ant-v5, sb3-trpo-ext TRPO: the newer entry 2000.0 [1000.0, 3000.0] (seeds 15-16) replaces the earlier "
+        "5010.5 [5010.0, 5011.0] (seeds 10-11)"
+    ]
+    # The header names the seeds most tasks have; the task on others names its own, and says where it trails.
+    rows = readme_table(table.assign(variant=""))
+    assert "sb3-trpo-ext TRPO, seeds 10-11 |" in rows[0]
+    assert rows[2].startswith("| Hopper-v5 | 5010.5 [5010.0, 5011.0] | 4000.0")
+    assert rows[3].startswith("| Ant-v5 | 2000.0 [1000.0, 3000.0] (seeds 15-16), below sb3-contrib TRPO | 4000.0")
+    # The aggregates take each task's runs as they are: two a task, whatever their seeds.
+    from sb3_trpo_ext.benchmark.report import normalized_scores
+
+    scores = normalized_scores(table)
+    np.testing.assert_allclose(scores["trpo_ext"], np.array([[5010.0, 1000.0], [5011.0, 3000.0]]) / [3618, 4982])
+
+    table, curves = runs_table(earlier), curves_table(earlier)
+    with pytest.raises(ValueError, match="Ant-v5: only sb3-trpo-ext TRPO's entries are frozen again"):
+        with_newer_entries(table, curves, [run("Ant-v5", "trpo", 15, 1.0)])
+    with pytest.raises(ValueError, match=r"Ant-v5: the newer entry's runs have \[2000\] steps, the earlier entry's \[1000\]"):
+        with_newer_entries(table, curves, [run("Ant-v5", "trpo_ext", 15, 1.0, n_timesteps=2000)])
+    with pytest.raises(ValueError, match=r"Walker2d-v5: the newer entry's runs have \[1000\] steps, the earlier entry's \[\]"):
+        with_newer_entries(table, curves, [run("Walker2d-v5", "trpo_ext", 15, 1.0)])
+    with pytest.raises(ValueError, match="Ant-v5: the newer entry's seeds 11, 15 must be fresh, the earlier entry used 10-11"):
+        with_newer_entries(table, curves, [run("Ant-v5", "trpo_ext", 11, 1.0), run("Ant-v5", "trpo_ext", 15, 1.0)])
 
 
 def test_a_baseline_s_variant_is_reported_where_it_does_better_on_average(tmp_path):
@@ -705,9 +764,8 @@ def test_a_baseline_s_variant_is_reported_where_it_does_better_on_average(tmp_pa
     assert rows[0].startswith("| task (1M steps) | sb3-trpo-ext TRPO, seeds 10 | sb3-contrib TRPO, seeds 0-1 |")
     assert rows[2] == "| Hopper-v5 | – | 2000.0 [2000.0, 2000.0] (seeds 0) | – | 3618 | 2410 | " + tuning["Hopper-v5"] + " |"
     assert rows[3] == (
-        "| Ant-v5 | 3000.0 [3000.0, 3000.0] | 4200.0 [4000.0, 4400.0] † | 500.0 [500.0, 500.0] | 4982 | 1327 | "
-        + tuning["Ant-v5"]
-        + " |"
+        "| Ant-v5 | 3000.0 [3000.0, 3000.0], below sb3-contrib TRPO | 4200.0 [4000.0, 4400.0] † "
+        "| 500.0 [500.0, 500.0] | 4982 | 1327 | " + tuning["Ant-v5"] + " |"
     )
 
     frozen = [{**variant_runs[0], "algo": "trpo_ext"}]

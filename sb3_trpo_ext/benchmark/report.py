@@ -2,10 +2,11 @@
 Results of a benchmark: CSV and JSON of every run, a Markdown table (mean ± sample std over seeds, ratios to sb3-contrib's
 TRPO), learning curves and a bar chart of speed ratios. The benchmark writes them after its runs; this rewrites them
 from a folder's run files without running anything, with a baseline's runs of a variant of its entry (``entry_variants``
-files) reported instead of its runs of the entry where they do better on average:
+files) reported instead of its runs of the entry where they do better on average, and this TRPO's reporting runs of an
+entry frozen later (another benchmark folder) reported instead of its runs of the earlier entry of that task:
 
     python -m sb3_trpo_ext.benchmark.report --output benchmarks/results/mujoco-1m-report \
-        --alternatives benchmarks/results/ant-observation/trpo.jsonl
+        --alternatives benchmarks/results/ant-observation/trpo.jsonl --entries benchmarks/results/ant-1m-report
 """
 
 import argparse
@@ -137,6 +138,45 @@ def with_baseline_variants(
     return table, curves, lines
 
 
+def with_newer_entries(
+    table: pd.DataFrame, curves: pd.DataFrame, newer_runs: list[dict[str, Any]]
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """
+    The final returns and curves to report, and a line per task, where this TRPO's entry of a task was frozen again
+    after its reporting runs: the newer entry's reporting runs (``newer_runs``) replace the earlier entry's, whatever
+    either shows. They must be this TRPO's, at the earlier runs' budget, on seeds none of the earlier runs used.
+    """
+    lines: list[str] = []
+    if not newer_runs:
+        return table, curves, lines
+    newer, newer_curves = runs_table(newer_runs), curves_table(newer_runs)
+    order = {env_id: i for i, env_id in enumerate(dict.fromkeys([*table["env_id"], *newer["env_id"]]))}
+
+    def in_task_order(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.sort_values("env_id", key=lambda column: column.map(order), kind="stable", ignore_index=True)
+
+    for env_id, group in newer.groupby("env_id", sort=False):
+        if set(group["algo"]) != {ALGO}:
+            raise ValueError(f"{env_id}: only {ALGORITHMS[ALGO]}'s entries are frozen again, got {sorted(set(group['algo']))}")
+        earlier = table[(table["env_id"] == env_id) & (table["algo"] == ALGO)]
+        if earlier.empty or set(earlier["n_timesteps"]) != set(group["n_timesteps"]):
+            raise ValueError(
+                f"{env_id}: the newer entry's runs have {sorted(set(group['n_timesteps']))} steps, the earlier entry's "
+                f"{sorted(set(earlier['n_timesteps']))}: only runs of one budget replace each other"
+            )
+        if set(group["seed"]) & set(earlier["seed"]):
+            raise ValueError(
+                f"{env_id}: the newer entry's seeds {_seeds(group)} must be fresh, the earlier entry used {_seeds(earlier)}"
+            )
+        lines.append(
+            f"- {env_id}, {ALGORITHMS[ALGO]}: the newer entry {_mean_range(group)} replaces the earlier {_mean_range(earlier)}"
+        )
+        table = pd.concat([table.drop(earlier.index), group], ignore_index=True)
+        replaced = (curves["env_id"] == env_id) & (curves["algo"] == ALGO)
+        curves = pd.concat([curves[~replaced], newer_curves[newer_curves["env_id"] == env_id]], ignore_index=True)
+    return in_task_order(table), in_task_order(curves), lines
+
+
 def _mean_range(runs: pd.DataFrame) -> str:
     returns = runs["final_return"]
     return f"{returns.mean():.1f} [{returns.min():.1f}, {returns.max():.1f}] (seeds {_seeds(runs)})"
@@ -170,16 +210,19 @@ def curves_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
 def normalized_scores(table: pd.DataFrame) -> dict[str, np.ndarray]:
     """
     Each algorithm's final returns as a (runs, tasks) matrix over the tasks with a published sb3-contrib TRPO return,
-    each divided by it (1.0: the published return); the runs are the seeds the algorithm has on every one of them.
+    each divided by it (1.0: the published return). The runs are each task's lowest ``n`` seeds, ``n`` the fewest any
+    task has: a task's seeds may differ from another's (an entry frozen later runs fresh ones), and rliable resamples
+    each task's runs apart, so which run of one task stands beside which of another changes nothing.
     """
     envs = [env for env in dict.fromkeys(table["env_id"]) if env in PUBLISHED]
     scores = {}
     for algo in [algo for algo in ALGORITHMS if algo in set(table["algo"])]:
         runs = table[(table["algo"] == algo) & table["env_id"].isin(envs)]
-        seeds = sorted(set.intersection(*(set(runs.loc[runs["env_id"] == env, "seed"]) for env in envs))) if envs else []
-        if seeds:
-            matrix = runs[runs["seed"].isin(seeds)].pivot(index="seed", columns="env_id", values="final_return")[envs]
-            scores[algo] = matrix.to_numpy(dtype=float) / np.array([PUBLISHED[env] for env in envs])
+        columns = [runs.loc[runs["env_id"] == env].sort_values("seed")["final_return"].to_numpy(dtype=float) for env in envs]
+        n_runs = min((len(column) for column in columns), default=0)
+        if n_runs:
+            matrix = np.stack([column[:n_runs] for column in columns], axis=1)
+            scores[algo] = matrix / np.array([PUBLISHED[env] for env in envs])
     return scores
 
 
@@ -334,8 +377,9 @@ def readme_table(
     times: dict[tuple[str, str], tuple[float, int, int]] | None = None,
 ) -> list[str]:
     """
-    The README's table of final returns: per task, each algorithm's mean [min, max] over its seeds (named in the header,
-    and in a cell that has fewer; marked † where a baseline's variant of its entry is reported,
+    The README's table of final returns: per task, each algorithm's mean [min, max] over its seeds (named in the header
+    where most tasks have them, else in the cell; this TRPO's cell says so where its mean is below sb3-contrib's
+    TRPO's; marked † where a baseline's variant of its entry is reported,
     :func:`with_baseline_variants`), rl-zoo's published sb3-contrib TRPO and PPO returns (-v3 tasks, one run each)
     and, given ``tuning``, what choosing this TRPO's entry of each task took (``scripts/budget.py``; the
     baselines' entries are rl-zoo's, not tuned here); given ``times`` (:func:`times_to_return`), each algorithm's
@@ -343,7 +387,8 @@ def readme_table(
     """
     algos = [algo for algo in ALGORITHMS if algo in set(table["algo"])]
     variants = table["variant"] if "variant" in table else pd.Series("", index=table.index)
-    headers = [f"{ALGORITHMS[algo]}, seeds {_seeds(table[table['algo'] == algo])}" for algo in algos]
+    usual = {algo: _usual_seeds(table[table["algo"] == algo]) for algo in algos}
+    headers = [f"{ALGORITHMS[algo]}, seeds {_seeds(pd.DataFrame({'seed': sorted(usual[algo])}))}" for algo in algos]
     headers += ["published sb3-contrib TRPO", "published PPO"] + (["this TRPO's tuning"] if tuning else [])
     if times:
         headers.append("median seconds to the published TRPO return (" + " / ".join(ALGORITHMS[a] for a in algos) + ")")
@@ -354,8 +399,11 @@ def readme_table(
             chosen = (table["env_id"] == env_id) & (table["algo"] == algo)
             returns = table.loc[chosen, "final_return"]
             mark = " †" if (variants[chosen] != "").any() else ""
-            if set(table.loc[chosen, "seed"]) != set(table.loc[table["algo"] == algo, "seed"]):  # fewer than the header's
+            if returns.size and set(table.loc[chosen, "seed"]) != usual[algo]:  # not the header's
                 mark += f" (seeds {_seeds(table[chosen])})"
+            reference = table.loc[(table["env_id"] == env_id) & (table["algo"] == REFERENCE), "final_return"]
+            if algo == ALGO and len(returns) and len(reference) and returns.mean() < reference.mean():
+                mark += f", below {ALGORITHMS[REFERENCE]}"
             cells.append(f"{returns.mean():.1f} [{returns.min():.1f}, {returns.max():.1f}]{mark}" if len(returns) else "–")
         cells += [str(PUBLISHED[env_id]), str(PUBLISHED_PPO[env_id])]
         if tuning:
@@ -364,6 +412,18 @@ def readme_table(
             cells.append(" / ".join(_seconds(times.get((env_id, algo), (float("nan"), 0, 0))[0]) for algo in algos))
         lines.append(f"| {env_id} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _usual_seeds(runs: pd.DataFrame) -> set[int]:
+    """The seeds most tasks of ``runs`` were run on (in a tie, the most seeds, then the first task's)."""
+    seed_sets: list[frozenset[int]] = [
+        frozenset(int(seed) for seed in task["seed"]) for _, task in runs.groupby("env_id", sort=False)
+    ]
+
+    def how_usual(seeds: frozenset[int]) -> tuple[int, int]:
+        return seed_sets.count(seeds), len(seeds)
+
+    return set(sorted(seed_sets, key=how_usual, reverse=True)[0]) if seed_sets else set()
 
 
 def _seeds(group: pd.DataFrame) -> str:
@@ -473,12 +533,13 @@ def markdown_summary(
     reported: pd.DataFrame | None = None,
     choices: list[str] | None = None,
     curves: pd.DataFrame | None = None,
+    replaced: list[str] | None = None,
 ) -> str:
     """
     Per environment: final return and speed, each as mean ± std over seeds; the speed ratios to sb3-contrib's TRPO
     only where the speeds compare (:func:`speeds_comparable`). The final returns and rliable's aggregates are those of
     ``reported`` (default: ``table``), after the ``choices`` between a baseline's entry and a variant of it
-    (:func:`with_baseline_variants`).
+    (:func:`with_baseline_variants`); ``replaced``: the lines of :func:`with_newer_entries`.
     """
     reported = table if reported is None else reported
     lines = ["Command: " + ", then ".join(f"`{line}`" for line in command.splitlines()), ""] if command else []
@@ -514,6 +575,8 @@ def markdown_summary(
     speeds = speed_lines(table)
     if speeds:
         lines += ["### Speed", "", *speeds, ""]
+    if replaced:
+        lines += [f"### {ALGORITHMS[ALGO]}'s entries frozen later", "", "Mean [min, max] over seeds:", "", *replaced, ""]
     if choices:
         lines += ["### The baselines' entries and their variants", "", "Mean [min, max] over seeds:", "", *choices, ""]
     lines += ["### Final returns", "", "Mean over seeds [min, max] (each seed's value, seeds in order):", ""]
@@ -641,30 +704,39 @@ def plot_speed_ratios(table: pd.DataFrame, path: Path) -> None:
     plt.close(figure)
 
 
-def write_report(output_dir: str | Path, command: str = "", alternatives: list[str | Path] | None = None) -> pd.DataFrame:
+def write_report(
+    output_dir: str | Path,
+    command: str = "",
+    alternatives: list[str | Path] | None = None,
+    entries: list[str | Path] | None = None,
+) -> pd.DataFrame:
     """
     Write runs.csv, runs.json, curves.csv, summary.md, learning_curves.png (and learning_curves_time.png, against
     seconds of learning), performance_profile.png (rliable's, over the tasks with a published return) and, where the
-    speeds compare, speed_ratios.png. ``alternatives``: ``entry_variants`` files of the baselines, whose runs are
-    reported instead of the entry's where they do better (:func:`with_baseline_variants`); runs.csv keeps the runs here.
+    speeds compare, speed_ratios.png. ``entries``: benchmark folders of this TRPO's entries frozen later, whose runs
+    replace those of the earlier entry of their task (:func:`with_newer_entries`). ``alternatives``: ``entry_variants``
+    files of the baselines, whose runs are reported instead of the entry's where they do better
+    (:func:`with_baseline_variants`). runs.csv, runs.json and curves.csv keep the runs of ``output_dir`` alone.
     """
     output_dir = Path(output_dir)
     runs = load_runs(output_dir)
     if not runs:
         raise ValueError(f"no finished runs under {output_dir / 'runs'}")
-    table = runs_table(runs)
-    curves = curves_table(runs)
-    reported, reported_curves, choices = with_baseline_variants(table, curves, load_variant_runs(alternatives or []))
+    table, curves = runs_table(runs), curves_table(runs)
+    newer = [run for folder in entries or [] for run in load_runs(folder)]
+    current, current_curves, replaced = with_newer_entries(table, curves, newer)
+    reported, reported_curves, choices = with_baseline_variants(current, current_curves, load_variant_runs(alternatives or []))
     table.to_csv(output_dir / "runs.csv", index=False)
     curves.to_csv(output_dir / "curves.csv", index=False)
     (output_dir / "runs.json").write_text(json.dumps(runs, indent=1))
-    (output_dir / "summary.md").write_text(markdown_summary(table, command, reported, choices, reported_curves))
+    summary = markdown_summary(current, command, reported, choices, reported_curves, replaced)
+    (output_dir / "summary.md").write_text(summary)
     plot_learning_curves(reported_curves, output_dir / "learning_curves.png")
-    if curves["seconds"].notna().any():  # the variants' files record no seconds: these are the runs here
-        plot_learning_curves(curves, output_dir / "learning_curves_time.png", x="seconds")
+    if current_curves["seconds"].notna().any():  # the variants' files record no seconds: these are the runs made here
+        plot_learning_curves(current_curves, output_dir / "learning_curves_time.png", x="seconds")
     plot_performance_profiles(reported, output_dir / "performance_profile.png")
-    if speeds_comparable(table):
-        plot_speed_ratios(table, output_dir / "speed_ratios.png")
+    if speeds_comparable(current):
+        plot_speed_ratios(current, output_dir / "speed_ratios.png")
     return reported
 
 
@@ -682,13 +754,23 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FILE",
         help="entry_variants results (JSON lines) of a baseline, reported instead of its runs where they do better",
     )
+    parser.add_argument(
+        "--entries",
+        nargs="+",
+        default=[],
+        metavar="FOLDER",
+        help="benchmark folders of this TRPO's entries frozen later: their runs replace the earlier entry's of the task",
+    )
     args = parser.parse_args(argv)
     for path in args.alternatives:
         if not Path(path).is_file():
             parser.error(f"--alternatives: no file {path}")
+    for path in args.entries:
+        if not Path(path, "runs").is_dir():
+            parser.error(f"--entries: no benchmark folder (with runs/) at {path}")
     command = shlex.join(["python", "-m", "sb3_trpo_ext.benchmark.report", *(sys.argv[1:] if argv is None else argv)])
     made_by = Path(args.output, "command.txt")  # the benchmark's command that made the runs, where it wrote one
-    write_report(args.output, (made_by.read_text() if made_by.exists() else "") + command, args.alternatives)
+    write_report(args.output, (made_by.read_text() if made_by.exists() else "") + command, args.alternatives, args.entries)
     print(f"report written to {args.output}/summary.md")
     return 0
 
