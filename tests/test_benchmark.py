@@ -676,9 +676,9 @@ def test_an_entry_frozen_later_replaces_the_earlier_entry_s_runs_of_its_task_wha
     def run(env_id, algo, seed, final_return, n_timesteps=1000):
         return dict(env_id=env_id, algo=algo, label=algo, seed=seed, same_settings=False, entry={}, n_envs=1,
                     normalize=False, n_timesteps=n_timesteps, timesteps_done=n_timesteps, final_return=final_return,
-                    wall_seconds=1.0, eval_seconds=0.1, rollout_seconds=0.5, train_seconds=0.5, n_updates=1, train_ms_per_update=1.0,
-                    steps_per_second=1.0, env_only_steps_per_second=2.0, fisher_products_per_update=1.0,
-                    peak_memory_mib=1.0, train_log_means={}, curve_steps=[0, n_timesteps],
+                    wall_seconds=1.0, eval_seconds=0.1, rollout_seconds=0.5, train_seconds=0.5, n_updates=1,
+                    train_ms_per_update=1.0, steps_per_second=1.0, env_only_steps_per_second=2.0,
+                    fisher_products_per_update=1.0, peak_memory_mib=1.0, train_log_means={}, curve_steps=[0, n_timesteps],
                     curve_seconds=[0.0, 1.0], curve_returns=[0.0, final_return])  # fmt: skip
 
     earlier = [run(env, "trpo_ext", seed, 5000.0 + seed) for env in ("Hopper-v5", "Ant-v5") for seed in (10, 11)]
