@@ -171,7 +171,7 @@ def test_a_policy_that_overrides_forward_acts_through_it():
 
 @pytest.mark.parametrize("space", ["discrete", "box3"])
 @pytest.mark.parametrize("activation", [nn.Tanh, nn.ReLU])
-@pytest.mark.parametrize("n_envs", [1, 3])
+@pytest.mark.parametrize("n_envs", [1, 3, 8])  # a discrete policy's 3 and 24 logits: over Python floats, in numpy
 def test_the_numpy_actor_acts_as_the_policy_given_the_same_draws(space, activation, n_envs):
     from sb3_trpo_ext.rollout import NumpyRolloutActor
 
