@@ -10,7 +10,9 @@ Usage::
 Each worker is a separate ``sb3-trpo-ext optimize`` process with its own sampler seed (``--seed``, which also seeds
 its environments) on the same journal file ``benchmarks/results/development/tuning/ENV.log``: the way several
 machines share one study, with a file every worker can reach. Workers stop when the study holds ``--trials``
-finished or running trials. Tuning seeds start at 1000, away from the reporting seeds 0-4.
+finished or running trials. Tuning seeds start at 1000, away from the reporting seeds 0-4. Each launch's workers take
+seeds no earlier launch took (:func:`worker_seeds`): a sampler seeded as before would propose its first random trials
+again.
 
 ``--enqueue-entry`` makes the packaged entry the study's next trial (once), so the search is measured against the
 settings it would replace, on the same tuning seeds and budget.
@@ -122,6 +124,13 @@ def record_launch(study: Any, command: list[str]) -> None:
     study.set_user_attr("launches", launches)
 
 
+def worker_seeds(study: Any, first_seed: int, workers: int) -> list[int]:
+    """The seeds of this launch's workers: ``first_seed`` plus 1000 for each launch the study has recorded, plus the
+    worker's index."""
+    launches = len(study.user_attrs.get("launches", []))
+    return [first_seed + 1000 * launches + index for index in range(workers)]
+
+
 def worker_command(args: argparse.Namespace, seed: int) -> list[str]:
     """One ``sb3-trpo-ext optimize`` worker of the study."""
     return [
@@ -167,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-n", "--n-timesteps", type=int, default=300_000, help="steps per trial")
     parser.add_argument("--trials", type=int, default=30, help="finished or running trials the study stops at")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=1000, help="seed of the first worker; the others count up")
+    parser.add_argument("--seed", type=int, default=1000, help="seed of the first launch's first worker; the others count up")
     parser.add_argument("--startup-trials", type=int, default=10, help="random trials before TPE, and the pruner's")
     parser.add_argument("--n-evaluations", type=int, default=3, help="evaluations per trial (the pruner's reports)")
     parser.add_argument("--eval-episodes", type=int, default=5)
@@ -191,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"marked RUNNING trials {failed} FAIL", flush=True)
     if args.enqueue_entry:
         print(f"enqueued the packaged entry: {enqueue_entry(study, args.env)}", flush=True)
-    commands = [worker_command(args, args.seed + index) for index in range(args.workers)]
+    commands = [worker_command(args, seed) for seed in worker_seeds(study, args.seed, args.workers)]
     record_launch(study, commands[0])
     workers = [subprocess.Popen(command) for command in commands]
     codes = [worker.wait() for worker in workers]

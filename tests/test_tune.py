@@ -39,6 +39,19 @@ def test_a_resumed_study_fails_the_trials_of_dead_workers_and_records_each_launc
     assert summary["best_hyperparameters"] == params  # the entry to paste into the zoo file
 
 
+def test_a_resumed_study_s_workers_take_seeds_no_earlier_launch_took(tmp_path):
+    study = tune._study(tmp_path / "Task-v0.log", "Task-v0")
+    # Why: a sampler seeded as before proposes the same first random trials again.
+    first, again = (optuna.samplers.TPESampler(n_startup_trials=10, seed=1000) for _ in range(2))
+    space = optuna.distributions.FloatDistribution(0.0, 1.0)
+    assert first.sample_independent(study, study.ask(), "x", space) == again.sample_independent(study, study.ask(), "x", space)
+    seeds = []
+    for launch in range(3):
+        seeds += tune.worker_seeds(study, 1000, workers=2 - launch % 2)
+        tune.record_launch(study, [f"launch {launch}"])
+    assert seeds == [1000, 1001, 2000, 3000, 3001]
+
+
 def test_workers_share_the_journal_with_seeds_of_their_own_away_from_the_reporting_seeds(tmp_path):
     args = tune.main.__globals__["argparse"].Namespace(
         env="Ant-v5", n_timesteps=300_000, trials=30, startup_trials=10, n_evaluations=3, eval_episodes=5,
