@@ -670,20 +670,22 @@ def test_walker2d_at_equal_settings_is_answered_from_fifteen_seeds_a_side():
     assert f"{means['trpo_ext']} against {means['trpo']}" in section
 
 
+def run_record(env_id, algo, seed, final_return, n_timesteps=1000):
+    """A benchmark run file's record, as ``load_runs`` reads it."""
+    return dict(env_id=env_id, algo=algo, label=algo, seed=seed, same_settings=False, entry={}, n_envs=1,
+                normalize=False, n_timesteps=n_timesteps, timesteps_done=n_timesteps, final_return=final_return,
+                wall_seconds=1.0, eval_seconds=0.1, rollout_seconds=0.5, train_seconds=0.5, n_updates=1,
+                train_ms_per_update=1.0, steps_per_second=1.0, env_only_steps_per_second=2.0,
+                fisher_products_per_update=1.0, peak_memory_mib=1.0, train_log_means={}, curve_steps=[0, n_timesteps],
+                curve_seconds=[0.0, 1.0], curve_returns=[0.0, final_return])  # fmt: skip
+
+
 def test_an_entry_frozen_later_replaces_the_earlier_entry_s_runs_of_its_task_whatever_they_show():
     from sb3_trpo_ext.benchmark.report import curves_table, readme_table, runs_table, with_newer_entries
 
-    def run(env_id, algo, seed, final_return, n_timesteps=1000):
-        return dict(env_id=env_id, algo=algo, label=algo, seed=seed, same_settings=False, entry={}, n_envs=1,
-                    normalize=False, n_timesteps=n_timesteps, timesteps_done=n_timesteps, final_return=final_return,
-                    wall_seconds=1.0, eval_seconds=0.1, rollout_seconds=0.5, train_seconds=0.5, n_updates=1,
-                    train_ms_per_update=1.0, steps_per_second=1.0, env_only_steps_per_second=2.0,
-                    fisher_products_per_update=1.0, peak_memory_mib=1.0, train_log_means={}, curve_steps=[0, n_timesteps],
-                    curve_seconds=[0.0, 1.0], curve_returns=[0.0, final_return])  # fmt: skip
-
-    earlier = [run(env, "trpo_ext", seed, 5000.0 + seed) for env in ("Hopper-v5", "Ant-v5") for seed in (10, 11)]
-    earlier += [run(env, "trpo", seed, 4000.0) for env in ("Hopper-v5", "Ant-v5") for seed in (0, 1)]
-    newer = [run("Ant-v5", "trpo_ext", 15, 1000.0), run("Ant-v5", "trpo_ext", 16, 3000.0)]
+    earlier = [run_record(env, "trpo_ext", seed, 5000.0 + seed) for env in ("Hopper-v5", "Ant-v5") for seed in (10, 11)]
+    earlier += [run_record(env, "trpo", seed, 4000.0) for env in ("Hopper-v5", "Ant-v5") for seed in (0, 1)]
+    newer = [run_record("Ant-v5", "trpo_ext", 15, 1000.0), run_record("Ant-v5", "trpo_ext", 16, 3000.0)]
     table, curves, lines = with_newer_entries(runs_table(earlier), curves_table(earlier), newer)
     ours = table[table.algo == "trpo_ext"]
     # Replaced though worse: a newer frozen entry is reported whatever it shows; the task keeps its place.
@@ -709,13 +711,36 @@ def test_an_entry_frozen_later_replaces_the_earlier_entry_s_runs_of_its_task_wha
 
     table, curves = runs_table(earlier), curves_table(earlier)
     with pytest.raises(ValueError, match="Ant-v5: only sb3-trpo-ext TRPO's entries are frozen again"):
-        with_newer_entries(table, curves, [run("Ant-v5", "trpo", 15, 1.0)])
+        with_newer_entries(table, curves, [run_record("Ant-v5", "trpo", 15, 1.0)])
     with pytest.raises(ValueError, match=r"Ant-v5: the newer entry's runs have \[2000\] steps, the earlier entry's \[1000\]"):
-        with_newer_entries(table, curves, [run("Ant-v5", "trpo_ext", 15, 1.0, n_timesteps=2000)])
+        with_newer_entries(table, curves, [run_record("Ant-v5", "trpo_ext", 15, 1.0, n_timesteps=2000)])
     with pytest.raises(ValueError, match=r"Walker2d-v5: the newer entry's runs have \[1000\] steps, the earlier entry's \[\]"):
-        with_newer_entries(table, curves, [run("Walker2d-v5", "trpo_ext", 15, 1.0)])
+        with_newer_entries(table, curves, [run_record("Walker2d-v5", "trpo_ext", 15, 1.0)])
     with pytest.raises(ValueError, match="Ant-v5: the newer entry's seeds 11, 15 must be fresh, the earlier entry used 10-11"):
-        with_newer_entries(table, curves, [run("Ant-v5", "trpo_ext", 11, 1.0), run("Ant-v5", "trpo_ext", 15, 1.0)])
+        with_newer_entries(
+            table, curves, [run_record("Ant-v5", "trpo_ext", 11, 1.0), run_record("Ant-v5", "trpo_ext", 15, 1.0)]
+        )
+
+
+def test_a_task_of_another_folder_and_budget_gets_a_row_of_its_own():
+    from sb3_trpo_ext.benchmark.report import curves_table, readme_table, runs_table, with_other_tasks
+
+    runs = [run_record("Hopper-v5", algo, seed, 3000.0) for algo, seeds in (("trpo_ext", (10, 11)), ("trpo", (0, 1)))
+            for seed in seeds]  # fmt: skip
+    humanoid = [run_record("Humanoid-v5", "trpo_ext", 15, 900.0, n_timesteps=2_000_000),
+                run_record("Humanoid-v5", "trpo", 0, 700.0, n_timesteps=2_000_000)]  # fmt: skip
+    table, curves = with_other_tasks(runs_table(runs), curves_table(runs), humanoid)
+    assert sorted(set(curves.env_id)) == ["Hopper-v5", "Humanoid-v5"]
+    rows = readme_table(table.assign(variant=""), {"Hopper-v5": "30 trials"})
+    assert rows[0].startswith("| task (1k steps) | sb3-trpo-ext TRPO, seeds 10-11 | sb3-contrib TRPO, seeds 0-1 |")
+    assert rows[2].startswith("| Hopper-v5 | 3000.0 [3000.0, 3000.0] |")
+    assert rows[3] == (
+        "| Humanoid-v5 (2M steps) | 900.0 [900.0, 900.0] (seeds 15) | 700.0 [700.0, 700.0] (seeds 0) | – | – | – |"
+    )
+    with pytest.raises(ValueError, match="Hopper-v5: the benchmark folder has runs of it already"):
+        with_other_tasks(runs_table(runs), curves_table(runs), [run_record("Hopper-v5", "ppo", 0, 1.0)])
+    with pytest.raises(ValueError, match=r"Humanoid-v5: runs of one budget make a row, got \[1000, 2000000\]"):
+        with_other_tasks(runs_table(runs), curves_table(runs), [*humanoid, run_record("Humanoid-v5", "ppo", 0, 1.0)])
 
 
 def test_a_baseline_s_variant_is_reported_where_it_does_better_on_average(tmp_path):
@@ -761,7 +786,7 @@ def test_a_baseline_s_variant_is_reported_where_it_does_better_on_average(tmp_pa
     ]
     tuning = {"Hopper-v5": "30 trials, 88 runs, 84.3M steps", "Ant-v5": "30 trials, 48 runs, 49.0M steps"}
     rows = readme_table(reported, tuning)
-    assert rows[0].startswith("| task (1M steps) | sb3-trpo-ext TRPO, seeds 10 | sb3-contrib TRPO, seeds 0-1 |")
+    assert rows[0].startswith("| task (1k steps) | sb3-trpo-ext TRPO, seeds 10 | sb3-contrib TRPO, seeds 0-1 |")
     assert rows[2] == "| Hopper-v5 | – | 2000.0 [2000.0, 2000.0] (seeds 0) | – | 3618 | 2410 | " + tuning["Hopper-v5"] + " |"
     assert rows[3] == (
         "| Ant-v5 | 3000.0 [3000.0, 3000.0], below sb3-contrib TRPO | 4200.0 [4000.0, 4400.0] † "

@@ -177,6 +177,26 @@ def with_newer_entries(
     return in_task_order(table), in_task_order(curves), lines
 
 
+def with_other_tasks(
+    table: pd.DataFrame, curves: pd.DataFrame, other_runs: list[dict[str, Any]]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """
+    The final returns and curves with the runs of tasks the benchmark folder has none of (``other_runs``, from other
+    benchmark folders), each task at its own budget: Humanoid-v5 at 2M steps beside the 1M tasks.
+    """
+    if not other_runs:
+        return table, curves
+    other = runs_table(other_runs)
+    for env_id, group in other.groupby("env_id", sort=False):
+        if env_id in set(table["env_id"]):
+            raise ValueError(
+                f"{env_id}: the benchmark folder has runs of it already; another folder adds a task it has none of"
+            )
+        if group["n_timesteps"].nunique() != 1:
+            raise ValueError(f"{env_id}: runs of one budget make a row, got {sorted(set(group['n_timesteps']))}")
+    return pd.concat([table, other], ignore_index=True), pd.concat([curves, curves_table(other_runs)], ignore_index=True)
+
+
 def _mean_range(runs: pd.DataFrame) -> str:
     returns = runs["final_return"]
     return f"{returns.mean():.1f} [{returns.min():.1f}, {returns.max():.1f}] (seeds {_seeds(runs)})"
@@ -383,7 +403,8 @@ def readme_table(
     :func:`with_baseline_variants`), rl-zoo's published sb3-contrib TRPO and PPO returns (-v3 tasks, one run each)
     and, given ``tuning``, what choosing this TRPO's entry of each task took (``scripts/budget.py``; the
     baselines' entries are rl-zoo's, not tuned here); given ``times`` (:func:`times_to_return`), each algorithm's
-    median seconds to the published sb3-contrib TRPO return.
+    median seconds to the published sb3-contrib TRPO return. The tasks with a published return come first, then the
+    others (:func:`with_other_tasks`); the header names the budget most tasks have, a task with another names its own.
     """
     algos = [algo for algo in ALGORITHMS if algo in set(table["algo"])]
     variants = table["variant"] if "variant" in table else pd.Series("", index=table.index)
@@ -392,8 +413,11 @@ def readme_table(
     headers += ["published sb3-contrib TRPO", "published PPO"] + (["this TRPO's tuning"] if tuning else [])
     if times:
         headers.append("median seconds to the published TRPO return (" + " / ".join(ALGORITHMS[a] for a in algos) + ")")
-    lines = ["| task (1M steps) | " + " | ".join(headers) + " |", "|---|" + "---|" * len(headers)]
-    for env_id in [env for env in PUBLISHED if env in set(table["env_id"])]:
+    budgets = table.groupby("env_id", sort=False)["n_timesteps"].max()
+    usual_budget = next(budget for budget in budgets if budget in set(budgets.mode()))  # most tasks', the first's in a tie
+    lines = [f"| task ({_steps(usual_budget)} steps) | " + " | ".join(headers) + " |", "|---|" + "---|" * len(headers)]
+    tasks = [env for env in PUBLISHED if env in set(table["env_id"])]
+    for env_id in tasks + [env for env in dict.fromkeys(table["env_id"]) if env not in tasks]:
         cells = []
         for algo in algos:
             chosen = (table["env_id"] == env_id) & (table["algo"] == algo)
@@ -405,13 +429,19 @@ def readme_table(
             if algo == ALGO and len(returns) and len(reference) and returns.mean() < reference.mean():
                 mark += f", below {ALGORITHMS[REFERENCE]}"
             cells.append(f"{returns.mean():.1f} [{returns.min():.1f}, {returns.max():.1f}]{mark}" if len(returns) else "–")
-        cells += [str(PUBLISHED[env_id]), str(PUBLISHED_PPO[env_id])]
+        cells += [str(PUBLISHED.get(env_id, "–")), str(PUBLISHED_PPO.get(env_id, "–"))]
         if tuning:
-            cells.append(tuning[env_id])
+            cells.append(tuning.get(env_id, "–"))
         if times:
             cells.append(" / ".join(_seconds(times.get((env_id, algo), (float("nan"), 0, 0))[0]) for algo in algos))
-        lines.append(f"| {env_id} | " + " | ".join(cells) + " |")
+        label = env_id if budgets[env_id] == usual_budget else f"{env_id} ({_steps(budgets[env_id])} steps)"
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _steps(n: float) -> str:
+    """1000000 -> "1M", 300000 -> "300k"."""
+    return f"{n / 1e6:g}M" if n >= 1e6 else f"{n / 1e3:g}k" if n >= 1e3 else f"{n:g}"
 
 
 def _usual_seeds(runs: pd.DataFrame) -> set[int]:
@@ -709,6 +739,7 @@ def write_report(
     command: str = "",
     alternatives: list[str | Path] | None = None,
     entries: list[str | Path] | None = None,
+    tasks: list[str | Path] | None = None,
 ) -> pd.DataFrame:
     """
     Write runs.csv, runs.json, curves.csv, summary.md, learning_curves.png (and learning_curves_time.png, against
@@ -716,7 +747,9 @@ def write_report(
     speeds compare, speed_ratios.png. ``entries``: benchmark folders of this TRPO's entries frozen later, whose runs
     replace those of the earlier entry of their task (:func:`with_newer_entries`). ``alternatives``: ``entry_variants``
     files of the baselines, whose runs are reported instead of the entry's where they do better
-    (:func:`with_baseline_variants`). runs.csv, runs.json and curves.csv keep the runs of ``output_dir`` alone.
+    (:func:`with_baseline_variants`). ``tasks``: benchmark folders of tasks ``output_dir`` has no runs of, reported
+    beside them at their own budget (:func:`with_other_tasks`). runs.csv, runs.json and curves.csv keep the runs of
+    ``output_dir`` alone.
     """
     output_dir = Path(output_dir)
     runs = load_runs(output_dir)
@@ -725,6 +758,8 @@ def write_report(
     table, curves = runs_table(runs), curves_table(runs)
     newer = [run for folder in entries or [] for run in load_runs(folder)]
     current, current_curves, replaced = with_newer_entries(table, curves, newer)
+    others = [run for folder in tasks or [] for run in load_runs(folder)]
+    current, current_curves = with_other_tasks(current, current_curves, others)
     reported, reported_curves, choices = with_baseline_variants(current, current_curves, load_variant_runs(alternatives or []))
     table.to_csv(output_dir / "runs.csv", index=False)
     curves.to_csv(output_dir / "curves.csv", index=False)
@@ -761,16 +796,25 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FOLDER",
         help="benchmark folders of this TRPO's entries frozen later: their runs replace the earlier entry's of the task",
     )
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        default=[],
+        metavar="FOLDER",
+        help="benchmark folders of tasks the output folder has no runs of, reported beside them at their own budget",
+    )
     args = parser.parse_args(argv)
     for path in args.alternatives:
         if not Path(path).is_file():
             parser.error(f"--alternatives: no file {path}")
-    for path in args.entries:
-        if not Path(path, "runs").is_dir():
-            parser.error(f"--entries: no benchmark folder (with runs/) at {path}")
+    for flag, paths in (("--entries", args.entries), ("--tasks", args.tasks)):
+        for path in paths:
+            if not Path(path, "runs").is_dir():
+                parser.error(f"{flag}: no benchmark folder (with runs/) at {path}")
     command = shlex.join(["python", "-m", "sb3_trpo_ext.benchmark.report", *(sys.argv[1:] if argv is None else argv)])
     made_by = Path(args.output, "command.txt")  # the benchmark's command that made the runs, where it wrote one
-    write_report(args.output, (made_by.read_text() if made_by.exists() else "") + command, args.alternatives, args.entries)
+    made = made_by.read_text() if made_by.exists() else ""
+    write_report(args.output, made + command, args.alternatives, args.entries, args.tasks)
     print(f"report written to {args.output}/summary.md")
     return 0
 
