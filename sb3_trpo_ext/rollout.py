@@ -226,34 +226,28 @@ class NumpyRolloutActor:
     def _categorical(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # torch.multinomial's draw as MlpRolloutActor makes it, argmax(p / q) with q ~ Exp(1), in logarithms.
         self.noise.exponential_()
-        if logits.size <= _FEW:
-            return _categorical_in_floats(logits.tolist(), self.noise_array.tolist())
         index = (logits - np.log(self.noise_array)).argmax(axis=1)
+        if logits.size <= _FEW:
+            return index, _log_softmax_at(logits.tolist(), index.tolist())
         shifted = logits - np.maximum.reduce(logits, axis=1, keepdims=True)
         log_normalizer = np.log(np.add.reduce(np.exp(shifted), axis=1))
         return index, shifted.ravel()[self.row_starts + index] - log_normalizer
 
 
 _ZERO = np.float32(0)
-#: Up to this many logits a step, the categorical's arithmetic runs over Python floats: a dozen numpy calls on a few
-#: numbers cost more than the numbers.
+#: Up to this many logits a step, the log-softmax runs over Python floats: its half-dozen numpy calls on a few numbers
+#: cost more than the numbers.
 _FEW = 16
 
 
-def _categorical_in_floats(logits: list[list[float]], draws: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
-    """:meth:`NumpyRolloutActor._categorical` on few logits: each row's argmax(logit - log q), and its log-probability
-    (the logit less the log-sum-exp), in float64 (the float32 result to rounding)."""
-    indices, log_probs = [], []
-    for row, row_draws in zip(logits, draws, strict=True):
-        index, best = 0, -math.inf
-        for j, (logit, draw) in enumerate(zip(row, row_draws, strict=True)):
-            score = logit - math.log(draw) if draw > 0.0 else math.inf
-            if score > best:
-                index, best = j, score
+def _log_softmax_at(logits: list[list[float]], indices: list[int]) -> np.ndarray:
+    """Each row's log-probability at its index (the logit less the row's log-sum-exp), in float64: the float32
+    log-softmax to rounding."""
+    log_probs = []
+    for row, index in zip(logits, indices, strict=True):
         top = max(row)
-        indices.append(index)
         log_probs.append(row[index] - top - math.log(math.fsum([math.exp(logit - top) for logit in row])))
-    return np.array(indices), np.array(log_probs, dtype=np.float32)
+    return np.array(log_probs, dtype=np.float32)
 
 
 def _relu(x: np.ndarray, out: np.ndarray) -> np.ndarray:

@@ -2,9 +2,9 @@
 What choosing this TRPO's MuJoCo entries cost, from the committed records under ``benchmarks/results/development/``:
 per task, the Optuna trials (``tuning/TASK.log``: complete, pruned, failed, and the environment steps they took),
 the looks at variants of the entry on tuning seeds (``variants/TASK*.jsonl``: runs, configurations, steps), each over
-every search behind the entry (``SEARCHES``), and the
-runs of the entry on seeds 0-4 made while entries were still being chosen (every version of a run file of
-``mujoco-1m*`` and ``tuned-300k`` in the git history: a run made again rewrites its file).
+every search behind the entry (``SEARCHES``), and the runs of the entry on seeds 0-4 made while entries were still
+being chosen (every version of a run file of ``mujoco-1m*`` and ``tuned-300k`` in the git history: a run made again
+rewrites its file).
 
     python scripts/budget.py                      # a markdown table
 """

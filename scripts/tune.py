@@ -11,8 +11,9 @@ Each worker is a separate ``sb3-trpo-ext optimize`` process with its own sampler
 its environments) on the same journal file ``benchmarks/results/development/tuning/ENV.log``: the way several
 machines share one study, with a file every worker can reach. Workers stop when the study holds ``--trials``
 finished or running trials. Tuning seeds start at 1000, away from the reporting seeds 0-4. Each launch's workers take
-seeds no earlier launch took (:func:`worker_seeds`): a sampler seeded as before would propose its first random trials
-again.
+seeds above every seed an earlier launch recorded (:func:`worker_seeds`): a sampler seeded as before would propose its
+first random trials again. Two launches started at the same moment on machines sharing the journal read the same
+record: give them ``--seed`` values apart.
 
 ``--enqueue-entry`` makes the packaged entry the study's next trial (once), so the search is measured against the
 settings it would replace, on the same tuning seeds and budget.
@@ -27,6 +28,7 @@ import argparse
 import inspect
 import json
 import math
+import re
 import subprocess
 import sys
 import time
@@ -117,18 +119,27 @@ def fail_running_trials(study: Any) -> list[int]:
     return [trial.number for trial in running]
 
 
-def record_launch(study: Any, command: list[str]) -> None:
-    """Append this launch's time, commit, versions and worker command to the study's ``launches`` attribute."""
+def record_launch(study: Any, command: list[str], seeds: list[int] | None = None) -> None:
+    """Append this launch's time, commit, versions, first worker command and workers' seeds to the study's
+    ``launches`` attribute."""
     launches = list(study.user_attrs.get("launches", []))
-    launches.append(dict(started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **provenance(ALGO), command=" ".join(command)))
+    record = dict(started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **provenance(ALGO), command=" ".join(command))
+    launches.append({**record, **({"seeds": seeds} if seeds is not None else {})})
     study.set_user_attr("launches", launches)
 
 
 def worker_seeds(study: Any, first_seed: int, workers: int) -> list[int]:
-    """The seeds of this launch's workers: ``first_seed`` plus 1000 for each launch the study has recorded, plus the
-    worker's index."""
-    launches = len(study.user_attrs.get("launches", []))
-    return [first_seed + 1000 * launches + index for index in range(workers)]
+    """
+    The seeds of this launch's workers: consecutive, from ``first_seed`` or above the largest seed an earlier launch
+    recorded. A launch recorded before its seeds were is taken to have used its first worker's seed and the next.
+    """
+    used = [first_seed - 1]
+    for launch in study.user_attrs.get("launches", []):
+        if "seeds" in launch:
+            used += launch["seeds"]
+        elif match := re.search(r"--seed (\d+)", launch.get("command", "")):
+            used.append(int(match.group(1)) + 1)
+    return list(range(max(used) + 1, max(used) + 1 + workers))
 
 
 def worker_command(args: argparse.Namespace, seed: int) -> list[str]:
@@ -200,8 +211,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"marked RUNNING trials {failed} FAIL", flush=True)
     if args.enqueue_entry:
         print(f"enqueued the packaged entry: {enqueue_entry(study, args.env)}", flush=True)
-    commands = [worker_command(args, seed) for seed in worker_seeds(study, args.seed, args.workers)]
-    record_launch(study, commands[0])
+    seeds = worker_seeds(study, args.seed, args.workers)
+    commands = [worker_command(args, seed) for seed in seeds]
+    record_launch(study, commands[0], seeds)
     workers = [subprocess.Popen(command) for command in commands]
     codes = [worker.wait() for worker in workers]
     if any(codes):

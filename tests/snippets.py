@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,12 +38,13 @@ def shortened(code: str, budget: int = BUDGET, max_envs: int = MAX_ENVS) -> str:
 
 
 def run_block(code: str, timeout: float | None = None) -> subprocess.CompletedProcess:
-    """Run ``code`` in a fresh interpreter, outside the checkout (so that the installed package is the one imported),
-    with one torch thread."""
+    """Run ``code`` in a fresh interpreter, in a fresh folder outside the checkout (so that the installed package is the
+    one imported, and blocks run at once do not share the files they write), with one torch thread."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env, cwd=os.path.expanduser("~")
-    )
+    with tempfile.TemporaryDirectory() as folder:
+        return subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env, cwd=folder
+        )
 
 
 def promised_output(after: str) -> str | None:

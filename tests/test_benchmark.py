@@ -590,6 +590,7 @@ def test_the_readme_table_is_the_one_the_run_files_give():
         times_to_return,
         with_baseline_variants,
         with_newer_entries,
+        with_other_tasks,
     )
 
     root = Path(sb3_trpo_ext.__file__).parent.parent
@@ -597,13 +598,15 @@ def test_the_readme_table_is_the_one_the_run_files_give():
     # The command that made the table: its output folder, the baselines' variants and the later entries it was given.
     command = re.search(
         r"benchmark\.report --output (benchmarks/results/[\w-]+)(?:\s+--alternatives((?:\s+benchmarks/[\w/.-]+)+))?"
-        r"(?:\s+--entries((?:\s+benchmarks/[\w/.-]+)+))?`",
+        r"(?:\s+--entries((?:\s+benchmarks/[\w/.-]+)+))?(?:\s+--tasks((?:\s+benchmarks/[\w/.-]+)+))?`",
         readme,
     )
     runs = load_runs(root / command.group(1))
     alternatives = [root / path for path in (command.group(2) or "").split()]
     newer = [run for folder in (command.group(3) or "").split() for run in load_runs(root / folder)]
     table, curves, replaced = with_newer_entries(runs_table(runs), curves_table(runs), newer)
+    others = [run for folder in (command.group(4) or "").split() for run in load_runs(root / folder)]
+    table, curves = with_other_tasks(table, curves, others)
     assert replaced and all(
         f"(seeds {seeds})" in readme for seeds in re.findall(r"newer entry .*?\(seeds ([\d-]+)\)", "".join(replaced))
     )
@@ -683,15 +686,17 @@ def run_record(env_id, algo, seed, final_return, n_timesteps=1000):
 def test_an_entry_frozen_later_replaces_the_earlier_entry_s_runs_of_its_task_whatever_they_show():
     from sb3_trpo_ext.benchmark.report import curves_table, readme_table, runs_table, with_newer_entries
 
-    earlier = [run_record(env, "trpo_ext", seed, 5000.0 + seed) for env in ("Hopper-v5", "Ant-v5") for seed in (10, 11)]
-    earlier += [run_record(env, "trpo", seed, 4000.0) for env in ("Hopper-v5", "Ant-v5") for seed in (0, 1)]
+    # Ant-v5 comes first in the folder, by this TRPO's runs: replacing them must not move the task to the end.
+    tasks = ("Ant-v5", "Hopper-v5", "Swimmer-v5")
+    earlier = [run_record(env, "trpo_ext", seed, 5000.0 + seed) for env in tasks for seed in (10, 11)]
+    earlier += [run_record(env, "trpo", seed, 4000.0) for env in tasks[::-1] for seed in (0, 1)]
     newer = [run_record("Ant-v5", "trpo_ext", 15, 1000.0), run_record("Ant-v5", "trpo_ext", 16, 3000.0)]
     table, curves, lines = with_newer_entries(runs_table(earlier), curves_table(earlier), newer)
     ours = table[table.algo == "trpo_ext"]
     # Replaced though worse: a newer frozen entry is reported whatever it shows; the task keeps its place.
     assert list(ours[ours.env_id == "Ant-v5"].final_return) == [1000.0, 3000.0]
     assert list(ours[ours.env_id == "Hopper-v5"].final_return) == [5010.0, 5011.0]
-    assert list(dict.fromkeys(table.env_id)) == ["Hopper-v5", "Ant-v5"] and len(table) == len(earlier)
+    assert list(dict.fromkeys(table.env_id)) == list(tasks) and len(table) == len(earlier)
     ant_curves = curves[(curves.env_id == "Ant-v5") & (curves.algo == "trpo_ext")]
     assert sorted(set(ant_curves.seed)) == [15, 16] and ant_curves.seconds.notna().all()
     assert lines == [
@@ -707,15 +712,26 @@ def test_an_entry_frozen_later_replaces_the_earlier_entry_s_runs_of_its_task_wha
     from sb3_trpo_ext.benchmark.report import normalized_scores
 
     scores = normalized_scores(table)
-    np.testing.assert_allclose(scores["trpo_ext"], np.array([[5010.0, 1000.0], [5011.0, 3000.0]]) / [3618, 4982])
+    np.testing.assert_allclose(
+        scores["trpo_ext"], np.array([[1000.0, 5010.0, 5010.0], [3000.0, 5011.0, 5011.0]]) / [4982, 3618, 366]
+    )
+    # A task with more runs gives its lowest seeds, in seed order, as many as the task with the fewest has (Hopper-v5,
+    # now first: seeds 9 and 10 of 9-12).
+    extra = runs_table([run_record("Hopper-v5", "trpo_ext", 9, 1.0), run_record("Hopper-v5", "trpo_ext", 12, 2.0)])
+    scores = normalized_scores(pd.concat([extra, table], ignore_index=True))
+    np.testing.assert_allclose(
+        scores["trpo_ext"], np.array([[1.0, 1000.0, 5010.0], [5010.0, 3000.0, 5011.0]]) / [3618, 4982, 366]
+    )
 
     table, curves = runs_table(earlier), curves_table(earlier)
     with pytest.raises(ValueError, match="Ant-v5: only sb3-trpo-ext TRPO's entries are frozen again"):
         with_newer_entries(table, curves, [run_record("Ant-v5", "trpo", 15, 1.0)])
     with pytest.raises(ValueError, match=r"Ant-v5: the newer entry's runs have \[2000\] steps, the earlier entry's \[1000\]"):
         with_newer_entries(table, curves, [run_record("Ant-v5", "trpo_ext", 15, 1.0, n_timesteps=2000)])
-    with pytest.raises(ValueError, match=r"Walker2d-v5: the newer entry's runs have \[1000\] steps, the earlier entry's \[\]"):
+    with pytest.raises(ValueError, match=r"Walker2d-v5: .* no runs of .* earlier entry of it to replace .* with --tasks"):
         with_newer_entries(table, curves, [run_record("Walker2d-v5", "trpo_ext", 15, 1.0)])
+    with pytest.raises(ValueError, match="Ant-v5: sb3-trpo-ext TRPO's run of seed 15 is given twice"):
+        with_newer_entries(table, curves, [run_record("Ant-v5", "trpo_ext", 15, 1.0)] * 2)  # a folder named twice
     with pytest.raises(ValueError, match="Ant-v5: the newer entry's seeds 11, 15 must be fresh, the earlier entry used 10-11"):
         with_newer_entries(
             table, curves, [run_record("Ant-v5", "trpo_ext", 11, 1.0), run_record("Ant-v5", "trpo_ext", 15, 1.0)]
@@ -739,6 +755,8 @@ def test_a_task_of_another_folder_and_budget_gets_a_row_of_its_own():
     )
     with pytest.raises(ValueError, match="Hopper-v5: the benchmark folder has runs of it already"):
         with_other_tasks(runs_table(runs), curves_table(runs), [run_record("Hopper-v5", "ppo", 0, 1.0)])
+    with pytest.raises(ValueError, match="Humanoid-v5: sb3-contrib TRPO's run of seed 0 is given twice"):
+        with_other_tasks(runs_table(runs), curves_table(runs), humanoid + humanoid[1:])
     with pytest.raises(ValueError, match=r"Humanoid-v5: runs of one budget make a row, got \[1000, 2000000\]"):
         with_other_tasks(runs_table(runs), curves_table(runs), [*humanoid, run_record("Humanoid-v5", "ppo", 0, 1.0)])
 
@@ -785,8 +803,10 @@ def test_a_baseline_s_variant_is_reported_where_it_does_better_on_average(tmp_pa
         "(seeds 0); reported: the entry as is",
     ]
     tuning = {"Hopper-v5": "30 trials, 88 runs, 84.3M steps", "Ant-v5": "30 trials, 48 runs, 49.0M steps"}
-    rows = readme_table(reported, tuning)
-    assert rows[0].startswith("| task (1k steps) | sb3-trpo-ext TRPO, seeds 10 | sb3-contrib TRPO, seeds 0-1 |")
+    # rl-zoo's published returns are of 1M steps: a table of other budgets leaves them out.
+    assert readme_table(reported, tuning)[2].endswith("(seeds 0) | – | – | – | " + tuning["Hopper-v5"] + " |")
+    rows = readme_table(reported.assign(n_timesteps=1_000_000), tuning)
+    assert rows[0].startswith("| task (1M steps) | sb3-trpo-ext TRPO, seeds 10 | sb3-contrib TRPO, seeds 0-1 |")
     assert rows[2] == "| Hopper-v5 | – | 2000.0 [2000.0, 2000.0] (seeds 0) | – | 3618 | 2410 | " + tuning["Hopper-v5"] + " |"
     assert rows[3] == (
         "| Ant-v5 | 3000.0 [3000.0, 3000.0], below sb3-contrib TRPO | 4200.0 [4000.0, 4400.0] † "

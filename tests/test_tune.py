@@ -39,17 +39,34 @@ def test_a_resumed_study_fails_the_trials_of_dead_workers_and_records_each_launc
     assert summary["best_hyperparameters"] == params  # the entry to paste into the zoo file
 
 
-def test_a_resumed_study_s_workers_take_seeds_no_earlier_launch_took(tmp_path):
-    study = tune._study(tmp_path / "Task-v0.log", "Task-v0")
+def test_a_resumed_study_s_workers_take_seeds_no_earlier_launch_took(tmp_path, monkeypatch):
     # Why: a sampler seeded as before proposes the same first random trials again.
+    study = tune._study(tmp_path / "Task-v0.log", "Task-v0")
     first, again = (optuna.samplers.TPESampler(n_startup_trials=10, seed=1000) for _ in range(2))
     space = optuna.distributions.FloatDistribution(0.0, 1.0)
     assert first.sample_independent(study, study.ask(), "x", space) == again.sample_independent(study, study.ask(), "x", space)
-    seeds = []
-    for launch in range(3):
-        seeds += tune.worker_seeds(study, 1000, workers=2 - launch % 2)
-        tune.record_launch(study, [f"launch {launch}"])
-    assert seeds == [1000, 1001, 2000, 3000, 3001]
+    # Three launches of the launcher itself (its workers stood in for), on one journal.
+    commands, real_popen = [], tune.subprocess.Popen
+
+    class Worker:
+        def wait(self):
+            return 0
+
+    def popen(command, **kwargs):  # the workers stand in; other processes (git, for the provenance) run
+        if "optimize" not in command:
+            return real_popen(command, **kwargs)
+        commands.append(command)
+        return Worker()
+
+    monkeypatch.setattr(tune.subprocess, "Popen", popen)
+    for workers in (2, 1, 2):
+        tune.main(["--env", "Task-v0", "--output", str(tmp_path), "--workers", str(workers)])
+    assert [int(command[command.index("--seed") + 1]) for command in commands] == [1000, 1001, 1002, 1003, 1004]
+    launches = optuna.load_study(study_name="Task-v0", storage=tune._storage(tmp_path / "Task-v0.log")).user_attrs["launches"]
+    assert [launch["seeds"] for launch in launches] == [[1000, 1001], [1002], [1003, 1004]]
+    # A launch recorded before its seeds were: its first worker's seed and the next count as taken.
+    tune.record_launch(study, ["python", "-m", "sb3_trpo_ext.zoo", "optimize", "--seed", "1010"])
+    assert tune.worker_seeds(study, 1000, 2) == [1012, 1013]
 
 
 def test_workers_share_the_journal_with_seeds_of_their_own_away_from_the_reporting_seeds(tmp_path):

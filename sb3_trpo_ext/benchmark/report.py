@@ -150,6 +150,7 @@ def with_newer_entries(
     if not newer_runs:
         return table, curves, lines
     newer, newer_curves = runs_table(newer_runs), curves_table(newer_runs)
+    _refuse_repeats(newer)
     order = {env_id: i for i, env_id in enumerate(dict.fromkeys([*table["env_id"], *newer["env_id"]]))}
 
     def in_task_order(frame: pd.DataFrame) -> pd.DataFrame:
@@ -159,7 +160,13 @@ def with_newer_entries(
         if set(group["algo"]) != {ALGO}:
             raise ValueError(f"{env_id}: only {ALGORITHMS[ALGO]}'s entries are frozen again, got {sorted(set(group['algo']))}")
         earlier = table[(table["env_id"] == env_id) & (table["algo"] == ALGO)]
-        if earlier.empty or set(earlier["n_timesteps"]) != set(group["n_timesteps"]):
+        if earlier.empty:
+            tasks = sorted(set(table.loc[table["algo"] == ALGO, "env_id"]))
+            raise ValueError(
+                f"{env_id}: the benchmark folder has no runs of {ALGORITHMS[ALGO]}'s earlier entry of it to replace "
+                f"(it has {tasks}); a task of its own is added with --tasks"
+            )
+        if set(earlier["n_timesteps"]) != set(group["n_timesteps"]):
             raise ValueError(
                 f"{env_id}: the newer entry's runs have {sorted(set(group['n_timesteps']))} steps, the earlier entry's "
                 f"{sorted(set(earlier['n_timesteps']))}: only runs of one budget replace each other"
@@ -187,6 +194,7 @@ def with_other_tasks(
     if not other_runs:
         return table, curves
     other = runs_table(other_runs)
+    _refuse_repeats(other)
     for env_id, group in other.groupby("env_id", sort=False):
         if env_id in set(table["env_id"]):
             raise ValueError(
@@ -195,6 +203,17 @@ def with_other_tasks(
         if group["n_timesteps"].nunique() != 1:
             raise ValueError(f"{env_id}: runs of one budget make a row, got {sorted(set(group['n_timesteps']))}")
     return pd.concat([table, other], ignore_index=True), pd.concat([curves, curves_table(other_runs)], ignore_index=True)
+
+
+def _refuse_repeats(runs: pd.DataFrame) -> None:
+    """A run given twice (a folder named twice, or two folders holding one task) would count twice."""
+    repeated = runs[runs.duplicated(["env_id", "algo", "seed"])]
+    if not repeated.empty:
+        first = repeated.iloc[0]
+        raise ValueError(
+            f"{first['env_id']}: {ALGORITHMS.get(first['algo'], first['algo'])}'s run of seed {first['seed']} is given "
+            "twice; name each folder once, and one folder per task"
+        )
 
 
 def _mean_range(runs: pd.DataFrame) -> str:
@@ -406,6 +425,8 @@ def readme_table(
     median seconds to the published sb3-contrib TRPO return. The tasks with a published return come first, then the
     others (:func:`with_other_tasks`); the header names the budget most tasks have, a task with another names its own.
     """
+    if table.empty:
+        raise ValueError("no runs to make a table of")
     algos = [algo for algo in ALGORITHMS if algo in set(table["algo"])]
     variants = table["variant"] if "variant" in table else pd.Series("", index=table.index)
     usual = {algo: _usual_seeds(table[table["algo"] == algo]) for algo in algos}
@@ -429,7 +450,8 @@ def readme_table(
             if algo == ALGO and len(returns) and len(reference) and returns.mean() < reference.mean():
                 mark += f", below {ALGORITHMS[REFERENCE]}"
             cells.append(f"{returns.mean():.1f} [{returns.min():.1f}, {returns.max():.1f}]{mark}" if len(returns) else "–")
-        cells += [str(PUBLISHED.get(env_id, "–")), str(PUBLISHED_PPO.get(env_id, "–"))]
+        at_published_budget = budgets[env_id] == PUBLISHED_BUDGET
+        cells += [str(published.get(env_id, "–")) if at_published_budget else "–" for published in (PUBLISHED, PUBLISHED_PPO)]
         if tuning:
             cells.append(tuning.get(env_id, "–"))
         if times:
@@ -767,7 +789,7 @@ def write_report(
     summary = markdown_summary(current, command, reported, choices, reported_curves, replaced)
     (output_dir / "summary.md").write_text(summary)
     plot_learning_curves(reported_curves, output_dir / "learning_curves.png")
-    if current_curves["seconds"].notna().any():  # the variants' files record no seconds: these are the runs made here
+    if current_curves["seconds"].notna().any():  # the variants' files record no seconds, the benchmark's runs do
         plot_learning_curves(current_curves, output_dir / "learning_curves_time.png", x="seconds")
     plot_performance_profiles(reported, output_dir / "performance_profile.png")
     if speeds_comparable(current):
@@ -809,8 +831,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--alternatives: no file {path}")
     for flag, paths in (("--entries", args.entries), ("--tasks", args.tasks)):
         for path in paths:
-            if not Path(path, "runs").is_dir():
-                parser.error(f"{flag}: no benchmark folder (with runs/) at {path}")
+            if not any(Path(path, "runs").glob("*.json")):
+                parser.error(f"{flag}: no finished runs under {Path(path, 'runs')} (a benchmark folder's run files)")
     command = shlex.join(["python", "-m", "sb3_trpo_ext.benchmark.report", *(sys.argv[1:] if argv is None else argv)])
     made_by = Path(args.output, "command.txt")  # the benchmark's command that made the runs, where it wrote one
     made = made_by.read_text() if made_by.exists() else ""
