@@ -761,6 +761,28 @@ def test_a_task_of_another_folder_and_budget_gets_a_row_of_its_own():
         with_other_tasks(runs_table(runs), curves_table(runs), [*humanoid, run_record("Humanoid-v5", "ppo", 0, 1.0)])
 
 
+def test_the_report_command_answers_runs_that_make_no_report_with_one_line(tmp_path, capsys):
+    from sb3_trpo_ext.benchmark.report import main
+
+    for folder, records in (
+        ("here", [run_record("Ant-v5", "trpo_ext", 10, 1.0)]),
+        ("later", [run_record("Ant-v5", "trpo_ext", 15, 2.0)]),
+    ):
+        (tmp_path / folder / "runs").mkdir(parents=True)
+        for record in records:
+            (tmp_path / folder / "runs" / f"{record['env_id']}__{record['algo']}__seed{record['seed']}.json").write_text(
+                json.dumps(record)
+            )
+    later = str(tmp_path / "later")
+    assert main(["--output", str(tmp_path / "here"), "--entries", later, later]) == 1
+    error = capsys.readouterr().err
+    assert (
+        error
+        == "error: Ant-v5: sb3-trpo-ext TRPO's run of seed 15 is given twice; name each folder once, and one folder per task\n"
+    )
+    assert main(["--output", str(tmp_path / "here"), "--entries", later]) == 0
+
+
 def test_a_baseline_s_variant_is_reported_where_it_does_better_on_average(tmp_path):
     from sb3_trpo_ext.benchmark.report import curves_table, load_variant_runs, readme_table, with_baseline_variants
 

@@ -836,7 +836,11 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "-m", "sb3_trpo_ext.benchmark.report", *(sys.argv[1:] if argv is None else argv)])
     made_by = Path(args.output, "command.txt")  # the benchmark's command that made the runs, where it wrote one
     made = made_by.read_text() if made_by.exists() else ""
-    write_report(args.output, made + command, args.alternatives, args.entries, args.tasks)
+    try:
+        write_report(args.output, made + command, args.alternatives, args.entries, args.tasks)
+    except ValueError as error:  # runs that do not make one report: one line naming them, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(f"report written to {args.output}/summary.md")
     return 0
 
