@@ -53,7 +53,6 @@ def optuna_budget(task: str) -> dict[str, int]:
                 counts[state] += 1
             evaluations = max(trial.intermediate_values, default=0)
             counts["steps"] += n_timesteps if trial.state.name == "COMPLETE" else evaluations * n_timesteps // n_evaluations
-
     return counts
 
 

@@ -14,6 +14,7 @@ import json
 import shlex
 import sys
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +174,8 @@ def with_newer_entries(
             )
         if set(group["seed"]) & set(earlier["seed"]):
             raise ValueError(
-                f"{env_id}: the newer entry's seeds {_seeds(group)} must be fresh, the earlier entry used {_seeds(earlier)}"
+                f"{env_id}: the newer entry's seeds {_seeds(group['seed'])} must be fresh, "
+                f"the earlier entry used {_seeds(earlier['seed'])}"
             )
         lines.append(
             f"- {env_id}, {ALGORITHMS[ALGO]}: the newer entry {_mean_range(group)} replaces the earlier {_mean_range(earlier)}"
@@ -218,7 +220,7 @@ def _refuse_repeats(runs: pd.DataFrame) -> None:
 
 def _mean_range(runs: pd.DataFrame) -> str:
     returns = runs["final_return"]
-    return f"{returns.mean():.1f} [{returns.min():.1f}, {returns.max():.1f}] (seeds {_seeds(runs)})"
+    return f"{returns.mean():.1f} [{returns.min():.1f}, {returns.max():.1f}] (seeds {_seeds(runs['seed'])})"
 
 
 def runs_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
@@ -400,7 +402,7 @@ def returns_lines(table: pd.DataFrame) -> list[str]:
             else:
                 seeds = ", ".join(f"{value:.1f}" for value in returns)
                 cells.append(
-                    f"{returns.mean():.1f} [{returns.min():.1f}, {returns.max():.1f}] (seeds {_seeds(group)}: {seeds})"
+                    f"{returns.mean():.1f} [{returns.min():.1f}, {returns.max():.1f}] (seeds {_seeds(group['seed'])}: {seeds})"
                 )
         published = [table.get(str(env_id)) if budgets == {PUBLISHED_BUDGET} else None for table in (PUBLISHED, PUBLISHED_PPO)]
         budget = "/".join(f"{int(steps):,}" for steps in sorted(budgets))
@@ -430,7 +432,7 @@ def readme_table(
     algos = [algo for algo in ALGORITHMS if algo in set(table["algo"])]
     variants = table["variant"] if "variant" in table else pd.Series("", index=table.index)
     usual = {algo: _usual_seeds(table[table["algo"] == algo]) for algo in algos}
-    headers = [f"{ALGORITHMS[algo]}, seeds {_seeds(pd.DataFrame({'seed': sorted(usual[algo])}))}" for algo in algos]
+    headers = [f"{ALGORITHMS[algo]}, seeds {_seeds(usual[algo])}" for algo in algos]
     headers += ["published sb3-contrib TRPO", "published PPO"] + (["this TRPO's tuning"] if tuning else [])
     if times:
         headers.append("median seconds to the published TRPO return (" + " / ".join(ALGORITHMS[a] for a in algos) + ")")
@@ -440,13 +442,13 @@ def readme_table(
     tasks = [env for env in PUBLISHED if env in set(table["env_id"])]
     for env_id in tasks + [env for env in dict.fromkeys(table["env_id"]) if env not in tasks]:
         cells = []
+        reference = table.loc[(table["env_id"] == env_id) & (table["algo"] == REFERENCE), "final_return"]
         for algo in algos:
             chosen = (table["env_id"] == env_id) & (table["algo"] == algo)
             returns = table.loc[chosen, "final_return"]
             mark = " †" if (variants[chosen] != "").any() else ""
             if returns.size and set(table.loc[chosen, "seed"]) != usual[algo]:  # not the header's
-                mark += f" (seeds {_seeds(table[chosen])})"
-            reference = table.loc[(table["env_id"] == env_id) & (table["algo"] == REFERENCE), "final_return"]
+                mark += f" (seeds {_seeds(table.loc[chosen, 'seed'])})"
             if algo == ALGO and len(returns) and len(reference) and returns.mean() < reference.mean():
                 mark += f", below {ALGORITHMS[REFERENCE]}"
             cells.append(f"{returns.mean():.1f} [{returns.min():.1f}, {returns.max():.1f}]{mark}" if len(returns) else "–")
@@ -478,11 +480,12 @@ def _usual_seeds(runs: pd.DataFrame) -> set[int]:
     return set(sorted(seed_sets, key=how_usual, reverse=True)[0]) if seed_sets else set()
 
 
-def _seeds(group: pd.DataFrame) -> str:
-    seeds = sorted({int(seed) for seed in group["seed"]})
-    if len(seeds) > 1 and seeds == list(range(seeds[0], seeds[-1] + 1)):
-        return f"{seeds[0]}-{seeds[-1]}"
-    return ", ".join(map(str, seeds))
+def _seeds(seeds: Iterable[Any]) -> str:
+    """The seeds as "a-b" where they run without a gap, else listed."""
+    ordered = sorted({int(seed) for seed in seeds})
+    if len(ordered) > 1 and ordered == list(range(ordered[0], ordered[-1] + 1)):
+        return f"{ordered[0]}-{ordered[-1]}"
+    return ", ".join(map(str, ordered))
 
 
 def _mean_std(values: pd.Series, digits: int) -> str:
