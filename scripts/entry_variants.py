@@ -67,11 +67,16 @@ def variant_settings(env_id: str, variant: str, n_timesteps: int | None = None, 
     if "trial" in changes:
         changes = study_trial_hyperparameters(env_id, changes.pop("trial"), study=study) | changes
     settings = settings_for(algo, env_id)
+    normalize_kwargs = settings.normalize_kwargs
+    if normalize_kwargs is not None and "gamma" in changes:
+        # As the variant would run written into the zoo file: rl_zoo3 gives VecNormalize the entry's discount.
+        normalize_kwargs = {**normalize_kwargs, "gamma": changes["gamma"]}
     return dataclasses.replace(
         settings,
         n_envs=changes.pop("n_envs", settings.n_envs),
         n_timesteps=n_timesteps or changes.pop("n_timesteps", settings.n_timesteps),
         env_kwargs={**(settings.env_kwargs or {}), **changes.pop("env_kwargs", {})} or None,
+        normalize_kwargs=normalize_kwargs,
         hyperparameters={**settings.hyperparameters, **zoo_hyperparameters(changes, f"variant {variant!r} of {env_id}")},
     )
 

@@ -167,6 +167,17 @@ def test_a_variant_is_run_again_once_its_entry_code_or_budget_has_changed(monkey
     assert "hyperparameters differ" in capsys.readouterr().out
 
 
+def test_a_variant_s_discount_is_vecnormalize_s_too_as_in_an_entry():
+    # rl_zoo3 gives VecNormalize an entry's gamma; a variant must run as the entry it would be.
+    entry = entry_variants.variant_settings("Hopper-v5", "")
+    assert entry.normalize_kwargs == {"gamma": entry.hyperparameters["gamma"]}
+    variant = entry_variants.variant_settings("Hopper-v5", "gamma=0.97, gae_lambda=0.9")
+    assert variant.normalize_kwargs == {"gamma": 0.97} and variant.hyperparameters["gamma"] == 0.97
+    assert entry_variants.variant_settings("Hopper-v5", "gae_lambda=0.9").normalize_kwargs == entry.normalize_kwargs
+    unnormalised = entry_variants.variant_settings("CartPole-v1", "gamma=0.97")
+    assert unnormalised.normalize_kwargs is None and unnormalised.hyperparameters["gamma"] == 0.97
+
+
 def test_a_variant_schedule_in_rl_zoo3s_lin_form_becomes_a_schedule_as_in_an_entry():
     scheduled = entry_variants.variant_settings("Walker2d-v5", "target_kl='lin_0.06', learning_rate='lin_1e-3'")
     for key, start in (("target_kl", 0.06), ("learning_rate", 1e-3)):
