@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DEVELOPMENT_RESULTS = RESULTS / "development"
-TASKS = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5", "Swimmer-v5")
+TASKS = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5", "Swimmer-v5", "Humanoid-v5")
 #: The development folders of this TRPO's MuJoCo runs on seeds 0-4.
 DEVELOPMENT = ("mujoco-1m", "mujoco-1m-seeds-3-4", "tuned-300k")
 #: The studies and looks behind each task's entry, by the name of their files where it is not the task's own: Ant-v5's
