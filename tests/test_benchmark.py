@@ -887,6 +887,15 @@ def test_the_readme_s_speed_figures_are_the_speed_report_s():
     figures = re.findall(r"\d\.\d\d× \[\d\.\d\d, \d\.\d\d\]", paragraph)
     summary = (root / "benchmarks" / "results" / "speed" / "summary.md").read_text()
     assert len(figures) == 6 and all(figure in summary for figure in figures)
+    # The "Fast" promise at the top quotes the same medians: steps per second, then train(), CartPole before HalfCheetah.
+    medians = [float(figure.split("×")[0]) for figure in figures]
+    train, steps = medians[0:2], medians[4:6]
+    fast = re.search(
+        r"\*\*Fast\*\*: (\d\.\d)× the steps per second of sb3-contrib's TRPO on CartPole and (\d\.\d)× on HalfCheetah, "
+        r"its `train\(\)` (\d\.\d)×\s+and (\d\.\d)× as fast",
+        readme,
+    )
+    assert fast and [float(value) for value in fast.groups()] == [round(value, 1) for value in steps + train]
 
 
 def test_the_time_to_a_return_is_the_median_first_evaluation_at_it():
