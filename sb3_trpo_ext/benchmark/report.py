@@ -1,12 +1,14 @@
-"""
+r"""
 Results of a benchmark: CSV and JSON of every run, a Markdown table (mean ± sample std over seeds, ratios to sb3-contrib's
 TRPO), learning curves and a bar chart of speed ratios. The benchmark writes them after its runs; this rewrites them
 from a folder's run files without running anything, with a baseline's runs of a variant of its entry (``entry_variants``
 files) reported instead of its runs of the entry where they do better on average, and this TRPO's reporting runs of an
-entry frozen later (another benchmark folder) reported instead of its runs of the earlier entry of that task:
+entry frozen later (another benchmark folder) reported instead of its runs of the earlier entry of that task, and the
+tasks of other folders beside them, each at its own budget:
 
     python -m sb3_trpo_ext.benchmark.report --output benchmarks/results/mujoco-1m-report \
-        --alternatives benchmarks/results/ant-observation/trpo.jsonl --entries benchmarks/results/ant-1m-report
+        --alternatives benchmarks/results/ant-observation/trpo.jsonl --entries benchmarks/results/ant-1m-report \
+        --tasks benchmarks/results/humanoid-2m-report benchmarks/results/humanoid-2m-baselines
 """
 
 import argparse
