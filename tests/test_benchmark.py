@@ -632,6 +632,23 @@ def test_the_readme_table_is_the_one_the_run_files_give():
     assert len(verdicts) == 2 and all(verdict in paragraph for verdict in verdicts), verdicts
 
 
+def test_the_docs_humanoid_figures_and_what_they_say_are_the_readme_table_s():
+    root = Path(sb3_trpo_ext.__file__).parent.parent
+    readme = (root / "README.md").read_text()
+    docs = (root / "docs" / "benchmarks.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| Humanoid-v5 (2M steps) |"))
+    ours, theirs = (cell.strip() for cell in row.strip("|").split("|")[1:3])
+    paragraph = " ".join(docs[docs.index("Humanoid-v5 runs at 2M steps") :].split("\n\n")[0].split())
+    figures = re.findall(r"\d+\.\d \[\d+\.\d, \d+\.\d\]", paragraph)
+    assert len(figures) == 2 and ours.startswith(figures[0]) and theirs.startswith(figures[1]), (figures, row)
+    mean, baseline = (float(figure.split()[0]) for figure in figures)
+    assert ("This TRPO's mean passes 1000" in paragraph) == (mean >= 1000)
+    assert ("sb3-contrib's TRPO leads" in paragraph) == (baseline > mean) == ("below sb3-contrib TRPO" in ours)
+    # The baselines' seeds, where the row names them, are the paragraph's.
+    seeds = re.search(r"\(seeds ([\d-]+)\)", theirs)
+    assert seeds is None or f"(seeds {seeds.group(1)};" in paragraph
+
+
 def test_the_equal_settings_results_in_the_docs_are_those_the_run_files_give():
     from sb3_trpo_ext.benchmark.report import load_runs, runs_table
 
