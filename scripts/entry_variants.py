@@ -29,7 +29,7 @@ import torch as th
 
 from sb3_trpo_ext.benchmark.provenance import provenance, reproduces
 from sb3_trpo_ext.benchmark.run import LearningCurve, make_env
-from sb3_trpo_ext.benchmark.settings import RunSettings, settings_for, settings_record, zoo_hyperparameters
+from sb3_trpo_ext.benchmark.settings import RunSettings, run_settings, settings_record, zoo_entry
 from sb3_trpo_ext.zoo import ALGO
 
 
@@ -61,24 +61,22 @@ def study_trial_hyperparameters(
 
 
 def variant_settings(env_id: str, variant: str, n_timesteps: int | None = None, algo: str = ALGO) -> RunSettings:
-    """The packaged entry's run settings with ``variant`` over them (``n_timesteps``, if given, over both)."""
+    """
+    The run settings of the packaged entry with ``variant`` written over it, resolved as the benchmark resolves an
+    entry (``n_timesteps``, if given, over both).
+    """
     changes = parse_variant(variant)
     study = changes.pop("study", None)
     if "trial" in changes:
         changes = study_trial_hyperparameters(env_id, changes.pop("trial"), study=study) | changes
-    settings = settings_for(algo, env_id)
-    normalize_kwargs = settings.normalize_kwargs
-    if normalize_kwargs is not None and "gamma" in changes:
-        # As the variant would run written into the zoo file: rl_zoo3 gives VecNormalize the entry's discount.
-        normalize_kwargs = {**normalize_kwargs, "gamma": changes["gamma"]}
-    return dataclasses.replace(
-        settings,
-        n_envs=changes.pop("n_envs", settings.n_envs),
-        n_timesteps=n_timesteps or changes.pop("n_timesteps", settings.n_timesteps),
-        env_kwargs={**(settings.env_kwargs or {}), **changes.pop("env_kwargs", {})} or None,
-        normalize_kwargs=normalize_kwargs,
-        hyperparameters={**settings.hyperparameters, **zoo_hyperparameters(changes, f"variant {variant!r} of {env_id}")},
-    )
+    where = f"variant {variant!r} of {env_id}"
+    name, entry = zoo_entry(algo, env_id)
+    if "env_kwargs" in changes:
+        # The variant's keyword arguments go over the entry's rather than replacing them.
+        entry_env_kwargs = run_settings(name, entry, algo).env_kwargs or {}
+        changes["env_kwargs"] = {**entry_env_kwargs, **changes["env_kwargs"]}
+    settings = run_settings(name, entry | changes, algo, where)
+    return dataclasses.replace(settings, n_timesteps=n_timesteps or settings.n_timesteps)
 
 
 def why_rerun(record: dict[str, Any], settings: RunSettings, current: dict[str, Any]) -> str | None:

@@ -1,6 +1,5 @@
 """The tuning launcher: workers of one study, stale trials failed, every launch recorded."""
 
-import dataclasses
 import inspect
 import re
 import warnings
@@ -155,14 +154,13 @@ def test_a_variant_is_run_again_once_its_entry_code_or_budget_has_changed(monkey
     assert to_make([record], current={**current, "code": "0000000000000000"}) == [("", 100), *rest]
     assert "the algorithm's code" in capsys.readouterr().out
 
-    packaged = entry_variants.settings_for
-    monkeypatch.setattr(
-        entry_variants,
-        "settings_for",
-        lambda algo, env_id: dataclasses.replace(
-            packaged(algo, env_id), hyperparameters={**packaged(algo, env_id).hyperparameters, "target_kl": 0.05}
-        ),
-    )
+    packaged = entry_variants.zoo_entry
+
+    def changed_entry(algo, env_id):
+        name, entry = packaged(algo, env_id)
+        return name, {**entry, "target_kl": 0.05}
+
+    monkeypatch.setattr(entry_variants, "zoo_entry", changed_entry)
     assert to_make([record]) == [("", 100), *rest]  # the entry behind "" is no longer the one that line ran
     assert "hyperparameters differ" in capsys.readouterr().out
 

@@ -135,23 +135,27 @@ def zoo_hyperparameters(hyperparameters: dict[str, Any], where: str) -> dict[str
     return converted
 
 
-def run_settings(entry_name: str, entry: dict[str, Any], algo: str) -> RunSettings:
-    """Turn a zoo entry into constructor arguments the way rl_zoo3 does (schedules, normalisation, kwargs)."""
+def run_settings(entry_name: str, entry: dict[str, Any], algo: str, where: str | None = None) -> RunSettings:
+    """
+    Turn a zoo entry into constructor arguments the way rl_zoo3 does (schedules, normalisation, kwargs).
+
+    :param where: what the entry is, for an error message (default: "zoo entry 'NAME'")
+    """
+    where = where or f"zoo entry {entry_name!r}"
     unsupported = [key for key in UNSUPPORTED_KEYS if key in entry]
     if unsupported:
-        raise ValueError(f"zoo entry {entry_name!r} of {algo!r} uses {unsupported}, which the benchmark does not support")
+        raise ValueError(f"{where} of {algo!r} uses {unsupported}, which the benchmark does not support")
     hyperparameters = {key: value for key, value in entry.items() if key not in ENV_KEYS}
-    hyperparameters = zoo_hyperparameters(hyperparameters, f"zoo entry {entry_name!r}")
+    hyperparameters = zoo_hyperparameters(hyperparameters, where)
     normalize = entry.get("normalize", False)
     normalize_kwargs = None
     if normalize:
-        where = f"normalize of zoo entry {entry_name!r}"
-        normalize_kwargs = zoo_value(normalize, where) if isinstance(normalize, str) else {}
+        normalize_kwargs = zoo_value(normalize, f"normalize of {where}") if isinstance(normalize, str) else {}
         if "gamma" in hyperparameters:
             normalize_kwargs["gamma"] = hyperparameters["gamma"]
     env_kwargs = entry.get("env_kwargs")
     if isinstance(env_kwargs, str):
-        env_kwargs = zoo_value(env_kwargs, f"env_kwargs of zoo entry {entry_name!r}")
+        env_kwargs = zoo_value(env_kwargs, f"env_kwargs of {where}")
     return RunSettings(
         algo=algo,
         env_kwargs=env_kwargs,
