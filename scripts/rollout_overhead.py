@@ -2,6 +2,8 @@
 The rollout's cost beyond the environment, per environment step: SB3's VecEnv stack stepping random actions (the
 env-only time), this TRPO's ``collect_rollouts`` and sb3-contrib's, and the environment's own time inside each
 rollout, interleaved in one process on one torch thread; then ``train()`` of each. Medians over the repeats, in µs.
+It also times the env stack alone while this TRPO's acting runs between its steps ("env between acting"): what the
+environment costs once other code runs between its steps, a floor under any rollout's time.
 
     python scripts/rollout_overhead.py CartPole-v1 --repeats 5
 
@@ -29,6 +31,23 @@ def env_only(model, n_steps: int) -> float:
     for step in range(n_steps):
         env.step(actions[step % 64])
     return (time.perf_counter() - start) / (n_steps * env.num_envs)
+
+
+def env_between_acting(model, n_steps: int) -> float:
+    """Seconds per environment step of the VecEnv stack under random actions, timed alone, with the model's rollout
+    acting called between its steps (on the same observation, untimed)."""
+    env = model.get_env()
+    observations = env.reset()
+    acting = model._speedups.rollout_acting(model.policy, model._kind)
+    episode_starts, step_inputs = np.ones(env.num_envs, dtype=bool), model._kind.step_inputs(env)
+    actions = [np.stack([env.action_space.sample() for _ in range(env.num_envs)]) for _ in range(64)]
+    inside = 0.0
+    for step in range(n_steps):
+        acting.act(observations, episode_starts, step_inputs)
+        start = time.perf_counter()
+        env.step(actions[step % 64])
+        inside += time.perf_counter() - start
+    return inside / (n_steps * env.num_envs)
 
 
 def rollout(model) -> tuple[float, float]:
@@ -72,6 +91,7 @@ def main() -> None:
     times: dict[str, list[float]] = {}
     for _ in range(args.repeats):
         times.setdefault("env only", []).append(env_only(models["trpo_ext"], models["trpo_ext"].n_steps))
+        times.setdefault("env between acting", []).append(env_between_acting(models["trpo_ext"], models["trpo_ext"].n_steps))
         for algo, name in (("trpo_ext", "this TRPO"), ("trpo", "sb3-contrib")):
             total, inside = rollout(models[algo])
             times.setdefault(f"{name} rollout", []).append(total)
@@ -85,7 +105,8 @@ def main() -> None:
     print(f"{args.env} this TRPO's rollout beyond the env-only time: {(ours - env) / env:.0%} of it; beyond the env's "
           f"time inside it: {(ours - median['this TRPO env inside']) / median['this TRPO env inside']:.0%}; "
           f"sb3-contrib's rollout / this TRPO's: {median['sb3-contrib rollout'] / ours:.2f}; train() this / sb3-contrib: "
-          f"{median['this TRPO train()'] / median['sb3-contrib train()']:.2f}")  # fmt: skip
+          f"{median['this TRPO train()'] / median['sb3-contrib train()']:.2f}; "
+          f"the env between acting beyond the env-only time: {(median['env between acting'] - env) / env:.0%}")  # fmt: skip
 
 
 if __name__ == "__main__":
