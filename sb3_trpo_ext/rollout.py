@@ -20,7 +20,7 @@ from stable_baselines3.common.utils import obs_as_tensor
 from torch import nn
 from torch.nn import functional as F
 
-from sb3_trpo_ext.mlp import MlpNetwork, action_distribution, actor_features, critic_features
+from sb3_trpo_ext.mlp import MlpNetwork, action_distribution, actor_features, critic_features, tanh
 from sb3_trpo_ext.torch_private import distribution_checks_off, version_of, versions
 
 #: observations (and what else the policy reads at a step, by keyword) -> (sampled actions, values,
@@ -70,7 +70,7 @@ class MlpRolloutActor:
     """
     The rollout actor of an MLP policy: sampled actions, their values and log-probabilities, with the actor and
     critic networks of :func:`actor_network` and :func:`critic_network`, and every number the one SB3's forward
-    computes (the same kernels in the same order, the same random draws).
+    computes (the same kernels in the same order but numpy's tanh, the same random draws).
 
     A diagonal Gaussian or a categorical is sampled without building torch.distributions objects, whose construction
     costs more than the arithmetic on a few states, by the operations those objects run, in their order. Other
@@ -157,7 +157,7 @@ class NumpyRolloutActor:
             and type(policy.pi_features_extractor) is FlattenExtractor
             and type(policy.vf_features_extractor) is FlattenExtractor
             and len(actor.layers) == len(critic.layers)
-            and all(a.activation is c.activation and a.activation in (th.tanh, th.relu, None) for a, c in pairs)
+            and all(a.activation is c.activation and a.activation in (tanh, th.relu, None) for a, c in pairs)
             and all(layer.bias is not None for layer in (*actor.layers, *critic.layers))
             and (type(policy.action_dist) is CategoricalDistribution or isinstance(policy.log_std, nn.Parameter))
             and all(version_of(param) is not None for param in (*actor.parameters, *critic.parameters))
@@ -166,7 +166,7 @@ class NumpyRolloutActor:
     def _refresh(self, n: int) -> None:
         """The joint network's weights from the parameters as they are now, and its buffers for ``n`` inputs."""
         actor, critic = self.networks
-        activations: dict[Any, Callable[..., np.ndarray]] = {th.tanh: np.tanh, th.relu: _relu}
+        activations: dict[Any, Callable[..., np.ndarray]] = {tanh: np.tanh, th.relu: _relu}
         weights = []
         for index, (a, c) in enumerate(zip(actor.layers, critic.layers, strict=True)):
             a_weight, c_weight = a.weight.detach().numpy(), c.weight.detach().numpy()

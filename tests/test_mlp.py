@@ -11,7 +11,7 @@ from torch import nn
 from sb3_trpo_ext import TRPO
 from sb3_trpo_ext.critic import _fused_adam_state, optimizer_steps
 from sb3_trpo_ext.fast_paths import FastPaths
-from sb3_trpo_ext.mlp import actor_network, critic_network, mlp_network
+from sb3_trpo_ext.mlp import actor_network, critic_network, mlp_network, tanh
 
 
 def mlp(activation, bias=True, dtype=th.float64):
@@ -28,7 +28,10 @@ def test_products_equal_the_dense_jacobian(activation, bias):
     assert network is not None and len(network.parameters) == len(list(module.parameters()))
     x = th.randn(9, 5, dtype=th.float64)
     outputs = network.forward(x)
-    assert th.equal(outputs[-1], module(x).detach())  # the same kernels: bit for bit
+    if activation is nn.ReLU:
+        assert th.equal(outputs[-1], module(x).detach())  # the same kernels: bit for bit
+    else:  # numpy's tanh kernel: torch's to the last bit
+        th.testing.assert_close(outputs[-1], module(x).detach(), rtol=1e-15, atol=1e-15)
     theta = th.cat([p.detach().reshape(-1) for p in network.parameters])
     sizes = [p.numel() for p in network.parameters]
 
@@ -53,6 +56,22 @@ def test_products_equal_the_dense_jacobian(activation, bias):
     assert th.allclose(vjp, jacobian.T @ u.reshape(-1), rtol=1e-10, atol=1e-12)
     # Called with autograd on (as here), none of them records a graph.
     assert not any(t.requires_grad for t in [*outputs, jv, *network.vector_jacobian_product(outputs, u)])
+
+
+@pytest.mark.parametrize("dtype", [th.float32, th.float64])
+def test_tanh_is_torch_s_to_rounding_and_writes_over_its_input(dtype):
+    x = th.linspace(-12, 12, 4001, dtype=dtype).reshape(1, -1) ** 3
+    expected, exact = th.tanh(x), th.tanh(x.double())
+    result = tanh(x)
+    assert result is x  # in place: the pre-activation is the caller's to give up
+    ulp = th.finfo(dtype).eps * exact.abs().clamp(min=th.finfo(dtype).tiny)
+    assert ((result.double() - exact).abs() <= ulp).all() and ((expected.double() - exact).abs() <= ulp).all()
+    # Where numpy cannot take the tensor in place (a strided view, a graph), torch's tanh, untouched input.
+    strided = th.randn(4, 6, dtype=dtype)[:, ::2]
+    assert th.equal(tanh(strided), th.tanh(strided))
+    leaf = th.randn(5, dtype=dtype, requires_grad=True)
+    before = leaf.detach().clone()
+    assert th.equal(tanh(leaf).detach(), th.tanh(before)) and th.equal(leaf.detach(), before)
 
 
 class ShiftedLinear(nn.Linear):

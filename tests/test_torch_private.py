@@ -78,8 +78,8 @@ def test_rollout_without_the_validation_default_and_version_counter(monkeypatch)
     monkeypatch.setattr(private, "VERSION", "_no_such_counter")
     sb3, _, _ = rollouts(OnPolicyAlgorithm.collect_rollouts, *CASES["box3"], widen_every=5)
     ours, _, _ = rollouts(TRPO.collect_rollouts, *CASES["box3"], widen_every=5)
-    for field in ("actions", "log_probs", "values"):
-        np.testing.assert_array_equal(getattr(ours.rollout_buffer, field), getattr(sb3.rollout_buffer, field))
+    for field in ("actions", "log_probs", "values"):  # the same draws; tanh from numpy's kernel, to float rounding
+        np.testing.assert_allclose(getattr(ours.rollout_buffer, field), getattr(sb3.rollout_buffer, field), rtol=0, atol=1e-6)
 
 
 def test_fisher_products_without_parameter_substitution(monkeypatch):
