@@ -79,6 +79,7 @@ def test_each_check_fails_where_it_should():
         "archive/speed-0c4d184/",
         "archive/speed-4e267fe/",
         "archive/speed-5b99b49/",
+        "archive/speed-b69662c/",
         "archive/speed-c9c735f/",
     ]
     # A folder's name does not stand for a file, nor a file's for a folder.
