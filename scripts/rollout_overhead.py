@@ -22,14 +22,19 @@ from sb3_trpo_ext.benchmark.run import make_env
 from sb3_trpo_ext.benchmark.settings import settings_for
 
 
+def random_actions(env, n: int = 64) -> list[np.ndarray]:
+    """``n`` batches of random actions, one per environment, drawn before any timing."""
+    return [np.stack([env.action_space.sample() for _ in range(env.num_envs)]) for _ in range(n)]
+
+
 def env_only(model, n_steps: int) -> float:
     """Seconds per environment step of the model's VecEnv stack under random actions."""
     env = model.get_env()
     env.reset()
-    actions = [np.stack([env.action_space.sample() for _ in range(env.num_envs)]) for _ in range(64)]
+    actions = random_actions(env)
     start = time.perf_counter()
     for step in range(n_steps):
-        env.step(actions[step % 64])
+        env.step(actions[step % len(actions)])
     return (time.perf_counter() - start) / (n_steps * env.num_envs)
 
 
@@ -40,12 +45,12 @@ def env_between_acting(model, n_steps: int) -> float:
     observations = env.reset()
     acting = model._speedups.rollout_acting(model.policy, model._kind)
     episode_starts, step_inputs = np.ones(env.num_envs, dtype=bool), model._kind.step_inputs(env)
-    actions = [np.stack([env.action_space.sample() for _ in range(env.num_envs)]) for _ in range(64)]
+    actions = random_actions(env)
     inside = 0.0
     for step in range(n_steps):
         acting.act(observations, episode_starts, step_inputs)
         start = time.perf_counter()
-        env.step(actions[step % 64])
+        env.step(actions[step % len(actions)])
         inside += time.perf_counter() - start
     return inside / (n_steps * env.num_envs)
 
