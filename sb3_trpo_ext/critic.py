@@ -10,6 +10,7 @@ The plain path goes through ``RolloutBuffer.get``, autograd and ``optimizer.step
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -20,7 +21,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import PyTorchObs
 from torch.nn import functional as F
 
-from sb3_trpo_ext.mlp import MlpNetwork, critic_features
+from sb3_trpo_ext.mlp import NUMPY_ACTIVATIONS, MlpNetwork, critic_features
 from sb3_trpo_ext.policies import map_observations, per_sample
 from sb3_trpo_ext.torch_private import fused_adam_kernel, has_no_step_hooks
 
@@ -67,9 +68,10 @@ def fit_critic(
     minibatches: Minibatches
     if resident and network is not None:
         minibatches = resident_minibatches(buffer, n_epochs, batch_size, lambda obs: critic_features(policy, obs))
+        step = NumpyMlpCritic(network).step if NumpyMlpCritic.takes(network) else partial(mlp_critic_step, network)
         # Inference mode: no autograd bookkeeping on the hundreds of small tensors a fit makes.
         with optimizer_steps(policy.optimizer, network.parameters) as take_step, th.inference_mode():
-            losses = [mlp_critic_step(network, features, returns, take_step) for features, returns in minibatches]  # type: ignore[arg-type]
+            losses = [step(features, returns, take_step) for features, returns in minibatches]  # type: ignore[arg-type]
     else:
         minibatches = (
             resident_minibatches(buffer, n_epochs, batch_size)
@@ -122,6 +124,104 @@ def mlp_critic_step(network: MlpNetwork, features: th.Tensor, returns: th.Tensor
     # d/dV of mean((V - R)^2) = 2 (V - R) / batch size
     take_step(network.vector_jacobian_product(outputs, residual * (2.0 / returns.shape[0])))
     return residual.square().mean()
+
+
+class NumpyMlpCritic:
+    """
+    :func:`mlp_critic_step` in numpy, for an MLP critic whose parameters are CPU arrays: the same arithmetic (the
+    chain rules as autograd's kernels compute them, numpy's matrix products and tanh), equal to rounding. A step is
+    about 20 numpy calls on arrays allocated once per minibatch size. Its torch form is about 20 kernels whose dispatch
+    costs as much as their arithmetic on a minibatch of 128 (docs/performance.md has the times). The weights are numpy
+    views of the parameters, which optimisers update in place; the gradients are arrays the optimiser reads as tensors.
+    """
+
+    def __init__(self, network: MlpNetwork) -> None:
+        self.network = network
+        self._read_weights()
+        self.dtype = self.layers[0][0].dtype
+        # Tensors made outside inference mode: an optimiser keeps them as its parameters' .grad.
+        with th.inference_mode(False):
+            self.grad_tensors = [th.empty_like(param, memory_format=th.contiguous_format) for param in network.parameters]
+        self.grads = [grad.numpy() for grad in self.grad_tensors]
+        self.buffers: dict[int, tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], np.ndarray]] = {}
+
+    def _read_weights(self) -> None:
+        """Each layer's weight, bias and activation kernel, the first two as numpy views of the parameters' memory."""
+        self.layers = [
+            (
+                layer.weight.detach().numpy(),
+                None if layer.bias is None else layer.bias.detach().numpy(),
+                NUMPY_ACTIVATIONS[layer.activation],
+            )
+            for layer in self.network.layers
+        ]
+        self.memory = [param.data_ptr() for param in self.network.parameters]
+
+    @staticmethod
+    def takes(network: MlpNetwork) -> bool:
+        """Whether the critic's parameters are contiguous float32 or float64 CPU tensors of one dtype, and its
+        activations have numpy kernels."""
+        params = network.parameters
+        return (
+            all(param.device.type == "cpu" and param.is_contiguous() for param in params)
+            and len({param.dtype for param in params}) == 1
+            and params[0].dtype in (th.float32, th.float64)
+            and all(layer.activation in NUMPY_ACTIVATIONS for layer in network.layers)
+        )
+
+    def step(self, features: th.Tensor, returns: th.Tensor, take_step: "OptimizerStep") -> th.Tensor:
+        """:func:`mlp_critic_step` on a minibatch; the loss."""
+        if [param.data_ptr() for param in self.network.parameters] != self.memory:  # an optimiser that set .data
+            self._read_weights()
+        inputs = features.numpy().astype(self.dtype, copy=False)
+        outputs, d_inputs, slopes, ones = self._buffers(len(inputs))
+        xs = [inputs]
+        for (weight, bias, activation), out in zip(self.layers, outputs, strict=True):
+            np.matmul(xs[-1], weight.T, out=out)
+            if bias is not None:
+                out += bias
+            if activation is not None:
+                activation(out, out=out)
+            xs.append(out)
+        residual = np.subtract(xs[-1], returns.numpy(), out=d_inputs[-1])
+        loss = th.from_numpy(np.asarray(np.vdot(residual, residual) / residual.size))
+        # d/dV of mean((V - R)^2) = 2 (V - R) / batch size, then backpropagation through the stored outputs.
+        d_x = np.multiply(residual, 2.0 / len(inputs), out=residual)
+        grads = iter(self.grads[::-1])
+        for index in range(len(self.layers) - 1, -1, -1):
+            weight, bias, activation = self.layers[index]
+            if activation is not None:
+                _chain_rule(activation, d_x, xs[index + 1], slopes[index])
+            if bias is not None:
+                np.matmul(ones, d_x, out=next(grads))
+            np.matmul(d_x.T, xs[index], out=next(grads))
+            if index > 0:
+                d_x = np.matmul(d_x, weight, out=d_inputs[index - 1])
+        take_step(self.grad_tensors)
+        return loss
+
+    def _buffers(self, n: int) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], np.ndarray]:
+        """For ``n`` inputs: each layer's outputs, their gradients, room for its activation's slope, and n ones (a
+        bias's gradient is 1ᵀ g)."""
+        if n not in self.buffers:
+            outputs = [np.empty((n, len(weight)), self.dtype) for weight, _, _ in self.layers]
+            self.buffers[n] = (
+                outputs, [np.empty_like(out) for out in outputs], [np.empty_like(out) for out in outputs],
+                np.ones(n, self.dtype),
+            )  # fmt: skip
+        return self.buffers[n]
+
+
+def _chain_rule(activation: Callable[..., np.ndarray], grad: np.ndarray, output: np.ndarray, slope: np.ndarray) -> None:
+    """grad *= act'(x) in place, from the output y = act(x), as autograd's kernels compute it: g (1 - y^2) for tanh,
+    g [y > 0] for ReLU. ``slope`` is room for act'(x)."""
+    if activation is np.tanh:
+        np.multiply(output, output, out=slope)
+        np.subtract(1, slope, out=slope)
+    else:
+        # A product with the 0/1 indicator rather than a masked write, whose branch per entry costs ten times as much.
+        np.greater(output, 0, out=slope)
+    np.multiply(grad, slope, out=grad)
 
 
 def resident_minibatches(

@@ -53,6 +53,20 @@ def tanh(pre: th.Tensor) -> th.Tensor:
     return th.tanh(pre)
 
 
+def _relu_in_place(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    return np.maximum(x, x.dtype.type(0), out=out)
+
+
+#: The activations' numpy kernels on CPU arrays, ``act(x, out=x)`` in place (None for a layer without one): the layers
+#: of an MLP network evaluated in numpy (the rollout's actor, the critic's fit) compute what its torch layers compute,
+#: to rounding.
+NUMPY_ACTIVATIONS: dict[Activation | None, Callable[..., np.ndarray] | None] = {
+    tanh: np.tanh,
+    th.relu: _relu_in_place,
+    None: None,
+}
+
+
 ACTIVATIONS: dict[type[nn.Module], tuple[Activation, ActivationChainRule]] = {
     nn.Tanh: (tanh, tanh_chain_rule()),
     nn.ReLU: (th.relu, relu_chain_rule()),

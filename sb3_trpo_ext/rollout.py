@@ -20,7 +20,7 @@ from stable_baselines3.common.utils import obs_as_tensor
 from torch import nn
 from torch.nn import functional as F
 
-from sb3_trpo_ext.mlp import MlpNetwork, action_distribution, actor_features, critic_features, tanh
+from sb3_trpo_ext.mlp import NUMPY_ACTIVATIONS, MlpNetwork, action_distribution, actor_features, critic_features
 from sb3_trpo_ext.torch_private import distribution_checks_off, version_of, versions
 
 #: observations (and what else the policy reads at a step, by keyword) -> (sampled actions, values,
@@ -157,7 +157,7 @@ class NumpyRolloutActor:
             and type(policy.pi_features_extractor) is FlattenExtractor
             and type(policy.vf_features_extractor) is FlattenExtractor
             and len(actor.layers) == len(critic.layers)
-            and all(a.activation is c.activation and a.activation in (tanh, th.relu, None) for a, c in pairs)
+            and all(a.activation is c.activation and a.activation in NUMPY_ACTIVATIONS for a, c in pairs)
             and all(layer.bias is not None for layer in (*actor.layers, *critic.layers))
             and (type(policy.action_dist) is CategoricalDistribution or isinstance(policy.log_std, nn.Parameter))
             and all(version_of(param) is not None for param in (*actor.parameters, *critic.parameters))
@@ -166,7 +166,6 @@ class NumpyRolloutActor:
     def _refresh(self, n: int) -> None:
         """The joint network's weights from the parameters as they are now, and its buffers for ``n`` inputs."""
         actor, critic = self.networks
-        activations: dict[Any, Callable[..., np.ndarray]] = {tanh: np.tanh, th.relu: _relu}
         weights = []
         for index, (a, c) in enumerate(zip(actor.layers, critic.layers, strict=True)):
             a_weight, c_weight = a.weight.detach().numpy(), c.weight.detach().numpy()
@@ -177,7 +176,7 @@ class NumpyRolloutActor:
                 joint[: a_weight.shape[1], : a_weight.shape[0]] = a_weight.T
                 joint[a_weight.shape[1] :, a_weight.shape[0] :] = c_weight.T
             bias = np.concatenate([a.bias.detach().numpy(), c.bias.detach().numpy()])  # type: ignore[union-attr]
-            weights.append((np.vstack([joint, bias]).astype(np.float32), activations.get(a.activation)))
+            weights.append((np.vstack([joint, bias]).astype(np.float32), NUMPY_ACTIVATIONS[a.activation]))
         # Each layer reads its input (whose last column stays 1) and writes the next layer's input, or the output.
         self.inputs = [np.ones((n, len(weight)), np.float32) for weight, _ in weights]
         output = np.empty((n, weights[-1][0].shape[1]), np.float32)
@@ -234,7 +233,6 @@ class NumpyRolloutActor:
         return index, shifted.ravel()[self.row_starts + index] - log_normalizer
 
 
-_ZERO = np.float32(0)
 #: Up to this many logits a step, the log-softmax runs over Python floats: its half-dozen numpy calls on a few numbers
 #: cost more than the numbers.
 _FEW = 16
@@ -248,10 +246,6 @@ def _log_softmax_at(logits: list[list[float]], indices: list[int]) -> np.ndarray
         top = max(row)
         log_probs.append(row[index] - top - math.log(math.fsum([math.exp(logit - top) for logit in row])))
     return np.array(log_probs, dtype=np.float32)
-
-
-def _relu(x: np.ndarray, out: np.ndarray) -> np.ndarray:
-    return np.maximum(x, _ZERO, out=out)
 
 
 def generalized_advantages(

@@ -9,7 +9,7 @@ from helpers import ACTION_SPACES, ToyEnv, collect_rollout
 from torch import nn
 
 from sb3_trpo_ext import TRPO
-from sb3_trpo_ext.critic import _fused_adam_state, optimizer_steps
+from sb3_trpo_ext.critic import NumpyMlpCritic, _fused_adam_state, optimizer_steps
 from sb3_trpo_ext.fast_paths import FastPaths
 from sb3_trpo_ext.mlp import actor_network, critic_network, mlp_network, tanh
 
@@ -204,11 +204,60 @@ def test_the_critic_fit_leaves_tensors_autograd_can_use(optimizer_class):
     model.policy.optimizer.step()
 
 
+@pytest.mark.parametrize("activation", [nn.Tanh, nn.ReLU])
+@pytest.mark.parametrize("bias", [True, False])
+def test_the_numpy_critic_step_is_autograd_s_gradient_of_the_squared_error(activation, bias):
+    module = mlp(activation, bias)
+    network = mlp_network([module])
+    assert NumpyMlpCritic.takes(network)
+    critic = NumpyMlpCritic(network)
+    x, returns = th.randn(9, 5, dtype=th.float64), th.randn(9, 3, dtype=th.float64)
+    values = module(x)
+    # d/dV of the minibatch mean of each output's squared error: a critic's 2 (V - R) / batch size, column by column.
+    expected = th.autograd.grad(((values - returns) ** 2).mean(dim=0).sum(), network.parameters)
+    taken = []
+    for repeat in range(2):  # the second step reuses the arrays of the first
+        got = critic.step(x, returns, lambda grads: taken.append([grad.clone() for grad in grads]))
+        assert got == pytest.approx(((values - returns) ** 2).mean().item(), rel=1e-12)
+        for grad, reference in zip(taken[repeat], expected, strict=True):
+            th.testing.assert_close(grad, reference, rtol=1e-12, atol=1e-14)
+
+
+def test_the_numpy_critic_follows_an_optimiser_that_replaces_the_parameters_memory():
+    module = mlp(nn.Tanh)
+    network = mlp_network([module])
+    critic = NumpyMlpCritic(network)
+    x, returns = th.randn(9, 5, dtype=th.float64), th.randn(9, 3, dtype=th.float64)
+
+    def replace(grads):  # SGD that rebinds .data to new tensors instead of updating in place
+        for param, grad in zip(network.parameters, grads, strict=True):
+            param.data = param.data - 0.1 * grad
+
+    critic.step(x, returns, replace)
+    taken = []
+    critic.step(x, returns, lambda grads: taken.append([grad.clone() for grad in grads]))
+    expected = th.autograd.grad(((module(x) - returns) ** 2).mean(dim=0).sum(), network.parameters)
+    for grad, reference in zip(taken[0], expected, strict=True):
+        th.testing.assert_close(grad, reference, rtol=1e-12, atol=1e-14)
+
+
+def test_the_numpy_critic_takes_only_cpu_float_parameters_of_one_dtype():
+    assert NumpyMlpCritic.takes(mlp_network([mlp(nn.Tanh, dtype=th.float32)]))
+    assert not NumpyMlpCritic.takes(mlp_network([mlp(nn.Tanh, dtype=th.bfloat16)]))
+    mixed = mlp(nn.ReLU, dtype=th.float32)
+    mixed[-1].to(th.float64)
+    assert not NumpyMlpCritic.takes(mlp_network([mixed]))
+
+
+@pytest.mark.parametrize("critic_step", ["numpy", "torch"])
+@pytest.mark.parametrize("activation", [nn.ReLU, nn.Tanh])
 @pytest.mark.parametrize("reference_paths", ["autograd critic", "fast paths off"])
 @pytest.mark.parametrize("space,optimizer_class", [("box3", th.optim.Adam), ("discrete", th.optim.SGD)])
-def test_the_mlp_critic_takes_autograd_s_steps(space, optimizer_class, reference_paths):
+def test_the_mlp_critic_takes_autograd_s_steps(space, optimizer_class, reference_paths, activation, critic_step, monkeypatch):
+    if critic_step == "torch":  # the MLP critic's torch kernels, as on an accelerator
+        monkeypatch.setattr(NumpyMlpCritic, "takes", staticmethod(lambda network: False))
     # SGD's steps are proportional to the gradient, so a wrong scale of it shows (Adam's steps would not).
-    kwargs = dict(net_arch=dict(pi=[8], vf=[8, 8]), activation_fn=nn.ReLU, optimizer_class=optimizer_class)
+    kwargs = dict(net_arch=dict(pi=[8], vf=[8, 8]), activation_fn=activation, optimizer_class=optimizer_class)
     model = TRPO(
         "MlpPolicy",
         ToyEnv(ACTION_SPACES[space]),
@@ -225,6 +274,7 @@ def test_the_mlp_critic_takes_autograd_s_steps(space, optimizer_class, reference
     # The fast path's autograd critic (resident minibatches), or SB3's and torch's public API alone.
     reference._speedups = FastPaths(True) if reference_paths == "autograd critic" else FastPaths(False)
     assert model._speedups.critic is not None
+    assert NumpyMlpCritic.takes(model._speedups.critic) == (critic_step == "numpy")
     losses = []
     for critic in (model, reference):
         th.manual_seed(0)
