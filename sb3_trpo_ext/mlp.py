@@ -54,7 +54,10 @@ def tanh(pre: th.Tensor) -> th.Tensor:
 
 
 def _relu_in_place(x: np.ndarray, out: np.ndarray) -> np.ndarray:
-    return np.maximum(x, x.dtype.type(0), out=out)
+    return np.maximum(x, _ZERO, out=out)
+
+
+_ZERO = np.float32(0)
 
 
 #: The activations' numpy kernels on CPU arrays, ``act(x, out=x)`` in place (None for a layer without one): the layers
