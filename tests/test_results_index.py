@@ -77,6 +77,7 @@ def test_each_check_fails_where_it_should():
     assert unindexed(text.replace("| `checks/soak/` |", "| `soak/` |"), RESULTS) == ["checks/soak/"]
     assert unindexed(text.replace("| `archive/speed-*/` |", "| `archive/speed-1*/` |"), RESULTS) == [
         "archive/speed-0c4d184/",
+        "archive/speed-203f5fe/",
         "archive/speed-4e267fe/",
         "archive/speed-5b99b49/",
         "archive/speed-b69662c/",
