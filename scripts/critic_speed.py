@@ -1,8 +1,8 @@
 """
-The critic's fit with its minibatch step in numpy (``NumpyMlpCritic``, taken on the CPU) against the same step in
-torch's kernels, and ``train()`` with each: one model of this TRPO's entry, the two alternating in one process on one
-torch thread, each fit on the same rollout. Prints the medians in ms and the median [min, max] of the ratio
-numpy / torch over the repeats.
+The critic's fit with its minibatch step in numpy (``NumpyMlpCritic``, taken on the CPU for minibatches of up to
+``NUMPY_MINIBATCH`` samples; here whatever the minibatch) against the same step in torch's kernels, and ``train()``
+with each: one model of this TRPO's entry, the two alternating in one process on one torch thread, each fit on the
+same rollout. Prints the medians in ms and the median [min, max] of the ratio numpy / torch over the repeats.
 
     python scripts/critic_speed.py CartPole-v1 --repeats 10
 
@@ -31,7 +31,7 @@ def main() -> None:
     model: Any = settings.model(make_env(settings, args.env, 0), 0)
     model.learn(settings.n_envs * model.n_steps)
     takes = critic.NumpyMlpCritic.takes
-    steps = {"numpy": takes, "torch": lambda network: False}
+    steps = {"numpy": lambda network, batch_size: takes(network, 1), "torch": lambda network, batch_size: False}
     for name, call in (("critic fit", model._fit_critic), ("train()", model.train)):
         times: dict[str, list[float]] = {step: [] for step in steps}
         for _ in range(args.repeats):

@@ -9,7 +9,7 @@ from helpers import ACTION_SPACES, ToyEnv, collect_rollout
 from torch import nn
 
 from sb3_trpo_ext import TRPO
-from sb3_trpo_ext.critic import NumpyMlpCritic, _fused_adam_state, optimizer_steps
+from sb3_trpo_ext.critic import NUMPY_MINIBATCH, NumpyMlpCritic, _fused_adam_state, optimizer_steps
 from sb3_trpo_ext.fast_paths import FastPaths
 from sb3_trpo_ext.mlp import actor_network, critic_network, mlp_network, tanh
 
@@ -209,7 +209,7 @@ def test_the_critic_fit_leaves_tensors_autograd_can_use(optimizer_class):
 def test_the_numpy_critic_step_is_autograd_s_gradient_of_the_squared_error(activation, bias):
     module = mlp(activation, bias)
     network = mlp_network([module])
-    assert NumpyMlpCritic.takes(network)
+    assert NumpyMlpCritic.takes(network, 9)
     critic = NumpyMlpCritic(network)
     x, returns = th.randn(9, 5, dtype=th.float64), th.randn(9, 3, dtype=th.float64)
     values = module(x)
@@ -241,12 +241,36 @@ def test_the_numpy_critic_follows_an_optimiser_that_replaces_the_parameters_memo
         th.testing.assert_close(grad, reference, rtol=1e-12, atol=1e-14)
 
 
+def test_the_numpy_critic_fit_runs_numpy_s_blas_on_torch_s_thread_count(monkeypatch):
+    from threadpoolctl import ThreadpoolController
+
+    controller = ThreadpoolController()
+    if not controller.select(user_api="blas"):
+        pytest.skip("numpy's BLAS is one threadpoolctl does not know")
+    model = TRPO("MlpPolicy", ToyEnv(ACTION_SPACES["box3"]), n_steps=64, batch_size=16, n_critic_updates=1, seed=0)
+    collect_rollout(model)
+    seen = []
+    step = NumpyMlpCritic.step
+
+    def counting_step(self, *args):
+        seen.append({pool.num_threads for pool in ThreadpoolController().select(user_api="blas").lib_controllers})
+        return step(self, *args)
+
+    monkeypatch.setattr(NumpyMlpCritic, "step", counting_step)
+    assert th.get_num_threads() == 1  # the tests' setting (conftest.py)
+    with controller.limit(limits=2, user_api="blas"):  # as OpenBLAS sets itself on a 2-core machine
+        model._fit_critic()
+        assert {pool.num_threads for pool in ThreadpoolController().select(user_api="blas").lib_controllers} == {2}
+    assert seen and all(threads == {1} for threads in seen)
+
+
 def test_the_numpy_critic_takes_only_cpu_float_parameters_of_one_dtype():
-    assert NumpyMlpCritic.takes(mlp_network([mlp(nn.Tanh, dtype=th.float32)]))
-    assert not NumpyMlpCritic.takes(mlp_network([mlp(nn.Tanh, dtype=th.bfloat16)]))
+    assert NumpyMlpCritic.takes(mlp_network([mlp(nn.Tanh, dtype=th.float32)]), NUMPY_MINIBATCH)
+    assert not NumpyMlpCritic.takes(mlp_network([mlp(nn.Tanh, dtype=th.float32)]), NUMPY_MINIBATCH + 1)
+    assert not NumpyMlpCritic.takes(mlp_network([mlp(nn.Tanh, dtype=th.bfloat16)]), 16)
     mixed = mlp(nn.ReLU, dtype=th.float32)
     mixed[-1].to(th.float64)
-    assert not NumpyMlpCritic.takes(mlp_network([mixed]))
+    assert not NumpyMlpCritic.takes(mlp_network([mixed]), 16)
 
 
 @pytest.mark.parametrize("critic_step", ["numpy", "torch"])
@@ -255,7 +279,7 @@ def test_the_numpy_critic_takes_only_cpu_float_parameters_of_one_dtype():
 @pytest.mark.parametrize("space,optimizer_class", [("box3", th.optim.Adam), ("discrete", th.optim.SGD)])
 def test_the_mlp_critic_takes_autograd_s_steps(space, optimizer_class, reference_paths, activation, critic_step, monkeypatch):
     if critic_step == "torch":  # the MLP critic's torch kernels, as on an accelerator
-        monkeypatch.setattr(NumpyMlpCritic, "takes", staticmethod(lambda network: False))
+        monkeypatch.setattr(NumpyMlpCritic, "takes", staticmethod(lambda network, batch_size: False))
     # SGD's steps are proportional to the gradient, so a wrong scale of it shows (Adam's steps would not).
     kwargs = dict(net_arch=dict(pi=[8], vf=[8, 8]), activation_fn=activation, optimizer_class=optimizer_class)
     model = TRPO(
@@ -274,7 +298,7 @@ def test_the_mlp_critic_takes_autograd_s_steps(space, optimizer_class, reference
     # The fast path's autograd critic (resident minibatches), or SB3's and torch's public API alone.
     reference._speedups = FastPaths(True) if reference_paths == "autograd critic" else FastPaths(False)
     assert model._speedups.critic is not None
-    assert NumpyMlpCritic.takes(model._speedups.critic) == (critic_step == "numpy")
+    assert NumpyMlpCritic.takes(model._speedups.critic, model.batch_size) == (critic_step == "numpy")
     losses = []
     for critic in (model, reference):
         th.manual_seed(0)
