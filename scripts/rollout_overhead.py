@@ -1,7 +1,8 @@
 """
 The rollout's cost beyond the environment, per environment step: SB3's VecEnv stack stepping random actions (the
 env-only time), this TRPO's ``collect_rollouts`` and sb3-contrib's, and the environment's own time inside each
-rollout, interleaved in one process on one torch thread; then ``train()`` of each. Medians over the repeats, in µs.
+rollout, interleaved in one process on one torch thread; then ``train()`` of each. Medians over the repeats, in µs,
+then each ratio's median [min, max] over the repeats, taken within each repeat.
 It also times the env stack alone while this TRPO's acting runs between its steps ("env between acting"): what the
 environment costs once other code runs between its steps, a floor under any rollout's time.
 
@@ -106,12 +107,17 @@ def main() -> None:
     median = {name: 1e6 * statistics.median(values) for name, values in times.items()}
     for name, value in median.items():
         print(f"{args.env} {name}: {value:.1f} µs a step")
-    ours, env = median["this TRPO rollout"], median["env only"]
-    print(f"{args.env} this TRPO's rollout beyond the env-only time: {(ours - env) / env:.0%} of it; beyond the env's "
-          f"time inside it: {(ours - median['this TRPO env inside']) / median['this TRPO env inside']:.0%}; "
-          f"sb3-contrib's rollout / this TRPO's: {median['sb3-contrib rollout'] / ours:.2f}; train() this / sb3-contrib: "
-          f"{median['this TRPO train()'] / median['sb3-contrib train()']:.2f}; "
-          f"the env between acting beyond the env-only time: {(median['env between acting'] - env) / env:.0%}")  # fmt: skip
+    # Each ratio within one repeat, whose timings ran back to back: a shared machine's slow spells move both sides.
+    ratios = {
+        "this TRPO's rollout beyond the env-only time": ("this TRPO rollout", "env only", -1.0),
+        "this TRPO's rollout beyond the env's time inside it": ("this TRPO rollout", "this TRPO env inside", -1.0),
+        "the env between acting beyond the env-only time": ("env between acting", "env only", -1.0),
+        "sb3-contrib's rollout / this TRPO's": ("sb3-contrib rollout", "this TRPO rollout", 0.0),
+        "train(), this / sb3-contrib": ("this TRPO train()", "sb3-contrib train()", 0.0),
+    }
+    for label, (numerator, denominator, shift) in ratios.items():
+        values = [a / b + shift for a, b in zip(times[numerator], times[denominator], strict=True)]
+        print(f"{args.env} {label}: {statistics.median(values):.2f} [{min(values):.2f}, {max(values):.2f}]")
 
 
 if __name__ == "__main__":
