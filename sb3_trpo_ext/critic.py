@@ -3,8 +3,9 @@ The critic's fit (docs/algorithm.md §7): ``n_critic_updates`` epochs of minibat
 returns, by the critic's own optimiser over the critic's own parameters.
 
 The fast path cuts the minibatches ``RolloutBuffer.get`` yields from tensors made once, differentiates an MLP critic
-layer by layer (:mod:`sb3_trpo_ext.mlp`) and makes fused Adam's steps directly on the optimiser's state: a fit is
-hundreds of steps on a small network, where the bookkeeping around ``optimizer.step()`` costs more than the step.
+layer by layer (:mod:`sb3_trpo_ext.mlp`; small minibatches in numpy on the CPU) and makes fused Adam's steps directly
+on the optimiser's state: a fit is hundreds of steps on a small network, where the bookkeeping around
+``optimizer.step()`` costs more than the step.
 The plain path goes through ``RolloutBuffer.get``, autograd and ``optimizer.step()``; both take the same steps.
 """
 
@@ -231,8 +232,9 @@ def _thread_pools() -> ThreadpoolController:
 
 def blas_threads_as_torch_s() -> AbstractContextManager:
     """
-    numpy's BLAS limited to torch's thread count meanwhile: one setting for both. Left alone, OpenBLAS splits a product
-    of a 512-sample minibatch over every core, for no gain in time, and takes the cores of other runs.
+    numpy's BLAS limited to torch's thread count meanwhile: one setting for both. Left alone, OpenBLAS splits a large
+    product (a 512-sample minibatch of a 64-unit layer; a wider layer on fewer) over every core, for no gain in time
+    here, and takes the cores of other runs.
     """
     return _thread_pools().limit(limits=th.get_num_threads(), user_api="blas")
 
@@ -244,7 +246,7 @@ def _chain_rule(activation: Callable[..., np.ndarray], grad: np.ndarray, output:
         np.multiply(output, output, out=slope)
         np.subtract(1, slope, out=slope)
     else:
-        # A product with the 0/1 indicator rather than a masked write, whose branch per entry costs ten times as much.
+        # A product with the 0/1 indicator rather than a masked write, whose branch per entry costs several times as much.
         np.greater(output, 0, out=slope)
     np.multiply(grad, slope, out=grad)
 
