@@ -148,13 +148,14 @@ class NumpyMlpCritic:
     """
 
     def __init__(self, network: MlpNetwork) -> None:
-        self.network = network
+        self.network, self.params = network, network.parameters
         self._read_weights()
         self.dtype = self.layers[0][0].dtype
         # Tensors made outside inference mode: an optimiser keeps them as its parameters' .grad.
         with th.inference_mode(False):
-            self.grad_tensors = [th.empty_like(param, memory_format=th.contiguous_format) for param in network.parameters]
-        self.grads = [grad.numpy() for grad in self.grad_tensors]
+            self.grad_tensors = [th.empty_like(param, memory_format=th.contiguous_format) for param in self.params]
+        # Backpropagation writes them from the last layer's back to the first's.
+        self.grads_backwards = [grad.numpy() for grad in self.grad_tensors][::-1]
         self.buffers: dict[int, tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], np.ndarray]] = {}
 
     def _read_weights(self) -> None:
@@ -167,7 +168,7 @@ class NumpyMlpCritic:
             )
             for layer in self.network.layers
         ]
-        self.memory = [param.data_ptr() for param in self.network.parameters]
+        self.memory = [param.data_ptr() for param in self.params]
 
     @staticmethod
     def takes(network: MlpNetwork, batch_size: int) -> bool:
@@ -184,7 +185,7 @@ class NumpyMlpCritic:
 
     def step(self, features: th.Tensor, returns: th.Tensor, take_step: "OptimizerStep") -> th.Tensor:
         """:func:`mlp_critic_step` on a minibatch; the loss."""
-        if [param.data_ptr() for param in self.network.parameters] != self.memory:  # an optimiser that set .data
+        if [param.data_ptr() for param in self.params] != self.memory:  # an optimiser that set .data
             self._read_weights()
         inputs = features.numpy().astype(self.dtype, copy=False)
         outputs, d_inputs, slopes, ones = self._buffers(len(inputs))
@@ -200,7 +201,7 @@ class NumpyMlpCritic:
         loss = th.from_numpy(np.asarray(np.vdot(residual, residual) / residual.size))
         # d/dV of mean((V - R)^2) = 2 (V - R) / batch size, then backpropagation through the stored outputs.
         d_x = np.multiply(residual, 2.0 / len(inputs), out=residual)
-        grads = iter(self.grads[::-1])
+        grads = iter(self.grads_backwards)
         for index in range(len(self.layers) - 1, -1, -1):
             weight, bias, activation = self.layers[index]
             if activation is not None:

@@ -12,13 +12,11 @@ Run it on a machine doing nothing else: it compares speeds.
 import argparse
 import statistics
 import time
-from typing import Any
 
 import torch as th
+from rollout_overhead import learned_model
 
 import sb3_trpo_ext.critic as critic
-from sb3_trpo_ext.benchmark.run import make_env
-from sb3_trpo_ext.benchmark.settings import settings_for
 
 
 def main() -> None:
@@ -27,9 +25,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
     th.set_num_threads(1)
-    settings = settings_for("trpo_ext", args.env, same_settings=True)
-    model: Any = settings.model(make_env(settings, args.env, 0), 0)
-    model.learn(settings.n_envs * model.n_steps)
+    model = learned_model("trpo_ext", args.env)
     takes = critic.NumpyMlpCritic.takes
     steps = {"numpy": lambda network, batch_size: takes(network, 1), "torch": lambda network, batch_size: False}
     for name, call in (("critic fit", model._fit_critic), ("train()", model.train)):

@@ -15,12 +15,21 @@ compares speeds.
 import argparse
 import statistics
 import time
+from typing import Any
 
 import numpy as np
 import torch as th
 
 from sb3_trpo_ext.benchmark.run import make_env
 from sb3_trpo_ext.benchmark.settings import settings_for
+
+
+def learned_model(algo: str, env_id: str) -> Any:
+    """A model of ``algo`` with this TRPO's entry for ``env_id`` (the benchmark's equal settings), after one rollout
+    and its update."""
+    settings = settings_for(algo, env_id, same_settings=True)
+    model = settings.model(make_env(settings, env_id, 0), 0)
+    return model.learn(settings.n_envs * model.n_steps)
 
 
 def random_actions(env, n: int = 64) -> list[np.ndarray]:
@@ -89,11 +98,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     th.set_num_threads(1)
-    models = {}
-    for algo in ("trpo_ext", "trpo"):
-        settings = settings_for(algo, args.env, same_settings=True)
-        models[algo] = settings.model(make_env(settings, args.env, 0), 0)
-        models[algo].learn(settings.n_envs * models[algo].n_steps)
+    models = {algo: learned_model(algo, args.env) for algo in ("trpo_ext", "trpo")}
     times: dict[str, list[float]] = {}
     for _ in range(args.repeats):
         times.setdefault("env only", []).append(env_only(models["trpo_ext"], models["trpo_ext"].n_steps))
