@@ -80,6 +80,7 @@ def test_each_check_fails_where_it_should():
         "archive/speed-203f5fe/",
         "archive/speed-4e267fe/",
         "archive/speed-5b99b49/",
+        "archive/speed-819405a/",
         "archive/speed-9511995/",
         "archive/speed-b69662c/",
         "archive/speed-c9c735f/",
