@@ -4,7 +4,9 @@ env-only time), this TRPO's ``collect_rollouts`` and sb3-contrib's, and the envi
 rollout, interleaved in one process on one torch thread; then ``train()`` of each. Medians over the repeats, in µs,
 then each ratio's median [min, max] over the repeats, taken within each repeat.
 It also times the env stack alone while this TRPO's acting runs between its steps ("env between acting"): what the
-environment costs once other code runs between its steps, a floor under any rollout's time.
+environment costs once other code runs between its steps. And it times this TRPO's rollout with acting that costs
+nothing ("free acting": each step returns the first step's actions, values and log-probabilities): SB3's loop work
+without the policy, a floor under any rollout that keeps the loop's contract.
 
     python scripts/rollout_overhead.py CartPole-v1 --repeats 5
 
@@ -15,6 +17,7 @@ compares speeds.
 import argparse
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,6 +25,7 @@ import torch as th
 
 from sb3_trpo_ext.benchmark.run import make_env
 from sb3_trpo_ext.benchmark.settings import settings_for
+from sb3_trpo_ext.fast_paths import FastPaths
 
 
 def learned_model(algo: str, env_id: str) -> Any:
@@ -65,8 +69,41 @@ def env_between_acting(model, n_steps: int) -> float:
     return inside / (n_steps * env.num_envs)
 
 
-def rollout(model) -> tuple[float, float]:
-    """Seconds per environment step of one ``collect_rollouts``, and of the environment's steps inside it."""
+class FreeActing:
+    """Acting that costs nothing: the same outputs at every step."""
+
+    def __init__(self, acted: tuple) -> None:
+        self.acted = acted
+
+    def act(self, observations: Any, episode_starts: Any, step_inputs: dict) -> tuple:
+        return self.acted
+
+
+@dataclass(frozen=True)
+class FreeActingPaths(FastPaths):
+    """The model's fast paths, but for acting that costs nothing."""
+
+    acting: FreeActing | None = None
+
+    def rollout_acting(self, policy: Any, kind: Any) -> FreeActing:
+        assert self.acting is not None
+        return self.acting
+
+
+def with_free_acting(model) -> FreeActingPaths:
+    """The model's fast paths, with acting that returns what the model's acting gave at a first step, every step."""
+    paths, env = model._speedups, model.get_env()
+    acting = paths.rollout_acting(model.policy, model._kind)
+    acted = acting.act(env.reset(), np.ones(env.num_envs, dtype=bool), model._kind.step_inputs(env))
+    return FreeActingPaths(paths.enabled, paths.actor, paths.critic, acting=FreeActing(acted))
+
+
+def rollout(model, speedups: FastPaths | None = None) -> tuple[float, float]:
+    """Seconds per environment step of one ``collect_rollouts`` (with ``speedups`` in place of the model's fast paths,
+    if given), and of the environment's steps inside it."""
+    own = getattr(model, "_speedups", None)
+    if speedups is not None:
+        model._speedups = speedups
     _, callback = model._setup_learn(0, callback=None, reset_num_timesteps=False)
     env = model.get_env()
     step, inside = env.step, [0.0]
@@ -82,6 +119,8 @@ def rollout(model) -> tuple[float, float]:
     model.collect_rollouts(env, callback, model.rollout_buffer, model.n_steps)
     total = time.perf_counter() - start
     del env.step
+    if speedups is not None:
+        model._speedups = own
     steps = model.n_steps * env.num_envs
     return total / steps, inside[0] / steps
 
@@ -99,6 +138,7 @@ def main() -> None:
     args = parser.parse_args()
     th.set_num_threads(1)
     models = {algo: learned_model(algo, args.env) for algo in ("trpo_ext", "trpo")}
+    free_acting = with_free_acting(models["trpo_ext"])
     times: dict[str, list[float]] = {}
     for _ in range(args.repeats):
         times.setdefault("env only", []).append(env_only(models["trpo_ext"], models["trpo_ext"].n_steps))
@@ -107,6 +147,9 @@ def main() -> None:
             total, inside = rollout(models[algo])
             times.setdefault(f"{name} rollout", []).append(total)
             times.setdefault(f"{name} env inside", []).append(inside)
+        total, inside = rollout(models["trpo_ext"], free_acting)
+        times.setdefault("free-acting rollout", []).append(total)
+        times.setdefault("free-acting env inside", []).append(inside)
         for algo, name in (("trpo_ext", "this TRPO"), ("trpo", "sb3-contrib")):
             times.setdefault(f"{name} train()", []).append(train(models[algo]))
     median = {name: 1e6 * statistics.median(values) for name, values in times.items()}
@@ -117,6 +160,8 @@ def main() -> None:
         "this TRPO's rollout beyond the env-only time": ("this TRPO rollout", "env only", -1.0),
         "this TRPO's rollout beyond the env's time inside it": ("this TRPO rollout", "this TRPO env inside", -1.0),
         "the env between acting beyond the env-only time": ("env between acting", "env only", -1.0),
+        "the free-acting rollout beyond the env-only time": ("free-acting rollout", "env only", -1.0),
+        "the free-acting rollout beyond the env's time inside it": ("free-acting rollout", "free-acting env inside", -1.0),
         "sb3-contrib's rollout / this TRPO's": ("sb3-contrib rollout", "this TRPO rollout", 0.0),
         "train(), this / sb3-contrib": ("this TRPO train()", "sb3-contrib train()", 0.0),
     }
