@@ -82,6 +82,7 @@ def test_each_check_fails_where_it_should():
         "archive/speed-5b99b49/",
         "archive/speed-819405a/",
         "archive/speed-9511995/",
+        "archive/speed-9e88c92/",
         "archive/speed-b69662c/",
         "archive/speed-c9c735f/",
     ]
