@@ -202,14 +202,22 @@ class NumpyRolloutActor:
         n = len(observations)
         if len(self.inputs[0]) != n or versions(self.parameters) != self.versions:
             self._refresh(n)
-        self.inputs[0][:, :-1] = observations.reshape(n, -1)  # as float32, as the policy's preprocessing
+        self.network(observations)
+        actions, log_prob = self.draw()
+        values = th.from_numpy(self.values.copy())
+        return th.from_numpy(observations), actions.reshape(self.action_shape), values, th.from_numpy(log_prob)
+
+    def network(self, observations: np.ndarray) -> None:
+        """The joint network on ``observations``, into ``mean`` (or the logits) and ``values``."""
+        self.inputs[0][:, :-1] = observations.reshape(len(observations), -1)  # as float32, as the policy's preprocessing
         for x, weight, out, activation in self.layers:
             np.matmul(x, weight, out=out)
             if activation is not None:
                 activation(out, out=out)
-        actions, log_prob = self._gaussian(self.mean) if self.gaussian else self._categorical(self.mean)
-        values = th.from_numpy(self.values.copy())
-        return th.from_numpy(observations), actions.reshape(self.action_shape), values, th.from_numpy(log_prob)
+
+    def draw(self) -> tuple[np.ndarray, np.ndarray]:
+        """Actions drawn from the distribution the network gave, and their log-probabilities."""
+        return self._gaussian(self.mean) if self.gaussian else self._categorical(self.mean)
 
     def _gaussian(self, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.noise.normal_()

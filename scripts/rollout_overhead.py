@@ -6,7 +6,9 @@ then each ratio's median [min, max] over the repeats, taken within each repeat.
 It also times the env stack alone while this TRPO's acting runs between its steps ("env between acting"): what the
 environment costs once other code runs between its steps. And it times this TRPO's rollout with acting that costs
 nothing ("free acting": each step returns the first step's actions, values and log-probabilities): SB3's loop work
-without the policy, a floor under any rollout that keeps the loop's contract.
+without the policy, a floor under any rollout that keeps the loop's contract. Where this TRPO acts in numpy, two more
+rollouts do part of its acting at each step (the network; the network and the draw) and return the same outputs: the
+differences between the four say where acting's time goes inside the loop.
 
     python scripts/rollout_overhead.py CartPole-v1 --repeats 5
 
@@ -26,6 +28,7 @@ import torch as th
 from sb3_trpo_ext.benchmark.run import make_env
 from sb3_trpo_ext.benchmark.settings import settings_for
 from sb3_trpo_ext.fast_paths import FastPaths
+from sb3_trpo_ext.rollout import NumpyRolloutActor
 
 
 def learned_model(algo: str, env_id: str) -> Any:
@@ -79,9 +82,23 @@ class FreeActing:
         return self.acted
 
 
+class PartialActing(FreeActing):
+    """The numpy actor's network, and its draw with ``draw``, at each step; the same outputs as :class:`FreeActing`."""
+
+    def __init__(self, acted: tuple, actor: NumpyRolloutActor, draw: bool) -> None:
+        super().__init__(acted)
+        self.actor, self.draw = actor, draw
+
+    def act(self, observations: Any, episode_starts: Any, step_inputs: dict) -> tuple:
+        self.actor.network(observations)
+        if self.draw:
+            self.actor.draw()
+        return self.acted
+
+
 @dataclass(frozen=True)
 class FreeActingPaths(FastPaths):
-    """The model's fast paths, but for acting that costs nothing."""
+    """The model's fast paths, but for acting that costs nothing (or does only part of the work)."""
 
     acting: FreeActing | None = None
 
@@ -90,12 +107,17 @@ class FreeActingPaths(FastPaths):
         return self.acting
 
 
-def with_free_acting(model) -> FreeActingPaths:
-    """The model's fast paths, with acting that returns what the model's acting gave at a first step, every step."""
+def with_free_acting(model) -> dict[str, FreeActingPaths]:
+    """The model's fast paths with acting that returns what the model's acting gave at a first step, every step: free,
+    and, for the numpy actor, after its network or its network and draw."""
     paths, env = model._speedups, model.get_env()
     acting = paths.rollout_acting(model.policy, model._kind)
     acted = acting.act(env.reset(), np.ones(env.num_envs, dtype=bool), model._kind.step_inputs(env))
-    return FreeActingPaths(paths.enabled, paths.actor, paths.critic, acting=FreeActing(acted))
+    variants = {"free-acting": FreeActing(acted)}
+    if isinstance(acting, NumpyRolloutActor):
+        variants["network-only"] = PartialActing(acted, acting, draw=False)
+        variants["network-and-draw"] = PartialActing(acted, acting, draw=True)
+    return {name: FreeActingPaths(paths.enabled, paths.actor, paths.critic, acting=part) for name, part in variants.items()}
 
 
 def rollout(model, speedups: FastPaths | None = None) -> tuple[float, float]:
@@ -147,9 +169,10 @@ def main() -> None:
             total, inside = rollout(models[algo])
             times.setdefault(f"{name} rollout", []).append(total)
             times.setdefault(f"{name} env inside", []).append(inside)
-        total, inside = rollout(models["trpo_ext"], free_acting)
-        times.setdefault("free-acting rollout", []).append(total)
-        times.setdefault("free-acting env inside", []).append(inside)
+        for name, paths in free_acting.items():
+            total, inside = rollout(models["trpo_ext"], paths)
+            times.setdefault(f"{name} rollout", []).append(total)
+            times.setdefault(f"{name} env inside", []).append(inside)
         for algo, name in (("trpo_ext", "this TRPO"), ("trpo", "sb3-contrib")):
             times.setdefault(f"{name} train()", []).append(train(models[algo]))
     median = {name: 1e6 * statistics.median(values) for name, values in times.items()}
