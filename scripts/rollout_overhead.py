@@ -110,9 +110,9 @@ class FreeActingPaths(FastPaths):
 def with_free_acting(model) -> dict[str, FreeActingPaths]:
     """The model's fast paths with acting that returns what the model's acting gave at a first step, every step: free,
     and, for the numpy actor, after its network or its network and draw."""
-    paths, env = model._speedups, model.get_env()
+    paths = model._speedups
     acting = paths.rollout_acting(model.policy, model._kind)
-    acted = acting.act(env.reset(), np.ones(env.num_envs, dtype=bool), model._kind.step_inputs(env))
+    acted = acting.act(model._last_obs, model._last_episode_starts, model._kind.step_inputs(model.get_env()))
     variants = {"free-acting": FreeActing(acted)}
     if isinstance(acting, NumpyRolloutActor):
         variants["network-only"] = PartialActing(acted, acting, draw=False)
